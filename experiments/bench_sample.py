@@ -1,0 +1,135 @@
+"""Naive vs cached sampling of 32x32x3 images, and how far each is from its floor.
+
+  python experiments/bench_sample.py [--batches=1,16,64,256] [--out=FILE]
+
+For each model shape and batch: the cached sampler's wall time (median of 3
+after compile); the naive sampler's, measured in full where --naive_full_limit
+allows and otherwise extrapolated as 3,072 x the time of one full forward pass
+(the naive loop's body), marked "extrapolated". Floors use the H100 SXM
+datasheet (3.35 TB/s HBM, 989 TFLOP/s dense bf16): the weight bytes that one
+sampling step must read / bandwidth, and the FLOPs of one step / the bf16
+rate, each times the 3,072 steps. Also: the rate at which cached and naive
+differ per sub-pixel (bf16) and whether they are identical (fp32).
+"""
+
+import argparse
+import datetime
+import json
+import re
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import pixelcnn_jax as pj
+
+SHAPES = ((15, 129, 3), (20, 384, 5))
+HBM_BYTES_PER_S, BF16_FLOPS = 3.35e12, 989e12
+STEPS = 32 * 32 * 3
+
+
+def make(layers, features, kernel, dtype, precision=None):
+  model = pj.GatedPixelCNN(num_layers=layers, features=features, kernel_size=kernel,
+                           channels=3, image_size=(32, 32), dtype=dtype,
+                           precision=precision)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3), jnp.uint8))
+  return model, variables
+
+
+def timed(fn, repeats=3):
+  fn()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def floors(variables, batch, dtype_bytes):
+  """Seconds: (weight bytes per step / HBM, FLOPs per step / bf16 rate) x steps.
+
+  Every sub-pixel step reads each horizontal-stack and head weight once; the
+  vertical stack's weights are read once per row and spread over its W*C steps.
+  """
+  params = variables["params"]
+  per_step, per_row = 0, 0
+  for name, sub in params.items():
+    n = sum(x.size for x in jax.tree_util.tree_leaves(sub))
+    if name.startswith("layers_"):
+      vert = sum(x.size for k, v in sub.items() if k in ("v_conv", "v_to_h")
+                 for x in jax.tree_util.tree_leaves(v))
+      per_step += n - vert
+      per_row += vert
+    else:
+      per_step += n
+  weights = per_step + per_row / (32 * 3)
+  flops = 2 * batch * (per_step + per_row * 32 / (32 * 32 * 3))
+  return (weights * dtype_bytes / HBM_BYTES_PER_S * STEPS,
+          flops / BF16_FLOPS * STEPS)
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--batches", default="1,16,64,256")
+  p.add_argument("--naive_full_limit", type=float, default=20.0,
+                 help="run naive in full when its estimate is below this (s)")
+  p.add_argument("--out", default="")
+  p.add_argument("--agreement", type=int, default=1, help="0: skip the check")
+  p.add_argument("--shapes", default=",".join(f"{l}x{f}k{k}" for l, f, k in SHAPES),
+                 help="comma-separated LAYERSxFEATURESkKERNEL")
+  args = p.parse_args()
+  shapes = [tuple(int(v) for v in re.fullmatch(r"(\d+)x(\d+)k(\d+)", s).groups())
+            for s in args.shapes.split(",")]
+  key = jax.random.PRNGKey(1)
+  rows = []
+  for layers, features, kernel in shapes:
+    model, variables = make(layers, features, kernel, jnp.bfloat16)
+    forward = jax.jit(model.apply)
+    for batch in [int(b) for b in args.batches.split(",")]:
+      x = jnp.zeros((batch, 32, 32, 3), jnp.uint8)
+      fwd = timed(lambda: jax.block_until_ready(forward(variables, x)))
+      naive_est = fwd * STEPS
+      cached = timed(lambda: pj.sample(model, variables, key, batch))
+      if naive_est < args.naive_full_limit:
+        naive, how = timed(lambda: pj.sample(model, variables, key, batch,
+                                             method="naive"), 1), "measured"
+      else:
+        naive, how = naive_est, "extrapolated"
+      bw_floor, flop_floor = floors(variables, batch, 2)
+      r = {"shape": f"{layers}x{features} k{kernel}", "dtype": "bfloat16",
+           "batch": batch, "cached_s": cached, "naive_s": naive, "naive": how,
+           "speedup": naive / cached, "floor_bytes_s": bw_floor,
+           "floor_flops_s": flop_floor, "device": jax.devices()[0].device_kind,
+           "date": datetime.date.today().isoformat()}
+      print(json.dumps(r), flush=True)
+      rows.append(r)
+
+  agree = []
+  for dtype, precision in ((jnp.float32, "highest"), (jnp.float32, None),
+                           (jnp.bfloat16, None))[:3 * args.agreement]:
+    model, variables = make(15, 129, 3, dtype, precision)
+    a = pj.sample(model, variables, key, 16, method="naive")
+    b = pj.sample(model, variables, key, 16, method="cached")
+    first = np.flatnonzero((a != b).reshape(16, -1).any(0))
+    r = {"agreement": str(np.dtype(dtype)), "precision": precision or "default",
+         "identical": bool((a == b).all()), "differing_subpixel_rate": float(
+             (a != b).mean()), "first_difference_at": int(first[0]) if len(first)
+         else None, "device": jax.devices()[0].device_kind}
+    print(json.dumps(r), flush=True)
+    agree.append(r)
+  if args.out:
+    with open(args.out, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in rows + agree)
+  print(f"\n{'shape':>10} {'batch':>5} {'cached s':>9} {'naive s':>9} {'':>5} "
+        f"{'speedup':>8} {'floor(B) s':>10} {'floor(F) s':>10}")
+  for r in rows:
+    print(f"{r['shape']:>10} {r['batch']:5d} {r['cached_s']:9.3f} {r['naive_s']:9.1f} "
+          f"{r['naive'][:5]:>5} {r['speedup']:8.0f} {r['floor_bytes_s']:10.4f} "
+          f"{r['floor_flops_s']:10.4f}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,8 @@
+"""pixelcnn-jax: Gated and Conditional PixelCNN in JAX/Flax."""
+
+from pixelcnn_jax.checkpoint import load
+from pixelcnn_jax.likelihood import bits_per_dim
+from pixelcnn_jax.model import GatedPixelCNN
+from pixelcnn_jax.sampling import sample
+
+__all__ = ["GatedPixelCNN", "bits_per_dim", "load", "sample"]

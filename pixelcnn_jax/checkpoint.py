@@ -1,0 +1,113 @@
+"""Orbax checkpoints in a workdir, its saved config, and `pj.load`.
+
+A workdir holds `config.json` (the config it was trained with) and `ckpt/`.
+The saved model section is the architecture: a later run with a different one
+is refused instead of failing deep inside a restore.
+"""
+
+import json
+import os
+from typing import Optional
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from pixelcnn_jax import train_state as ts
+from pixelcnn_jax.errors import UserError
+
+CONFIG_FILE = "config.json"
+
+
+def config_path(workdir: str) -> str:
+  return os.path.join(workdir, CONFIG_FILE)
+
+
+def prepare_workdir(workdir: str, config) -> None:
+  """Creates the workdir, refuses a different architecture, saves the config."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_test")
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f"workdir {workdir} is not writable: {e.strerror}") from e
+  if os.path.exists(config_path(workdir)):
+    check_architecture(workdir, config)
+  if jax.process_index() == 0:
+    with open(config_path(workdir), "w") as f:
+      f.write(config.to_json(indent=2))
+
+
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+  path = config_path(workdir)
+  if not os.path.exists(path):
+    raise UserError(f"no checkpoint in workdir {workdir} ({CONFIG_FILE} is missing)")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def check_architecture(workdir: str, config) -> None:
+  saved = saved_config(workdir)
+  ours = json.loads(config.model.to_json())
+  theirs = json.loads(saved.model.to_json())
+  ours["image_size"], theirs["image_size"] = (list(config.data.image_size),
+                                              list(saved.data.image_size))
+  diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+  if diff:
+    detail = ", ".join(f"{k}: checkpoint {theirs.get(k)!r} vs config {ours.get(k)!r}"
+                       for k in diff)
+    raise UserError(f"workdir {workdir} holds a different architecture ({detail}); "
+                    "use a new --workdir")
+
+
+def manager(workdir: str, config, read_only: bool = False) -> ocp.CheckpointManager:
+  t = config.train
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=t.keep_checkpoints, save_interval_steps=t.checkpoint_every,
+      enable_async_checkpointing=True, read_only=read_only, create=not read_only)
+  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "ckpt")),
+                               options=options)
+
+
+def restore(mngr: ocp.CheckpointManager, abstract_state, step: Optional[int] = None):
+  """Restores `step` (default: latest) into the shardings of `abstract_state`."""
+  steps = mngr.all_steps()
+  if not steps:
+    raise UserError(f"no checkpoint in {mngr.directory}")
+  step = max(steps) if step is None else step
+  if step not in steps:
+    raise UserError(f"no checkpoint for step {step} in {mngr.directory}; "
+                    f"available: {sorted(steps)}")
+  try:
+    return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  except (ValueError, KeyError, TypeError) as e:
+    raise UserError(f"checkpoint {mngr.directory}/{step} does not match this "
+                    f"architecture: {str(e).splitlines()[0]}") from e
+
+
+def abstract_state(config, model, tx, sharding):
+  shapes = jax.eval_shape(lambda k: ts.create_state(config, model, tx, k),
+                          jax.random.PRNGKey(0))
+  return jax.tree_util.tree_map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
+def restore_trained(config, workdir: str, sharding, step: Optional[int] = None):
+  """(model, TrainState) of `workdir` at `step` (default latest), placed on
+  `sharding`; refuses a config whose architecture differs from the saved one."""
+  check_architecture(workdir, config)
+  model = ts.make_model(config.model, config.data.image_size)
+  tx = ts.make_optimizer(config.train)
+  with manager(workdir, config, read_only=True) as mngr:
+    state = restore(mngr, abstract_state(config, model, tx, sharding), step)
+  return model, state
+
+
+def load(workdir: str, step: Optional[int] = None):
+  """(model, variables, config) of a trained workdir; EMA weights if kept."""
+  config = saved_config(workdir)
+  model, state = restore_trained(
+      config, workdir, jax.sharding.SingleDeviceSharding(jax.devices()[0]), step)
+  return model, {"params": state.eval_params()}, config

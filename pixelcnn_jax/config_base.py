@@ -1,0 +1,163 @@
+"""Defaults shared by every config in configs/, and the `:smoke` variant.
+
+A config file builds on `base()`, sets what differs, and returns
+`finish(config, arg)`, which applies `:smoke` and locks the config so that a
+mistyped `--config.key=value` is an error instead of a silent new key.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+from pixelcnn_jax import conditioning, datasets, model, sampling, train_state
+from pixelcnn_jax.errors import UserError
+
+SHIPPED_CIFAR = datasets.SHIPPED_DIR.replace("mnist_subset", "cifar10_subset")
+
+
+def base() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  # -1: every device of every process. The data axis splits the batch.
+  c.mesh = ml_collections.ConfigDict({"data": -1})
+
+  c.data = ml_collections.ConfigDict()
+  c.data.dataset = "npz"           # "npz", or a TFDS name (datasets.TFDS_DATASETS).
+  c.data.npz_dir = ""              # "" = the MNIST subset shipped with the package.
+  c.data.holdout = 0               # Last N images of `train` become split `holdout`.
+  c.data.tfds_data_dir = ""
+  c.data.vector_file = ""          # .npy per file group, "{split}" is replaced.
+  c.data.train_split = "train"
+  c.data.eval_split = "test"
+  c.data.image_size = (28, 28)     # Model size; larger images are centre-cropped
+  c.data.center_crop = False       # only when this is True.
+  c.data.eval_limit = 0            # 0 = the whole split (the only honest number).
+
+  c.model = ml_collections.ConfigDict()
+  c.model.num_layers = 15
+  c.model.features = 128
+  c.model.kernel_size = 3
+  c.model.channels = 1
+  c.model.skip = False
+  c.model.head_features = 0        # 0 = same as features.
+  c.model.conditioning = "none"    # none | class | vector | spatial
+  c.model.num_classes = 0
+  c.model.cond_dim = 0
+  c.model.spatial_features = 32
+  c.model.dtype = "float32"        # Compute dtype; params and logits stay float32.
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 128         # Global, over all devices and processes.
+  c.train.num_steps = 10_000
+  c.train.schedule_steps = 0       # Cosine horizon; 0 = num_steps.
+  c.train.learning_rate = 1e-3
+  c.train.warmup_steps = 500
+  c.train.grad_clip = 1.0
+  c.train.ema_decay = 0.0          # 0 = no EMA of the params.
+  c.train.log_every = 100
+  c.train.eval_every = 2_000
+  c.train.checkpoint_every = 1_000
+  c.train.keep_checkpoints = 3
+  c.train.sample_every = 5_000
+  c.train.time_limit_s = 0.0       # > 0: stop (save, eval, sample) after this long.
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 256
+  c.eval.step = -1                 # --mode=eval: -1 = latest checkpoint.
+
+  c.sample = ml_collections.ConfigDict()
+  c.sample.num = 16
+  c.sample.method = "cached"
+  c.sample.temperature = 1.0
+  c.sample.labels = ""             # e.g. "3,3,5"; default one row per class.
+  c.sample.seed = 0
+  c.sample.complete = False        # Complete the bottom half of eval images.
+  return c
+
+
+def smoke(c: ml_collections.ConfigDict) -> None:
+  """Shrinks model, data and steps: train, eval and sample in well under 60 s."""
+  c.model.num_layers, c.model.features, c.model.kernel_size = 2, 12, 3
+  c.model.head_features = 0
+  c.model.spatial_features = 4
+  c.model.dtype = "float32"
+  c.data.dataset = "npz"
+  c.data.npz_dir = SHIPPED_CIFAR if c.model.channels == 3 else ""
+  c.data.holdout = 100 if c.model.channels == 3 else 0
+  c.data.train_split = "train"
+  c.data.eval_split = "holdout" if c.model.channels == 3 else "test"
+  c.data.image_size = (8, 8)
+  c.data.center_crop = True
+  c.data.eval_limit = 64
+  c.data.vector_file = ""
+  if c.model.num_classes > 10:
+    c.model.num_classes = 10
+  c.mesh = ml_collections.ConfigDict({"data": -1})
+  c.train.batch_size = 8
+  c.train.num_steps = 20
+  c.train.warmup_steps = 2
+  c.train.log_every = 5
+  c.train.eval_every = 20
+  c.train.checkpoint_every = 10
+  c.train.sample_every = 20
+  c.eval.batch_size = 32
+  c.sample.num = 4
+
+
+def sibling(config_file: str, name: str) -> ml_collections.ConfigDict:
+  """The unlocked, full-size config of `name` in the folder of `config_file`.
+
+  Config files are loaded by path, not as a package, so a derived config
+  (e.g. mnist_classcond.py from mnist.py) loads its base the same way.
+  """
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name)
+  spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config()
+  c.unlock()
+  return c
+
+
+def finish(c: ml_collections.ConfigDict, arg=None) -> ml_collections.ConfigDict:
+  if arg == "smoke":
+    smoke(c)
+  elif arg:
+    raise ValueError(f"unknown config variant {arg!r}; the only one is 'smoke'")
+  c.lock()
+  return c
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Raises UserError for a config that cannot train, before any work is done."""
+  m = c.model
+  try:
+    model.validate_architecture(m.num_layers, m.features, m.kernel_size, m.channels,
+                                m.head_features)
+    conditioning.validate(m.conditioning, m.num_classes, m.cond_dim)
+  except ValueError as e:
+    raise UserError(f"config.model: {e}") from e
+  if m.dtype not in train_state.DTYPES:
+    raise UserError(f"config.model.dtype must be one of {list(train_state.DTYPES)}, "
+                    f"got {m.dtype!r}")
+  if c.data.dataset != "npz" and c.data.dataset not in datasets.TFDS_DATASETS:
+    raise UserError(f"unknown dataset {c.data.dataset!r}: use 'npz' or one of "
+                    f"{', '.join(datasets.TFDS_DATASETS)}")
+  if c.sample.method not in sampling.METHODS:
+    raise UserError(f"config.sample.method must be one of {sampling.METHODS}, got "
+                    f"{c.sample.method!r}")
+  positive = {"train.num_steps": c.train.num_steps, "train.batch_size": c.train.batch_size,
+              "eval.batch_size": c.eval.batch_size, "sample.num": c.sample.num,
+              "train.log_every": c.train.log_every, "train.eval_every": c.train.eval_every,
+              "train.checkpoint_every": c.train.checkpoint_every,
+              "train.sample_every": c.train.sample_every,
+              "sample.temperature": c.sample.temperature}
+  for name, value in positive.items():
+    if not value > 0:
+      raise UserError(f"config.{name} must be > 0, got {value}")
+  if c.train.schedule_steps < 0:
+    raise UserError(f"config.train.schedule_steps must be >= 0, got "
+                    f"{c.train.schedule_steps}")
+  if not 0.0 <= c.train.ema_decay < 1.0:
+    raise UserError(f"config.train.ema_decay must be in [0, 1), got {c.train.ema_decay}")

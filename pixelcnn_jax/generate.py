@@ -1,0 +1,99 @@
+"""`--mode=sample`: sample grids and bottom-half completions as PNGs."""
+
+import logging
+import os
+
+import jax
+import numpy as np
+
+from pixelcnn_jax import checkpoint, conditioning, config_base, datasets, image_grid
+from pixelcnn_jax import mesh as mesh_lib
+from pixelcnn_jax import sampling
+from pixelcnn_jax.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def parse_labels(text: str, num_classes: int) -> np.ndarray:
+  try:
+    labels = np.array([int(v) for v in text.split(",")], np.int32)
+  except ValueError as e:
+    raise UserError(f"sample.labels must be comma-separated integers, got "
+                    f"{text!r}") from e
+  try:
+    conditioning.check_labels(labels, num_classes, "sample.labels")
+  except ValueError as e:
+    raise UserError(str(e)) from e
+  return labels
+
+
+def sample_inputs(config, eval_split):
+  """(h, number of images, grid columns) for a sample grid."""
+  m, num = config.model, config.sample.num
+  if m.conditioning == "none":
+    return None, num, int(np.ceil(np.sqrt(num)))
+  if m.num_classes > 0:
+    if config.sample.labels:
+      labels = parse_labels(config.sample.labels, m.num_classes)
+      return labels, len(labels), int(np.ceil(np.sqrt(len(labels))))
+    per_class = max(1, num // m.num_classes)
+    return (np.repeat(np.arange(m.num_classes, dtype=np.int32), per_class),
+            per_class * m.num_classes, per_class)
+  _, _, vectors = eval_split.read(np.arange(min(num, len(eval_split))))
+  if vectors is None:
+    raise UserError("sampling a vector-conditioned model needs data.vector_file")
+  return vectors, len(vectors), int(np.ceil(np.sqrt(len(vectors))))
+
+
+def draw_grid(model, params, config, eval_split, mesh, step: int, workdir: str,
+              key) -> str:
+  h, num, columns = sample_inputs(config, eval_split)
+  images = sampling.sample(model, {"params": params}, key, num, h=h,
+                           method=config.sample.method,
+                           temperature=config.sample.temperature, mesh=mesh)
+  return image_grid.save_grid(os.path.join(workdir, "samples", f"sample_{step}.png"),
+                              images, columns)
+
+
+def draw_completions(model, params, config, eval_split, mesh, step: int,
+                     workdir: str, key) -> str:
+  """Eval images with the bottom half hidden and re-sampled.
+
+  Grid rows alternate: originals, then their completions.
+  """
+  num = min(config.sample.num, len(eval_split))
+  images, labels, vectors = eval_split.read(np.arange(num))
+  h = None
+  if config.model.conditioning != "none":
+    h = labels if config.model.num_classes > 0 else vectors
+  top = images[:, :images.shape[1] // 2]
+  done = sampling.sample(model, {"params": params}, key, num, h=h,
+                         method=config.sample.method,
+                         temperature=config.sample.temperature, prefix=top, mesh=mesh)
+  columns = min(num, 8)
+  rows = []
+  for start in range(0, num, columns):
+    rows += [images[start:start + columns], done[start:start + columns]]
+  pad = lambda r: np.concatenate([r, np.full((columns - len(r), *r.shape[1:]), 255,
+                                             np.uint8)])
+  grid = np.concatenate([pad(r) for r in rows])
+  return image_grid.save_grid(
+      os.path.join(workdir, "samples", f"completion_{step}.png"), grid, columns)
+
+
+def run(config, workdir: str) -> str:
+  """Loads the checkpoint (EMA weights if kept) and writes one PNG."""
+  config_base.validate(config)
+  mesh = mesh_lib.make_mesh(config.mesh)
+  eval_split = datasets.open_for_model(config, config.data.eval_split)
+  step = None if config.eval.step < 0 else config.eval.step
+  model, state = checkpoint.restore_trained(config, workdir,
+                                            mesh_lib.replicated(mesh), step)
+  key = jax.random.PRNGKey(config.sample.seed)
+  draw = draw_completions if config.sample.complete else draw_grid
+  path = draw(model, state.eval_params(), config, eval_split, mesh, int(state.step),
+              workdir, key)
+  log.info("wrote %s", path)
+  if jax.process_index() == 0:
+    print(path, flush=True)
+  return path

@@ -1,0 +1,105 @@
+"""Building blocks: colour masks, shifted convolutions and the colour-grouped gate.
+
+Causality comes from geometry, not masks: every spatial convolution here has a
+kernel that only covers the past (rows above, or columns to the left plus the
+centre), and the caller chooses the padding that shifts it into place. Masks
+remain only where the R -> G -> B order needs them: on the centre tap of the
+horizontal convolution and on 1x1 convolutions between colour-grouped features.
+"""
+
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+Padding = Sequence[tuple[int, int]]
+
+
+def channel_colours(num_channels: int, num_colours: int) -> np.ndarray:
+  """Colour id of each channel when `num_channels` are split into equal groups."""
+  if num_channels % num_colours:
+    raise ValueError(
+        f"{num_channels} channels cannot be split into {num_colours} colour groups")
+  return np.arange(num_channels) // (num_channels // num_colours)
+
+
+def gated_colours(features: int, num_colours: int) -> np.ndarray:
+  """Colour ids of the 2p pre-activation maps: [tanh half | sigmoid half].
+
+  Both halves use the same grouping, so `gate` pairs channel k of the tanh half
+  with channel k of the sigmoid half: always the same colour.
+  """
+  return np.tile(channel_colours(features, num_colours), 2)
+
+
+def colour_mask(in_colours: np.ndarray, out_colours: np.ndarray,
+                include_same: bool) -> np.ndarray:
+  """[in, out] 0/1 mask: output colour c may read input colour c' < c (or <= c)."""
+  if include_same:
+    allowed = in_colours[:, None] <= out_colours[None, :]
+  else:
+    allowed = in_colours[:, None] < out_colours[None, :]
+  return allowed.astype(np.float32)
+
+
+def gate(pre: jax.Array) -> jax.Array:
+  """y = tanh(f) * sigmoid(g), with [f | g] stacked on the last axis."""
+  f, g = jnp.split(pre, 2, axis=-1)
+  return jnp.tanh(f) * jax.nn.sigmoid(g)
+
+
+class ShiftedConv(nn.Module):
+  """A 2D convolution whose placement is chosen per call by explicit padding.
+
+  The same parameters serve the full-image forward pass (padding shifts the
+  kernel so it only sees the past) and the cached sampler (padding (0, 0) on
+  an explicit window of past rows or columns), so both compute the same sums.
+
+  `centre_mask` ([in, out]) multiplies the last tap of the last kernel row,
+  which is the current pixel for the horizontal stack's (1 x k) kernel.
+  """
+  features: int
+  kernel_size: tuple[int, int]
+  centre_mask: Optional[np.ndarray] = None
+  dtype: Any = jnp.float32
+  precision: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, padding: Padding) -> jax.Array:
+    in_features = x.shape[-1]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (*self.kernel_size, in_features, self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    if self.centre_mask is not None:
+      tap_mask = np.ones(kernel.shape, np.float32)
+      tap_mask[-1, -1] = self.centre_mask
+      kernel = kernel * tap_mask
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), kernel.astype(self.dtype), window_strides=(1, 1),
+        padding=tuple(padding), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=self.precision)
+    return y + bias.astype(self.dtype)
+
+
+class MaskedDense(nn.Module):
+  """A 1x1 convolution with an optional [in, out] colour mask."""
+  features: int
+  mask: Optional[np.ndarray] = None
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  precision: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (x.shape[-1], self.features), jnp.float32)
+    if self.mask is not None:
+      kernel = kernel * self.mask
+    y = jnp.einsum("...i,io->...o", x.astype(self.dtype), kernel.astype(self.dtype),
+                   precision=self.precision)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,),
+                         jnp.float32).astype(self.dtype)
+    return y

@@ -1,0 +1,132 @@
+"""`train_and_evaluate(config, workdir)`: the training loop, top to bottom."""
+
+import logging
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+import orbax.checkpoint as ocp
+
+from pixelcnn_jax import checkpoint, config_base, datasets, evaluate, generate
+from pixelcnn_jax import input_pipeline
+from pixelcnn_jax import mesh as mesh_lib
+from pixelcnn_jax import train_state as ts
+from pixelcnn_jax.likelihood import bits_per_dim
+from pixelcnn_jax.metric_writer import MetricWriter
+
+log = logging.getLogger(__name__)
+
+
+def make_train_step(model, tx, ema_decay: float, mesh, state_sharding):
+  batch = mesh_lib.batch_sharding(mesh)
+
+  def step(state: ts.TrainState, images, h):
+    def loss_fn(params):
+      logits = model.apply({"params": params}, images, h=h)
+      return jnp.mean(bits_per_dim(logits, images))
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema_params
+    if ema is not None:
+      ema = optax.incremental_update(params, ema, step_size=1.0 - ema_decay)
+    new_state = ts.TrainState(step=state.step + 1, params=params,
+                              opt_state=opt_state, ema_params=ema)
+    return new_state, {"train_bpd": loss, "grad_norm": optax.global_norm(grads)}
+
+  return jax.jit(step, in_shardings=(state_sharding, batch, batch),
+                 out_shardings=(state_sharding, mesh_lib.replicated(mesh)),
+                 donate_argnums=0)
+
+
+def _eta(seconds: float) -> str:
+  m, s = divmod(int(seconds), 60)
+  h, m = divmod(m, 60)
+  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def train_and_evaluate(config, workdir: str) -> ts.TrainState:
+  config_base.validate(config)
+  t = config.train
+  mesh = mesh_lib.make_mesh(config.mesh)
+  mesh_lib.check_batch(t.batch_size, mesh, "train.batch_size")
+  mesh_lib.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
+  checkpoint.prepare_workdir(workdir, config)
+  train_split = datasets.open_for_model(config, config.data.train_split)
+  eval_split = datasets.open_for_model(config, config.data.eval_split)
+
+  model = ts.make_model(config.model, config.data.image_size)
+  tx = ts.make_optimizer(t)
+  replicated, batch_sharding = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+  writer = MetricWriter(workdir)
+  with checkpoint.manager(workdir, config) as mngr:
+    if mngr.latest_step() is not None:
+      state = checkpoint.restore(
+          mngr, checkpoint.abstract_state(config, model, tx, replicated))
+      log.info("resumed from step %d in %s", int(state.step), workdir)
+    else:
+      init = jax.jit(lambda k: ts.create_state(config, model, tx, k),
+                     out_shardings=replicated)
+      state = init(jax.random.PRNGKey(config.seed))
+    first_step = int(state.step)
+    log.info("model: %d parameters; mesh %s; global batch %d over %d "
+                 "processes", ts.param_count(state.params), dict(mesh.shape),
+                 t.batch_size, jax.process_count())
+    writer.write(first_step, {"num_params": ts.param_count(state.params)})
+
+    train_step = make_train_step(model, tx, t.ema_decay, mesh, replicated)
+    eval_step = evaluate.make_eval_step(model, mesh)
+    stream = input_pipeline.TrainStream(train_split, t.batch_size, config.seed,
+                                        config.model)
+    batches = stream.iterate(first_step)
+    sample_key = jax.random.PRNGKey(config.sample.seed)
+    window, window_start = [], time.perf_counter()
+    deadline = time.monotonic() + t.time_limit_s if t.time_limit_s > 0 else None
+    for step in range(first_step + 1, t.num_steps + 1):
+      batch = mesh_lib.to_global(next(batches), batch_sharding)
+      state, metrics = train_step(state, batch["image"], batch["h"])
+      window.append(metrics)
+      # A budgeted run ends like a finished one: logged, saved, evaluated, sampled.
+      last = step == t.num_steps or (deadline is not None and
+                                     time.monotonic() > deadline)
+
+      if step % t.log_every == 0 or last:
+        means = {k: float(jnp.mean(jnp.stack([m[k] for m in window])))
+                 for k in window[0]}
+        elapsed = time.perf_counter() - window_start
+        steps_per_s = len(window) / elapsed
+        writer.write(step, {**means, "steps_per_s": steps_per_s,
+                            "img_per_s": steps_per_s * t.batch_size})
+        log.info("step %d/%d  train_bpd %.4f  grad_norm %.3f  %.2f steps/s  "
+                     "%.0f img/s  ETA %s", step, t.num_steps, means["train_bpd"],
+                     means["grad_norm"], steps_per_s, steps_per_s * t.batch_size,
+                     _eta((t.num_steps - step) / steps_per_s))
+        window, window_start = [], time.perf_counter()
+
+      mngr.save(step, args=ocp.args.StandardSave(state),
+                force=last)
+
+      side_start = time.perf_counter()
+      if step % t.eval_every == 0 or last:
+        bpd, count = evaluate.evaluate(eval_step, state.eval_params(), eval_split,
+                                       config, mesh)
+        writer.write(step, {"eval_bpd": bpd})
+        evaluate.write_result(workdir, step, config.data.eval_split, bpd, count)
+        log.info("step %d  eval_bpd %.6f over %d %s examples", step, bpd, count,
+                     config.data.eval_split)
+
+      if step % t.sample_every == 0 or last:
+        path = generate.draw_grid(model, state.eval_params(), config, eval_split,
+                                  mesh, step, workdir, sample_key)
+        log.info("step %d  samples -> %s", step, path)
+      window_start += time.perf_counter() - side_start  # Keep img/s about training.
+      if last:
+        if step < t.num_steps:
+          log.info("stopped at step %d: train.time_limit_s=%s reached", step,
+                   t.time_limit_s)
+        break
+    mngr.wait_until_finished()
+  writer.close()
+  return state

@@ -1,0 +1,66 @@
+"""Shared helpers: small random models and the expected receptive field."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pixelcnn_jax as pj
+from pixelcnn_jax.model import receptive_field
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def random_model(channels=3, kernel=3, layers=2, skip=False, conditioning="none",
+                 size=(6, 7), seed=0, **kw):
+  """A tiny model with random weights *and* biases (zero biases hide paths)."""
+  if conditioning in ("class", "spatial"):
+    kw.setdefault("num_classes", 4)
+  if conditioning == "vector":
+    kw.setdefault("cond_dim", 5)
+  model = pj.GatedPixelCNN(num_layers=layers, features=6 * channels,
+                           kernel_size=kernel, channels=channels, skip=skip,
+                           conditioning=conditioning, spatial_features=4,
+                           image_size=size, **kw)
+  h = example_h(model, 1, seed)
+  x = jnp.zeros((1, *size, channels), jnp.uint8)
+  variables = model.init(jax.random.PRNGKey(seed), x, h=h)
+  leaves, tree = jax.tree_util.tree_flatten(variables)
+  keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
+  leaves = [a + 0.2 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)]
+  return model, jax.tree_util.tree_unflatten(tree, leaves)
+
+
+def example_h(model, batch, seed=0):
+  if model.conditioning == "none":
+    return None
+  if model.num_classes > 0:
+    return (jnp.arange(batch, dtype=jnp.int32) + seed) % model.num_classes
+  return jax.random.normal(jax.random.PRNGKey(seed), (batch, model.cond_dim))
+
+
+def expected_dependencies(height, width, channels, layers, kernel):
+  """dep[i, j, c, i2, j2, c2]: output sub-pixel (i, j, c) may see input (i2, j2, c2)."""
+  up, side = receptive_field(layers, kernel)
+  i, j, c, i2, j2, c2 = np.meshgrid(*(np.arange(n) for n in
+                                      (height, width, channels) * 2), indexing="ij")
+  above = (i2 < i) & (i - i2 <= up) & (np.abs(j - j2) <= side)
+  left = (i2 == i) & (j2 < j) & (j - j2 <= side)
+  colour = (i2 == i) & (j2 == j) & (c2 < c)
+  return above | left | colour
+
+
+def run_cli(*args, cwd=REPO, timeout=300):
+  """Runs `python -m pixelcnn_jax.main ARGS` and returns the CompletedProcess."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", "pixelcnn_jax.main", *args], cwd=cwd,
+                        env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+  return run_cli

@@ -1,0 +1,32 @@
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pixelcnn_jax as pj
+
+
+def test_matches_numpy():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 4, 5, 3, 256)).astype(np.float32) * 3
+  x = rng.integers(0, 256, size=(3, 4, 5, 3)).astype(np.uint8)
+  shifted = logits - logits.max(-1, keepdims=True)
+  logp = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+  picked = np.take_along_axis(logp, x[..., None].astype(np.int64), -1)[..., 0]
+  expected = -picked.sum((1, 2, 3)) / (4 * 5 * 3 * math.log(2))
+  got = pj.bits_per_dim(jnp.asarray(logits), jnp.asarray(x))
+  assert got.dtype == jnp.float32 and got.shape == (3,)
+  np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5)
+
+
+def test_uniform_logits_give_exactly_eight_bits():
+  x = jax.random.randint(jax.random.PRNGKey(0), (2, 8, 8, 3), 0, 256)
+  bpd = pj.bits_per_dim(jnp.zeros((2, 8, 8, 3, 256)), x)
+  assert np.all(np.asarray(bpd) == 8.0)
+
+
+def test_shape_mismatch_is_an_error():
+  with pytest.raises(ValueError, match="do not match"):
+    pj.bits_per_dim(jnp.zeros((2, 8, 8, 3, 256)), jnp.zeros((2, 8, 8, 1), jnp.uint8))

@@ -1,0 +1,91 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+import pixelcnn_jax as pj
+from conftest import random_model
+
+
+def _init(**kw):
+  model = pj.GatedPixelCNN(**kw)
+  x = jnp.zeros((1, 4, 4, kw.get("channels", 3)), jnp.uint8)
+  return model, model.init(jax.random.PRNGKey(0), x)
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(features=16, channels=3), "divisible by channels=3"),
+    (dict(features=15, channels=3, kernel_size=4), "odd"),
+    (dict(features=15, channels=2), "channels must be 1 or 3"),
+    (dict(features=15, channels=3, num_layers=0), "num_layers"),
+    (dict(features=15, channels=3, head_features=10), "head_features=10"),
+])
+def test_bad_architecture(kw, message):
+  with pytest.raises(ValueError, match=message):
+    _init(**kw)
+
+
+def test_logits_shape_and_dtype_in_bf16():
+  model, variables = _init(num_layers=2, features=12, channels=3, dtype=jnp.bfloat16)
+  logits = model.apply(variables, jnp.zeros((2, 4, 4, 3), jnp.uint8))
+  assert logits.shape == (2, 4, 4, 3, 256) and logits.dtype == jnp.float32
+  assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables))
+
+
+def test_wrong_image_channels():
+  model, variables = _init(num_layers=1, features=6, channels=3)
+  with pytest.raises(ValueError, match="expected images"):
+    model.apply(variables, jnp.zeros((1, 4, 4, 1), jnp.uint8))
+
+
+def test_conditioning_changes_logits():
+  for mode in ("class", "vector", "spatial"):
+    model, variables = random_model(3, 3, 2, conditioning=mode, size=(5, 5))
+    x = jax.random.randint(jax.random.PRNGKey(0), (2, 5, 5, 3), 0, 256)
+    x = jnp.concatenate([x[:1], x[:1]])
+    h = (jnp.array([0, 1]) if model.num_classes
+         else jax.random.normal(jax.random.PRNGKey(1), (2, model.cond_dim)))
+    out = np.asarray(model.apply(variables, x, h=h))
+    assert np.abs(out[0] - out[1]).max() > 1e-3, mode
+
+
+def test_spatial_conditioning_is_local():
+  """Perturbing s in the bottom-right corner changes the logits there only.
+
+  The top-left region is earlier in raster order and far from the corner, so
+  nothing may reach it through the image path either.
+  """
+  model, variables = random_model(1, 3, 2, conditioning="spatial", size=(8, 8))
+  x = jax.random.randint(jax.random.PRNGKey(0), (1, 8, 8, 1), 0, 256)
+  h = jnp.array([1])
+  net = model.bind(variables)
+  s = net.embed_condition(h, 1, 8, 8)
+
+  def logits_with(s_map):
+    def use_map(next_fun, args, kwargs, context):  # Replaces m(h) by s_map.
+      if context.method_name == "embed_condition":
+        return s_map
+      return next_fun(*args, **kwargs)
+    with nn.intercept_methods(use_map):
+      return model.apply(variables, x, h=h)
+
+  base = np.asarray(logits_with(s))
+  bumped = np.asarray(logits_with(s.at[:, 6:, 6:].add(3.0)))
+  diff = np.abs(bumped - base).max(axis=(-1, -2))[0]
+  assert diff[6:, 6:].min() > 0
+  assert diff[:4, :4].max() == 0
+
+
+@pytest.mark.parametrize("mode,h,message", [
+    ("none", jnp.array([0]), "unconditional"),
+    ("class", None, "pass h"),
+    ("class", jnp.array([0.5]), "integer class labels"),
+    ("class", jnp.array([[0]]), "integer class labels"),
+    ("vector", jnp.zeros((1, 4)), r"float vectors of shape \(1, 5\)"),
+    ("vector", jnp.zeros((1, 5), jnp.int32), "float vectors"),
+])
+def test_bad_h(mode, h, message):
+  model, variables = random_model(3, 3, 1, conditioning=mode, size=(4, 4))
+  with pytest.raises(ValueError, match=message):
+    model.apply(variables, jnp.zeros((1, 4, 4, 3), jnp.uint8), h=h)

@@ -1,0 +1,109 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pixelcnn_jax as pj
+from conftest import example_h, random_model
+
+CASES = [  # channels, kernel, layers, skip, conditioning, (H, W)
+    (1, 3, 1, False, "none", (5, 6)),
+    (1, 5, 3, True, "none", (6, 5)),
+    (3, 3, 2, False, "none", (4, 5)),
+    (3, 5, 2, True, "none", (5, 4)),
+    (3, 3, 4, False, "none", (4, 4)),
+    (3, 3, 2, True, "class", (4, 5)),
+    (1, 3, 2, False, "vector", (5, 5)),
+    (3, 5, 1, False, "spatial", (5, 6)),
+]
+
+
+@pytest.mark.parametrize("channels,kernel,layers,skip,conditioning,size", CASES)
+def test_cached_matches_naive_bit_for_bit(channels, kernel, layers, skip,
+                                          conditioning, size):
+  model, variables = random_model(channels, kernel, layers, skip, conditioning, size)
+  h = example_h(model, 3)
+  key = jax.random.PRNGKey(42)
+  naive = pj.sample(model, variables, key, 3, h=h, method="naive")
+  cached = pj.sample(model, variables, key, 3, h=h, method="cached")
+  assert naive.dtype == np.uint8 and naive.shape == (3, *size, channels)
+  np.testing.assert_array_equal(cached, naive)
+  assert len(np.unique(cached)) > 10  # A real draw, not a constant canvas.
+
+
+def _fixed_logit_model(logits_K, channels=1):
+  """Every weight zero except the output bias: logits are `logits_K` everywhere."""
+  model = pj.GatedPixelCNN(num_layers=1, features=3 * channels, channels=channels,
+                           image_size=(4, 4))
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, channels), jnp.uint8))
+  variables = jax.tree_util.tree_map(jnp.zeros_like, variables)
+  bias = jnp.tile(jnp.asarray(logits_K, jnp.float32), channels)
+  variables["params"]["head_out"]["bias"] = bias
+  return model, variables
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_samples_follow_the_softmax(temperature):
+  logits = np.full(256, -1e4, np.float32)
+  logits[[3, 100, 200, 255]] = [0.0, 1.0, -0.5, 0.5]
+  model, variables = _fixed_logit_model(logits)
+  draws = pj.sample(model, variables, jax.random.PRNGKey(0), 400,
+                    temperature=temperature).ravel()               # 6,400 draws
+  values, counts = np.unique(draws, return_counts=True)
+  assert set(values) <= {3, 100, 200, 255}
+  p = np.exp(logits[[3, 100, 200, 255]] / temperature)
+  p /= p.sum()
+  observed = np.array([np.sum(draws == v) for v in (3, 100, 200, 255)])
+  expected = p * draws.size
+  chi2 = np.sum((observed - expected) ** 2 / expected)
+  assert chi2 < 25.0  # 3 dof: P(chi2 > 25) < 2e-5, so this never flakes.
+
+
+def test_completion_keeps_the_prefix():
+  model, variables = random_model(3, 3, 2, size=(6, 5))
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (2, 6, 5, 3), dtype=np.uint8)
+  top = images[:, :3]
+  for method in ("cached", "naive"):
+    out = pj.sample(model, variables, jax.random.PRNGKey(1), 2, prefix=top,
+                    method=method)
+    np.testing.assert_array_equal(out[:, :3], top)
+    assert (out[:, 3:] != images[:, 3:]).any()
+  n = 2 * 5 * 3 + 7  # Any raster prefix: two rows, a pixel and a bit.
+  out = pj.sample(model, variables, jax.random.PRNGKey(1), 2, prefix=(images, n))
+  np.testing.assert_array_equal(out.reshape(2, -1)[:, :n], images.reshape(2, -1)[:, :n])
+  naive = pj.sample(model, variables, jax.random.PRNGKey(1), 2, prefix=(images, n),
+                    method="naive")
+  np.testing.assert_array_equal(out, naive)
+
+
+def test_batch_that_does_not_divide_the_devices_is_padded_and_trimmed():
+  model, variables = random_model(1, 3, 1, size=(3, 3))
+  out = pj.sample(model, variables, jax.random.PRNGKey(0), 5)
+  assert out.shape == (5, 3, 3, 1)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(num=0), "num must be a positive integer"),
+    (dict(num=2, temperature=0.0), "temperature must be > 0"),
+    (dict(num=2, method="fast"), "method must be one of"),
+    (dict(num=2, prefix=np.zeros((2, 2, 4, 3), np.uint8)), "prefix rows"),
+    (dict(num=2, prefix=np.zeros((2, 2, 5, 3), np.float32)), "prefix rows"),
+    (dict(num=2, prefix=np.zeros((3, 2, 5, 3), np.uint8)), "prefix rows"),
+    (dict(num=2, prefix=(np.zeros((2, 6, 5, 3), np.uint8), 10**6)), "prefix length"),
+    (dict(num=2, h=jnp.array([0, 1])), "unconditional"),
+])
+def test_bad_input(kwargs, message):
+  model, variables = random_model(3, 3, 1, size=(6, 5))
+  with pytest.raises(ValueError, match=message):
+    pj.sample(model, variables, jax.random.PRNGKey(0), **kwargs)
+
+
+def test_bad_conditioning_input():
+  model, variables = random_model(3, 3, 1, conditioning="class", size=(4, 4))
+  with pytest.raises(ValueError, match="pass h"):
+    pj.sample(model, variables, jax.random.PRNGKey(0), 2)
+  with pytest.raises(ValueError, match="label 4 is outside 0..3"):
+    pj.sample(model, variables, jax.random.PRNGKey(0), 2, h=np.array([0, 4]))
+  with pytest.raises(ValueError, match="label -1 is outside"):
+    pj.sample(model, variables, jax.random.PRNGKey(0), 2, h=np.array([-1, 0]))
