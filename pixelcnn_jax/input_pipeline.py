@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from pixelcnn_jax import conditioning
+from pixelcnn_jax.errors import UserError
 
 
 def _cond_input(labels, vectors, model_cfg, where: str):
@@ -20,10 +21,13 @@ def _cond_input(labels, vectors, model_cfg, where: str):
   if model_cfg.conditioning == "none":
     return None
   if model_cfg.num_classes > 0:
-    conditioning.check_labels(labels, model_cfg.num_classes, where)
+    try:
+      conditioning.check_labels(labels, model_cfg.num_classes, where)
+    except ValueError as e:
+      raise UserError(str(e)) from e
     return labels
   if vectors is None:
-    raise ValueError(f"{where}: conditioning={model_cfg.conditioning!r} with vectors "
+    raise UserError(f"{where}: conditioning={model_cfg.conditioning!r} with vectors "
                      "needs config.data.vector_file")
   return vectors
 

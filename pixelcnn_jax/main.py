@@ -51,8 +51,11 @@ def parse_flags(argv):
   try:
     return FLAGS(argv)
   except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
-    message = str(e).strip().splitlines()
-    print(f"error: {message[0] if message else type(e).__name__}", file=sys.stderr)
+    # A config file that raises comes back with its traceback inside the
+    # message: keep the flag and the exception's own line.
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()] or [type(e).__name__]
+    message = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+    print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
 

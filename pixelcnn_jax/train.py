@@ -34,7 +34,7 @@ def make_train_step(model, tx, ema_decay: float, mesh, state_sharding):
       ema = optax.incremental_update(params, ema, step_size=1.0 - ema_decay)
     new_state = ts.TrainState(step=state.step + 1, params=params,
                               opt_state=opt_state, ema_params=ema)
-    return new_state, {"train_bpd": loss, "grad_norm": optax.global_norm(grads)}
+    return new_state, {"train_bpd": loss, "grad_norm": optax.tree.norm(grads)}
 
   return jax.jit(step, in_shardings=(state_sharding, batch, batch),
                  out_shardings=(state_sharding, mesh_lib.replicated(mesh)),

@@ -1,5 +1,6 @@
 """Shared helpers: small random models and the expected receptive field."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -52,6 +53,15 @@ def expected_dependencies(height, width, channels, layers, kernel):
   left = (i2 == i) & (j2 < j) & (j - j2 <= side)
   colour = (i2 == i) & (j2 == j) & (c2 < c)
   return above | left | colour
+
+
+def load_config(name, arg=None):
+  """get_config(arg) of configs/NAME, loaded by path as config_flags does."""
+  spec = importlib.util.spec_from_file_location(name[:-3],
+                                                os.path.join(REPO, "configs", name))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
 
 
 def run_cli(*args, cwd=REPO, timeout=300):

@@ -1,0 +1,116 @@
+"""The CLI as a user runs it: smoke rounds of every config and every bad input."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "configs",
+                                                                      "*.py")))
+
+
+def _one_line_error(result, match):
+  assert result.returncode != 0, result.stdout[-2000:]
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1, result.stderr[-3000:]
+  assert lines[0].startswith("error: ") and match in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_smoke_round(cli, tmp_path, name):
+  """train -> eval -> sample of CONFIG:smoke, as the configs' docstrings say."""
+  cfg, wd = f"--config=configs/{name}:smoke", f"--workdir={tmp_path}"
+  trained = cli(cfg, wd)
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  assert "eval_bpd" in trained.stdout and "parameters" in trained.stdout
+  evaluated = cli(cfg, wd, "--mode=eval")
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  with open(tmp_path / "eval" / "20.json") as f:
+    assert f"bits/dim {json.load(f)['bits_per_dim']:.6f}" in evaluated.stdout
+  sampled = cli(cfg, wd, "--mode=sample")
+  assert sampled.returncode == 0, sampled.stderr[-3000:]
+  assert os.path.exists(tmp_path / "samples" / "sample_20.png")
+
+
+def test_completion_and_labels(cli, tmp_path):
+  cfg, wd = "--config=configs/mnist_classcond.py:smoke", f"--workdir={tmp_path}"
+  assert cli(cfg, wd).returncode == 0
+  done = cli(cfg, wd, "--mode=sample", "--config.sample.complete=True")
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert os.path.exists(tmp_path / "samples" / "completion_20.png")
+  chosen = cli(cfg, wd, "--mode=sample", "--config.sample.labels=3,3,5")
+  assert chosen.returncode == 0, chosen.stderr[-3000:]
+  _one_line_error(cli(cfg, wd, "--mode=sample", "--config.sample.labels=3,10"),
+                  "label 10 is outside 0..9")
+  _one_line_error(cli(cfg, wd, "--mode=sample", "--config.sample.labels=a"),
+                  "comma-separated integers")
+
+
+def _bad_npz(path):
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, "train.npz"), "wb") as f:
+    f.write(b"\x00garbage")
+  return path
+
+
+def _misshaped_npz(path):
+  os.makedirs(path, exist_ok=True)
+  np.savez(os.path.join(path, "train.npz"), image=np.zeros((4, 8, 8), np.uint8),
+           label=np.zeros(4, np.int64))
+  return path
+
+
+def _bad_labels_npz(path):
+  os.makedirs(path, exist_ok=True)
+  np.savez(os.path.join(path, "train.npz"), image=np.zeros((16, 8, 8, 1), np.uint8),
+           label=np.full(16, 12))
+  np.savez(os.path.join(path, "test.npz"), image=np.zeros((4, 8, 8, 1), np.uint8),
+           label=np.zeros(4, np.int64))
+  return path
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--config.data.dataset=imagenet"], "unknown dataset 'imagenet'"),
+    (["--config.model.fetures=12"], "fetures"),
+    (["--config.model.features=lots"], "features"),
+    (["--config=configs/cifar10.py:smoke", "--config.model.features=16"],
+     "features=16 must be divisible by channels=3"),
+    (["--config.model.kernel_size=4"], "kernel_size must be odd"),
+    (["--config.model.dtype=float16"], "model.dtype"),
+    (["--config=configs/default.py:huge"], "unknown config variant"),
+    (["--mode=eval"], "no checkpoint in workdir"),
+    (["--config.data.npz_dir={tmp}/bad"], "cannot read"),
+    (["--config.data.npz_dir={tmp}/misshaped"], "'image' must be uint8 [N, H, W, 1 or 3]"),
+    (["--config=configs/mnist_classcond.py:smoke",
+      "--config.data.npz_dir={tmp}/labels"], "label 12 is outside 0..9"),
+    (["--config.data.vector_file={tmp}/vec_{{split}}.npy",
+      "--config.model.conditioning=vector", "--config.model.cond_dim=3"],
+     "one row per image"),
+    (["--workdir={tmp}/file/sub"], "not writable"),
+    (["--config.train.batch_size=0"], "train.batch_size must be > 0"),
+])
+def test_bad_input(cli, tmp_path, args, match):
+  _bad_npz(str(tmp_path / "bad"))
+  _misshaped_npz(str(tmp_path / "misshaped"))
+  _bad_labels_npz(str(tmp_path / "labels"))
+  np.save(tmp_path / "vec_train.npy", np.zeros((7, 3), np.float32))
+  (tmp_path / "file").write_text("a file, not a folder")
+  args = [a.format(tmp=tmp_path) for a in args]
+  if not any(a.startswith("--config=") for a in args):
+    args.insert(0, "--config=configs/default.py:smoke")
+  if not any(a.startswith("--workdir=") for a in args):
+    args.append(f"--workdir={tmp_path / 'w'}")
+  _one_line_error(cli(*args), match)
+
+
+def test_checkpoint_of_another_architecture(cli, tmp_path):
+  wd = f"--workdir={tmp_path}"
+  assert cli("--config=configs/default.py:smoke", wd).returncode == 0
+  for mode in ("train", "eval", "sample"):
+    _one_line_error(cli("--config=configs/default.py:smoke", wd, f"--mode={mode}",
+                        "--config.model.num_layers=3"),
+                    "different architecture (num_layers: checkpoint 2 vs config 3)")
