@@ -1,17 +1,18 @@
 """Orbax checkpoints in a workdir, its saved config, and `pj.load`.
 
 A workdir holds `config.json` (the config it was trained with) and `ckpt/`.
+It may be a local path or any path etils.epath knows (gs://... on TPU pods).
 The saved model section is the architecture: a later run with a different one
 is refused instead of failing deep inside a restore.
 """
 
 import json
-import os
 from typing import Optional
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 
 from pixelcnn_jax import train_state as ts
 from pixelcnn_jax.errors import UserError
@@ -19,33 +20,31 @@ from pixelcnn_jax.errors import UserError
 CONFIG_FILE = "config.json"
 
 
-def config_path(workdir: str) -> str:
-  return os.path.join(workdir, CONFIG_FILE)
+def config_path(workdir: str) -> epath.Path:
+  return epath.Path(workdir) / CONFIG_FILE
 
 
 def prepare_workdir(workdir: str, config) -> None:
   """Creates the workdir, refuses a different architecture, saves the config."""
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
-    with open(probe, "w"):
-      pass
-    os.remove(probe)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    probe = epath.Path(workdir) / f".write_test_{jax.process_index()}"
+    probe.write_text("")
+    probe.unlink()
   except OSError as e:
-    raise UserError(f"workdir {workdir} is not writable: {e.strerror}") from e
-  if os.path.exists(config_path(workdir)):
+    raise UserError(f"workdir {workdir} is not writable: "
+                    f"{e.strerror or e.__class__.__name__}") from e
+  if config_path(workdir).exists():
     check_architecture(workdir, config)
   if jax.process_index() == 0:
-    with open(config_path(workdir), "w") as f:
-      f.write(config.to_json(indent=2))
+    config_path(workdir).write_text(config.to_json(indent=2))
 
 
 def saved_config(workdir: str) -> ml_collections.ConfigDict:
   path = config_path(workdir)
-  if not os.path.exists(path):
+  if not path.exists():
     raise UserError(f"no checkpoint in workdir {workdir} ({CONFIG_FILE} is missing)")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def check_architecture(workdir: str, config) -> None:
@@ -67,7 +66,7 @@ def manager(workdir: str, config, read_only: bool = False) -> ocp.CheckpointMana
   options = ocp.CheckpointManagerOptions(
       max_to_keep=t.keep_checkpoints, save_interval_steps=t.checkpoint_every,
       enable_async_checkpointing=True, read_only=read_only, create=not read_only)
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "ckpt")),
+  return ocp.CheckpointManager(epath.Path(workdir).absolute() / "ckpt",
                                options=options)
 
 

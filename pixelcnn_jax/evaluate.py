@@ -1,11 +1,11 @@
 """Exact bits/dim over a whole split, and `--mode=eval` on a checkpoint."""
 
-import logging
 import json
-import os
+import logging
 
 import jax
 import jax.numpy as jnp
+from etils import epath
 
 from pixelcnn_jax import checkpoint, config_base, datasets, input_pipeline
 from pixelcnn_jax import mesh as mesh_lib
@@ -43,13 +43,12 @@ def evaluate(eval_step, params, split, config, mesh) -> tuple[float, int]:
 
 
 def write_result(workdir: str, step: int, split: str, bpd: float, count: int) -> str:
-  path = os.path.join(workdir, "eval", f"{step}.json")
+  path = epath.Path(workdir) / "eval" / f"{step}.json"
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-      json.dump({"step": step, "split": split, "bits_per_dim": bpd,
-                 "num_examples": count}, f, indent=2)
-  return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"step": step, "split": split, "bits_per_dim": bpd,
+                                "num_examples": count}, indent=2))
+  return str(path)
 
 
 def run(config, workdir: str) -> float:

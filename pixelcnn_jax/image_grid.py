@@ -1,13 +1,18 @@
 """PNG grids of uint8 images."""
 
-import os
-
+import jax
 import numpy as np
+from etils import epath
 from PIL import Image
 
 
 def save_grid(path: str, images_NHWC: np.ndarray, columns: int, pad: int = 1) -> str:
-  """Tiles images row-major, `columns` per row, with `pad` white pixels between."""
+  """Tiles images row-major, `columns` per row, with `pad` white pixels between.
+
+  Only process 0 writes; every process gets the path back.
+  """
+  if jax.process_index() != 0:
+    return path
   images_NHWC = np.asarray(images_NHWC, np.uint8)
   n, h, w, c = images_NHWC.shape
   rows = -(-n // columns)
@@ -16,6 +21,8 @@ def save_grid(path: str, images_NHWC: np.ndarray, columns: int, pad: int = 1) ->
     r, col = divmod(idx, columns)
     top, left = pad + r * (h + pad), pad + col * (w + pad)
     grid[top:top + h, left:left + w] = image
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  Image.fromarray(grid[..., 0] if c == 1 else grid).save(path)
+  out = epath.Path(path)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  with out.open("wb") as f:
+    Image.fromarray(grid[..., 0] if c == 1 else grid).save(f, format="PNG")
   return path

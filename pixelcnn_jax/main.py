@@ -14,7 +14,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from pixelcnn_jax import distributed, evaluate, generate, train
+from pixelcnn_jax import distributed, evaluate, generate, preemption, train
 from pixelcnn_jax.errors import UserError
 
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cifar10.py "
@@ -44,6 +44,9 @@ def main(argv):
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except preemption.Preempted as e:
+    print(f"preempted: {e}", file=sys.stderr)
+    sys.exit(preemption.EXIT_CODE)
 
 
 def parse_flags(argv):

@@ -4,6 +4,7 @@ import math
 from typing import Mapping
 
 import jax
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from pixelcnn_jax.errors import UserError
@@ -52,3 +53,9 @@ def to_global(local_tree, sharding: NamedSharding):
   """Assembles per-process numpy shards into global jax.Arrays."""
   return jax.tree_util.tree_map(
       lambda x: jax.make_array_from_process_local_data(sharding, x), local_tree)
+
+
+def params_fingerprint(params) -> float:
+  """Sum of |params| from this process's own copy: equal on every process."""
+  return float(sum(np.abs(np.asarray(x.addressable_data(0), np.float64)).sum()
+                   for x in jax.tree_util.tree_leaves(params)))

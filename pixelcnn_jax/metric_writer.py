@@ -6,6 +6,7 @@ import os
 import time
 
 import jax
+from etils import epath
 
 
 class MetricWriter:
@@ -17,7 +18,7 @@ class MetricWriter:
     self._tb = None
     if not self._enabled:
       return
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self._jsonl = (epath.Path(workdir) / "metrics.jsonl").open("a")
     if importlib.util.find_spec("tensorflow") and importlib.util.find_spec("clu"):
       from clu import metric_writers  # Imports TensorFlow: only when present.
       self._tb = metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard"))

@@ -19,6 +19,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from pixelcnn_jax import conditioning
 from pixelcnn_jax.model import NUM_LEVELS, GatedPixelCNN, normalize
@@ -61,7 +62,8 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
   fn = _naive if method == "naive" else _cached
   out = fn(model, variables, key, put(canvas), put(h), jnp.int32(n_known),
            jnp.float32(temperature))
-  return np.asarray(out)[:num]
+  # Every process gets the whole batch, also when the mesh spans several hosts.
+  return np.asarray(multihost_utils.process_allgather(out, tiled=True))[:num]
 
 
 def _prefix_canvas(prefix, num, height, width, channels):

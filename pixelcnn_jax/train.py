@@ -1,5 +1,6 @@
 """`train_and_evaluate(config, workdir)`: the training loop, top to bottom."""
 
+import contextlib
 import logging
 import time
 
@@ -9,7 +10,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from pixelcnn_jax import checkpoint, config_base, datasets, evaluate, generate
-from pixelcnn_jax import input_pipeline
+from pixelcnn_jax import input_pipeline, preemption
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train_state as ts
 from pixelcnn_jax.likelihood import bits_per_dim
@@ -61,7 +62,8 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
   tx = ts.make_optimizer(t)
   replicated, batch_sharding = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
   writer = MetricWriter(workdir)
-  with checkpoint.manager(workdir, config) as mngr:
+  with contextlib.ExitStack() as stack:
+    mngr = stack.enter_context(checkpoint.manager(workdir, config))
     if mngr.latest_step() is not None:
       state = checkpoint.restore(
           mngr, checkpoint.abstract_state(config, model, tx, replicated))
@@ -71,9 +73,9 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
                      out_shardings=replicated)
       state = init(jax.random.PRNGKey(config.seed))
     first_step = int(state.step)
-    log.info("model: %d parameters; mesh %s; global batch %d over %d "
-                 "processes", ts.param_count(state.params), dict(mesh.shape),
-                 t.batch_size, jax.process_count())
+    log.info("model: %d parameters; mesh %s; global batch %d over %d processes",
+             ts.param_count(state.params), dict(mesh.shape), t.batch_size,
+             jax.process_count())
     writer.write(first_step, {"num_params": ts.param_count(state.params)})
 
     train_step = make_train_step(model, tx, t.ema_decay, mesh, replicated)
@@ -84,10 +86,16 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
     sample_key = jax.random.PRNGKey(config.sample.seed)
     window, window_start = [], time.perf_counter()
     deadline = time.monotonic() + t.time_limit_s if t.time_limit_s > 0 else None
+    sigterm = stack.enter_context(preemption.StopOnSigterm(t.log_every))
     for step in range(first_step + 1, t.num_steps + 1):
       batch = mesh_lib.to_global(next(batches), batch_sharding)
       state, metrics = train_step(state, batch["image"], batch["h"])
       window.append(metrics)
+      if sigterm.requested(step):
+        mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+        mngr.wait_until_finished()
+        writer.close()
+        raise preemption.Preempted(f"SIGTERM: saved step {step} in {workdir}; rerun to resume")
       # A budgeted run ends like a finished one: logged, saved, evaluated, sampled.
       last = step == t.num_steps or (deadline is not None and
                                      time.monotonic() > deadline)
@@ -129,4 +137,6 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
         break
     mngr.wait_until_finished()
   writer.close()
+  log.info("process %d: params fingerprint %.10e", jax.process_index(),
+           mesh_lib.params_fingerprint(state.params))
   return state

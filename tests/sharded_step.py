@@ -1,0 +1,51 @@
+"""One train step sharded over every (fake CPU) device vs. the same step on one.
+
+Run by test_scale.py in a fresh process, since the device count is fixed at
+start-up: XLA_FLAGS=--xla_force_host_platform_device_count=N.
+Prints the max abs difference of the params after the step.
+"""
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh
+from ml_collections import ConfigDict
+
+from pixelcnn_jax import mesh as mesh_lib
+from pixelcnn_jax import train
+from pixelcnn_jax import train_state as ts
+
+
+def one_step(mesh, cfg, images, labels):
+  model = ts.make_model(cfg.model, cfg.data.image_size)
+  tx = ts.make_optimizer(cfg.train)
+  replicated = mesh_lib.replicated(mesh)
+  state = jax.jit(lambda k: ts.create_state(cfg, model, tx, k),
+                  out_shardings=replicated)(jax.random.PRNGKey(0))
+  step = train.make_train_step(model, tx, 0.9, mesh, replicated)
+  batch = mesh_lib.to_global({"x": images, "h": labels}, mesh_lib.batch_sharding(mesh))
+  state, _ = step(state, batch["x"], batch["h"])
+  return jax.tree_util.tree_map(np.asarray, (state.params, state.ema_params))
+
+
+def main():
+  n = jax.device_count()
+  cfg = ConfigDict({
+      "model": dict(num_layers=2, features=12, kernel_size=3, channels=3, skip=True,
+                    head_features=0, conditioning="class", num_classes=10, cond_dim=0,
+                    spatial_features=4, dtype="float32"),
+      "data": dict(image_size=(6, 6)),
+      "train": dict(learning_rate=1e-3, warmup_steps=0, num_steps=10, schedule_steps=0,
+                    grad_clip=1.0, ema_decay=0.9, batch_size=n)})
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (2 * n, 6, 6, 3), np.uint8)
+  labels = rng.integers(0, 10, (2 * n,), np.int32)
+  sharded = one_step(mesh_lib.make_mesh({"data": -1}), cfg, images, labels)
+  single = one_step(Mesh(np.array(jax.devices()[:1]), ("data",),
+                         axis_types=(AxisType.Auto,)), cfg, images, labels)
+  diffs = [np.abs(a - b).max() for a, b in zip(jax.tree_util.tree_leaves(sharded),
+                                               jax.tree_util.tree_leaves(single))]
+  print(f"devices={n} max_abs_diff={max(diffs):.3e}")
+
+
+if __name__ == "__main__":
+  main()

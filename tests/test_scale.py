@@ -1,0 +1,125 @@
+"""Data parallelism: sharded == single-device, multi-process runs, launchers."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, run_cli
+
+LAUNCH = os.path.join(REPO, "launch")
+
+
+def _env(**extra):
+  return dict(os.environ, JAX_PLATFORMS="cpu", **extra)
+
+
+@pytest.mark.parametrize("devices", [8, 32])
+def test_sharded_step_matches_one_device(devices):
+  out = subprocess.run(
+      [sys.executable, os.path.join(REPO, "tests", "sharded_step.py")],
+      env=_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"),
+      capture_output=True, text=True, timeout=600, cwd=REPO)
+  assert out.returncode == 0, out.stderr[-3000:]
+  match = re.search(r"devices=(\d+) max_abs_diff=(\S+)", out.stdout)
+  assert int(match.group(1)) == devices
+  assert float(match.group(2)) <= 1e-5
+
+
+def _launch(n, *args, **kw):
+  return subprocess.Popen(["bash", os.path.join(LAUNCH, "local_multiprocess.sh"),
+                           str(n), *args], cwd=REPO, env=_env(PYTHON=sys.executable),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          **kw)
+
+
+def test_two_processes_train_identically_and_leave_a_checkpoint(tmp_path):
+  proc = _launch(2, "--config=configs/cifar10.py:smoke", f"--workdir={tmp_path}")
+  stdout, stderr = proc.communicate(timeout=600)
+  assert proc.returncode == 0, stderr[-3000:]
+  prints = dict(re.findall(r"process (\d): params fingerprint (\S+)", stdout))
+  assert set(prints) == {"0", "1"} and prints["0"] == prints["1"]
+  assert "over 2 processes" in stdout
+  evaluated = run_cli("--config=configs/cifar10.py:smoke", f"--workdir={tmp_path}",
+                      "--mode=eval")
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  assert "holdout bits/dim" in evaluated.stdout
+
+
+def test_killed_process_is_reported_and_the_rerun_resumes(tmp_path):
+  args = ["--config=configs/default.py:smoke", f"--workdir={tmp_path}",
+          "--config.train.num_steps=400", "--config.train.checkpoint_every=5",
+          "--config.train.eval_every=400", "--config.train.sample_every=400"]
+  proc = _launch(2, *args, start_new_session=True)
+  deadline = time.time() + 300
+  ckpt = tmp_path / "ckpt"
+  while not (ckpt.exists() and any(d.isdigit() for d in os.listdir(ckpt))):
+    assert time.time() < deadline and proc.poll() is None, "no checkpoint appeared"
+    time.sleep(0.5)
+  victims = subprocess.run(["pgrep", "-f", f"workdir={tmp_path} .*--process_id=1"],
+                           capture_output=True, text=True).stdout.split()
+  assert victims
+  os.kill(int(victims[0]), signal.SIGKILL)
+  _, stderr = proc.communicate(timeout=300)
+  assert proc.returncode != 0
+  assert "a process of local_multiprocess.sh failed" in stderr
+  rerun = _launch(2, *args[:2], "--config.train.num_steps=20",
+                  "--config.train.eval_every=400", "--config.train.sample_every=400")
+  stdout, stderr = rerun.communicate(timeout=600)
+  assert rerun.returncode == 0, stderr[-3000:]
+  assert re.search(r"resumed from step [1-9]\d*", stdout)
+
+
+def _dry(script, *args):
+  out = subprocess.run(["bash", os.path.join(LAUNCH, script), "--dry-run", *args],
+                       capture_output=True, text=True, cwd=REPO, env=_env())
+  assert out.returncode == 0, out.stderr
+  return out.stdout.strip().splitlines()
+
+
+def test_local_multiprocess_dry_run():
+  lines = _dry("local_multiprocess.sh", "3", "--config=configs/default.py",
+               "--workdir=/tmp/a b")
+  assert len(lines) == 3
+  for i, line in enumerate(lines):
+    assert "JAX_PLATFORMS=cpu" in line and "-m pixelcnn_jax.main" in line
+    assert r"--workdir=/tmp/a\ b" in line
+    assert line.endswith(f"--num_processes=3 --process_id={i}")
+  assert len({re.search(r"coordinator_address=(\S+)", l).group(1) for l in lines}) == 1
+
+
+def test_tpu_pod_dry_run():
+  lines = _dry("tpu_pod.sh", "--name=pcnn", "--zone=us-central2-b", "--type=v4-64",
+               "--", "--config=configs/imagenet32.py", "--workdir=gs://b/w")
+  assert lines[0].startswith("gcloud compute tpus tpu-vm create pcnn ")
+  assert "--accelerator-type=v4-64" in lines[0]
+  assert any("--worker=all" in l and "pip install" in l for l in lines)
+  run = [l for l in lines if "pixelcnn_jax.main" in l]
+  assert len(run) == 1 and "--worker=all" in run[0]
+  assert "--config=configs/imagenet32.py --workdir=gs://b/w" in run[0]
+  assert lines[-1] == "gcloud compute tpus tpu-vm delete pcnn --zone=us-central2-b --quiet"
+
+
+def test_slurm_dry_run_and_settings():
+  lines = _dry("slurm.sbatch", "--config=configs/imagenet32.py", "--workdir=/shared/w")
+  assert lines[0] == ("srun --kill-on-bad-exit=1 python3 -m pixelcnn_jax.main "
+                      "--config=configs/imagenet32.py --workdir=/shared/w")
+  assert "scontrol requeue" in lines[1]
+  text = open(os.path.join(LAUNCH, "slurm.sbatch")).read()
+  for setting in ("--signal=TERM@120", "--requeue", "--ntasks-per-node=8"):
+    assert f"#SBATCH {setting}" in text
+
+
+@pytest.mark.parametrize("script,args", [
+    ("local_multiprocess.sh", ["zero"]),
+    ("tpu_pod.sh", ["--name=x", "--", "--config=c"]),
+    ("slurm.sbatch", []),
+])
+def test_launcher_bad_input(script, args):
+  out = subprocess.run(["bash", os.path.join(LAUNCH, script), *args],
+                       capture_output=True, text=True, cwd=REPO, env=_env())
+  assert out.returncode == 2 and out.stderr.startswith("error: ")
