@@ -5,8 +5,9 @@ synchronous updates on 32 devices at a global batch of 128 for 200K steps.
 
 Command:  python -m pixelcnn_jax.main --config=configs/imagenet32.py --workdir=$W
           On 32 devices (e.g. a v4-64 pod slice or 4 nodes x 8 GPUs), launch the
-          same command on every host: see launch/README.md. The global batch of
-          128 is split over all devices (4 per device on 32).
+          same command on every host: launch/tpu_pod.sh or launch/slurm.sbatch
+          (launch/README.md). The global batch of 128 is split over all
+          devices (4 per device on 32).
 Hardware: 32 accelerators, as in the paper; any device count dividing 128 works.
 Expected: validation bits/dim 3.83 after 200K steps (paper).
 """

@@ -78,11 +78,13 @@ def main():
                  help="run naive in full when its estimate is below this (s)")
   p.add_argument("--out", default="")
   p.add_argument("--agreement", type=int, default=1, help="0: skip the check")
+  p.add_argument("--agreement_shape", default="15x129k3")
+  p.add_argument("--agreement_num", type=int, default=16)
   p.add_argument("--shapes", default=",".join(f"{l}x{f}k{k}" for l, f, k in SHAPES),
                  help="comma-separated LAYERSxFEATURESkKERNEL")
   args = p.parse_args()
-  shapes = [tuple(int(v) for v in re.fullmatch(r"(\d+)x(\d+)k(\d+)", s).groups())
-            for s in args.shapes.split(",")]
+  parse = lambda s: tuple(int(v) for v in re.fullmatch(r"(\d+)x(\d+)k(\d+)", s).groups())
+  shapes = [parse(s) for s in args.shapes.split(",") if s]
   key = jax.random.PRNGKey(1)
   rows = []
   for layers, features, kernel in shapes:
@@ -110,11 +112,13 @@ def main():
   agree = []
   for dtype, precision in ((jnp.float32, "highest"), (jnp.float32, None),
                            (jnp.bfloat16, None))[:3 * args.agreement]:
-    model, variables = make(15, 129, 3, dtype, precision)
-    a = pj.sample(model, variables, key, 16, method="naive")
-    b = pj.sample(model, variables, key, 16, method="cached")
-    first = np.flatnonzero((a != b).reshape(16, -1).any(0))
-    r = {"agreement": str(np.dtype(dtype)), "precision": precision or "default",
+    model, variables = make(*parse(args.agreement_shape), dtype, precision)
+    num = args.agreement_num
+    a = pj.sample(model, variables, key, num, method="naive")
+    b = pj.sample(model, variables, key, num, method="cached")
+    first = np.flatnonzero((a != b).reshape(num, -1).any(0))
+    r = {"agreement": str(np.dtype(dtype)), "shape": args.agreement_shape,
+         "num": num, "precision": precision or "default",
          "identical": bool((a == b).all()), "differing_subpixel_rate": float(
              (a != b).mean()), "first_difference_at": int(first[0]) if len(first)
          else None, "device": jax.devices()[0].device_kind}
