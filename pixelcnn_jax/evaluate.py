@@ -65,7 +65,7 @@ def run(config, workdir: str) -> float:
                         config, mesh)
   path = write_result(workdir, step, config.data.eval_split, bpd, count)
   log.info("eval step %d split %s: %.6f bits/dim over %d examples -> %s",
-               step, config.data.eval_split, bpd, count, path)
+           step, config.data.eval_split, bpd, count, path)
   if jax.process_index() == 0:
     print(f"{config.data.eval_split} bits/dim {bpd:.6f} ({count} examples, "
           f"step {step})", flush=True)

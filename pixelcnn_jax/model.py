@@ -7,8 +7,9 @@ k = m + 1 = ceil(n / 2):
 - horizontal stack: row i, columns j-Lm .. j, where the centre column only
   carries colours that come earlier in R -> G -> B order.
 
-The module exposes its stages (`embed_condition`, `vertical`, `horizontal`, `head`) so that the cached sampler runs the very
-same parameters and arithmetic on windows instead of whole images.
+The module exposes its stages (`embed_condition`, `vertical`, `horizontal`,
+`head`) so that the cached sampler runs the very same parameters and
+arithmetic on windows instead of whole images.
 """
 
 from typing import Any, Optional
@@ -71,6 +72,8 @@ class GatedLayer(nn.Module):
     gated = layers.gate(self.h_conv(h, padding) + link)
     out = self.h_out(gated)
     if not self.first:
+      # Residual: the input at each output's own column, which is the last
+      # column of the window when the sampler passes one.
       out = out + h[:, :, h.shape[2] - out.shape[2]:]
     return out, (self.skip_out(gated) if self.skip else None)
 

@@ -17,12 +17,11 @@ class Preempted(Exception):
 
 
 class StopOnSigterm:
-  """SLURM's --signal, TPU maintenance and `kill` send SIGTERM: finish the
-  step, save, and stop. Processes agree on the step through an all-gather,
-  once per `every` steps, so that all of them save the same one."""
+  """SLURM's --signal, TPU maintenance and `kill` send SIGTERM: the loop
+  finishes its step, saves it and stops. `requested` is this process's view."""
 
-  def __init__(self, every: int):
-    self.every, self._flag = every, threading.Event()
+  def __init__(self):
+    self._flag = threading.Event()
 
   def __enter__(self):
     self._previous = signal.signal(signal.SIGTERM, lambda *_: self._flag.set())
@@ -31,10 +30,20 @@ class StopOnSigterm:
   def __exit__(self, *exc):
     signal.signal(signal.SIGTERM, self._previous)
 
-  def requested(self, step: int) -> bool:
-    if jax.process_count() == 1:
-      return self._flag.is_set()
-    if step % self.every:
-      return False
-    flags = multihost_utils.process_allgather(np.int32(self._flag.is_set()))
-    return bool(np.max(flags))
+  @property
+  def requested(self) -> bool:
+    return self._flag.is_set()
+
+
+def agree(flags: tuple[bool, ...], step: int, every: int) -> tuple[bool, ...]:
+  """Each flag OR-ed over all processes, so that they stop at the same step.
+
+  With several processes this costs an all-gather, so it is taken once per
+  `every` steps (returning all-False in between); one process checks every step.
+  """
+  if jax.process_count() == 1:
+    return flags
+  if step % every:
+    return (False,) * len(flags)
+  gathered = multihost_utils.process_allgather(np.asarray(flags, np.int32))
+  return tuple(bool(v) for v in np.asarray(gathered).reshape(-1, len(flags)).max(0))

@@ -22,6 +22,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from pixelcnn_jax import conditioning
+from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax.model import NUM_LEVELS, GatedPixelCNN, normalize
 
 METHODS = ("cached", "naive")
@@ -45,20 +46,23 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
     raise ValueError(f"temperature must be > 0, got {temperature}")
   height, width = model.image_size
   canvas, n_known = _prefix_canvas(prefix, num, height, width, model.channels)
+  # Checked here, on the host, so that bad h fails before any compilation.
   if h is not None and model.num_classes > 0:
     conditioning.check_labels(np.asarray(h), model.num_classes, "sample h")
   conditioning.embed(None if h is None else np.asarray(h), model.conditioning,
                      model.num_classes, model.cond_dim, num)
 
-  if mesh is None:
-    mesh = jax.make_mesh((jax.device_count(),), ("data",),
-                         axis_types=(jax.sharding.AxisType.Auto,))
-  shards = mesh.shape["data"]
-  padded = -(-num // shards) * shards
-  pad = lambda a: None if a is None else np.concatenate(
-      [np.asarray(a), np.repeat(np.asarray(a)[:1], padded - num, 0)])
-  batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  put = lambda a: None if a is None else jax.device_put(pad(a), batch)
+  mesh = mesh or mesh_lib.make_mesh({mesh_lib.DATA: -1})
+  shards = mesh.shape[mesh_lib.DATA]
+  padded = -(-num // shards) * shards  # Pad to a multiple of the devices, trim after.
+
+  def put(a):
+    if a is None:
+      return None
+    a = np.asarray(a)
+    a = np.concatenate([a, np.repeat(a[:1], padded - num, axis=0)])
+    return jax.device_put(a, mesh_lib.batch_sharding(mesh))
+
   fn = _naive if method == "naive" else _cached
   out = fn(model, variables, key, put(canvas), put(h), jnp.int32(n_known),
            jnp.float32(temperature))

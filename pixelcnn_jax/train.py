@@ -86,19 +86,22 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
     sample_key = jax.random.PRNGKey(config.sample.seed)
     window, window_start = [], time.perf_counter()
     deadline = time.monotonic() + t.time_limit_s if t.time_limit_s > 0 else None
-    sigterm = stack.enter_context(preemption.StopOnSigterm(t.log_every))
+    sigterm = stack.enter_context(preemption.StopOnSigterm())
     for step in range(first_step + 1, t.num_steps + 1):
       batch = mesh_lib.to_global(next(batches), batch_sharding)
       state, metrics = train_step(state, batch["image"], batch["h"])
       window.append(metrics)
-      if sigterm.requested(step):
+      preempted, out_of_time = preemption.agree(
+          (sigterm.requested, deadline is not None and time.monotonic() > deadline),
+          step, t.log_every)
+      if preempted:
         mngr.save(step, args=ocp.args.StandardSave(state), force=True)
         mngr.wait_until_finished()
         writer.close()
-        raise preemption.Preempted(f"SIGTERM: saved step {step} in {workdir}; rerun to resume")
+        raise preemption.Preempted(f"SIGTERM: saved step {step} in {workdir}; "
+                                   "rerun to resume")
       # A budgeted run ends like a finished one: logged, saved, evaluated, sampled.
-      last = step == t.num_steps or (deadline is not None and
-                                     time.monotonic() > deadline)
+      last = step == t.num_steps or out_of_time
 
       if step % t.log_every == 0 or last:
         means = {k: float(jnp.mean(jnp.stack([m[k] for m in window])))
@@ -108,13 +111,12 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
         writer.write(step, {**means, "steps_per_s": steps_per_s,
                             "img_per_s": steps_per_s * t.batch_size})
         log.info("step %d/%d  train_bpd %.4f  grad_norm %.3f  %.2f steps/s  "
-                     "%.0f img/s  ETA %s", step, t.num_steps, means["train_bpd"],
-                     means["grad_norm"], steps_per_s, steps_per_s * t.batch_size,
-                     _eta((t.num_steps - step) / steps_per_s))
+                 "%.0f img/s  ETA %s", step, t.num_steps, means["train_bpd"],
+                 means["grad_norm"], steps_per_s, steps_per_s * t.batch_size,
+                 _eta((t.num_steps - step) / steps_per_s))
         window, window_start = [], time.perf_counter()
 
-      mngr.save(step, args=ocp.args.StandardSave(state),
-                force=last)
+      mngr.save(step, args=ocp.args.StandardSave(state), force=last)
 
       side_start = time.perf_counter()
       if step % t.eval_every == 0 or last:
@@ -123,7 +125,7 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
         writer.write(step, {"eval_bpd": bpd})
         evaluate.write_result(workdir, step, config.data.eval_split, bpd, count)
         log.info("step %d  eval_bpd %.6f over %d %s examples", step, bpd, count,
-                     config.data.eval_split)
+                 config.data.eval_split)
 
       if step % t.sample_every == 0 or last:
         path = generate.draw_grid(model, state.eval_params(), config, eval_split,
