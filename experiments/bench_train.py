@@ -27,6 +27,7 @@ SHAPES = ((15, 129, 3), (20, 384, 5))
 
 def config_for(layers, features, kernel, dtype, batch):
   return ConfigDict({
+      "seed": 0,
       "model": dict(num_layers=layers, features=features, kernel_size=kernel,
                     channels=3, skip=False, head_features=0, conditioning="none",
                     num_classes=0, cond_dim=0, spatial_features=0, dtype=dtype),
@@ -38,12 +39,8 @@ def config_for(layers, features, kernel, dtype, batch):
 def bench(layers, features, kernel, dtype, batch, steps):
   cfg = config_for(layers, features, kernel, dtype, batch)
   mesh = mesh_lib.make_mesh({"data": -1})
-  model = ts.make_model(cfg.model, cfg.data.image_size)
-  tx = ts.make_optimizer(cfg.train)
-  replicated = mesh_lib.replicated(mesh)
-  state = jax.jit(lambda k: ts.create_state(cfg, model, tx, k),
-                  out_shardings=replicated)(jax.random.PRNGKey(0))
-  step = train.make_train_step(model, tx, 0.0, mesh, replicated)
+  model, tx, step = train.setup(cfg, mesh)
+  state = train.fresh_state(cfg, model, tx, mesh)
   rng = np.random.default_rng(0)
   batches = [jax.device_put(rng.integers(0, 256, (batch, 32, 32, 3), np.uint8),
                             mesh_lib.batch_sharding(mesh)) for _ in range(4)]

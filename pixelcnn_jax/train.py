@@ -42,6 +42,22 @@ def make_train_step(model, tx, ema_decay: float, mesh, state_sharding):
                  donate_argnums=0)
 
 
+def setup(config, mesh):
+  """(model, optimizer, jitted train step) for `config` on `mesh`."""
+  model = ts.make_model(config.model, config.data.image_size)
+  tx = ts.make_optimizer(config.train)
+  step = make_train_step(model, tx, config.train.ema_decay, mesh,
+                         mesh_lib.replicated(mesh))
+  return model, tx, step
+
+
+def fresh_state(config, model, tx, mesh) -> ts.TrainState:
+  """A new TrainState from config.seed, initialised directly replicated."""
+  return jax.jit(lambda k: ts.create_state(config, model, tx, k),
+                 out_shardings=mesh_lib.replicated(mesh))(
+                     jax.random.PRNGKey(config.seed))
+
+
 def _eta(seconds: float) -> str:
   m, s = divmod(int(seconds), 60)
   h, m = divmod(m, 60)
@@ -58,8 +74,7 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
   train_split = datasets.open_for_model(config, config.data.train_split)
   eval_split = datasets.open_for_model(config, config.data.eval_split)
 
-  model = ts.make_model(config.model, config.data.image_size)
-  tx = ts.make_optimizer(t)
+  model, tx, train_step = setup(config, mesh)
   replicated, batch_sharding = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
   writer = MetricWriter(workdir)
   with contextlib.ExitStack() as stack:
@@ -69,16 +84,13 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
           mngr, checkpoint.abstract_state(config, model, tx, replicated))
       log.info("resumed from step %d in %s", int(state.step), workdir)
     else:
-      init = jax.jit(lambda k: ts.create_state(config, model, tx, k),
-                     out_shardings=replicated)
-      state = init(jax.random.PRNGKey(config.seed))
+      state = fresh_state(config, model, tx, mesh)
     first_step = int(state.step)
     log.info("model: %d parameters; mesh %s; global batch %d over %d processes",
              ts.param_count(state.params), dict(mesh.shape), t.batch_size,
              jax.process_count())
     writer.write(first_step, {"num_params": ts.param_count(state.params)})
 
-    train_step = make_train_step(model, tx, t.ema_decay, mesh, replicated)
     eval_step = evaluate.make_eval_step(model, mesh)
     stream = input_pipeline.TrainStream(train_split, t.batch_size, config.seed,
                                         config.model)

@@ -12,16 +12,11 @@ from ml_collections import ConfigDict
 
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train
-from pixelcnn_jax import train_state as ts
 
 
 def one_step(mesh, cfg, images, labels):
-  model = ts.make_model(cfg.model, cfg.data.image_size)
-  tx = ts.make_optimizer(cfg.train)
-  replicated = mesh_lib.replicated(mesh)
-  state = jax.jit(lambda k: ts.create_state(cfg, model, tx, k),
-                  out_shardings=replicated)(jax.random.PRNGKey(0))
-  step = train.make_train_step(model, tx, 0.9, mesh, replicated)
+  model, tx, step = train.setup(cfg, mesh)
+  state = train.fresh_state(cfg, model, tx, mesh)
   batch = mesh_lib.to_global({"x": images, "h": labels}, mesh_lib.batch_sharding(mesh))
   state, _ = step(state, batch["x"], batch["h"])
   return jax.tree_util.tree_map(np.asarray, (state.params, state.ema_params))
@@ -30,6 +25,7 @@ def one_step(mesh, cfg, images, labels):
 def main():
   n = jax.device_count()
   cfg = ConfigDict({
+      "seed": 0,
       "model": dict(num_layers=2, features=12, kernel_size=3, channels=3, skip=True,
                     head_features=0, conditioning="class", num_classes=10, cond_dim=0,
                     spatial_features=4, dtype="float32"),
