@@ -3,11 +3,15 @@
 import glob
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_cli
 
 CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "configs",
                                                                       "*.py")))
@@ -114,3 +118,28 @@ def test_checkpoint_of_another_architecture(cli, tmp_path):
     _one_line_error(cli("--config=configs/default.py:smoke", wd, f"--mode={mode}",
                         "--config.model.num_layers=3"),
                     "different architecture (num_layers: checkpoint 2 vs config 3)")
+
+
+def test_sigterm_saves_and_exits_for_requeue(tmp_path):
+  """What SLURM's --signal=TERM@120 does: the run saves its step, exits 75,
+  and the same command resumes from there."""
+  args = [sys.executable, "-m", "pixelcnn_jax.main", "--config=configs/default.py:smoke",
+          f"--workdir={tmp_path}", "--config.train.num_steps=100000",
+          "--config.train.checkpoint_every=100000", "--config.train.log_every=1"]
+  proc = subprocess.Popen(args, cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 120
+  for line in proc.stdout:
+    if "step 3/" in line:
+      break
+    assert time.time() < deadline
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 75, stderr[-2000:]
+  assert "preempted: SIGTERM: saved step" in stderr
+  saved = [int(d) for d in os.listdir(tmp_path / "ckpt") if d.isdigit()]
+  assert saved and max(saved) >= 3
+  resumed = run_cli("--config=configs/default.py:smoke", f"--workdir={tmp_path}",
+                    f"--config.train.num_steps={max(saved) + 2}")
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert f"resumed from step {max(saved)}" in resumed.stdout

@@ -81,3 +81,14 @@ def test_load_errors(tmp_path):
     pj.load(str(tmp_path), step=3)
   with pytest.raises(UserError, match="different architecture"):
     checkpoint.check_architecture(str(tmp_path), _config(5, **{"model.features": 24}))
+
+
+def test_time_limit_ends_the_run_like_a_finished_one(tmp_path):
+  c = _config(100_000, **{"train.time_limit_s": 3.0, "train.eval_every": 10**6,
+                          "train.sample_every": 10**6, "train.checkpoint_every": 10**6})
+  state = train.train_and_evaluate(c, str(tmp_path))
+  step = int(state.step)
+  assert 0 < step < 100_000
+  assert (tmp_path / "ckpt" / str(step)).exists()
+  assert (tmp_path / "eval" / f"{step}.json").exists()
+  assert (tmp_path / "samples" / f"sample_{step}.png").exists()
