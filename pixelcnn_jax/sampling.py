@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 
 from pixelcnn_jax import conditioning
 from pixelcnn_jax import mesh as mesh_lib
-from pixelcnn_jax.model import NUM_LEVELS, GatedPixelCNN, normalize
+from pixelcnn_jax.model import GatedPixelCNN, normalize
 
 METHODS = ("cached", "naive")
 
