@@ -94,8 +94,11 @@ def abstract_state(config, model, tx, sharding):
 
 
 def restore_trained(config, workdir: str, sharding, step: Optional[int] = None):
-  """(model, TrainState) of `workdir` at `step` (default latest), placed on
-  `sharding`; refuses a config whose architecture differs from the saved one."""
+  """(model, TrainState) of `workdir` at `step` (None: config.eval.step; a
+  negative step: the latest), placed on `sharding`; refuses a config whose
+  architecture differs from the saved one."""
+  step = config.eval.step if step is None else step
+  step = None if step < 0 else step
   check_architecture(workdir, config)
   model = ts.make_model(config.model, config.data.image_size)
   tx = ts.make_optimizer(config.train)
@@ -108,5 +111,6 @@ def load(workdir: str, step: Optional[int] = None):
   """(model, variables, config) of a trained workdir; EMA weights if kept."""
   config = saved_config(workdir)
   model, state = restore_trained(
-      config, workdir, jax.sharding.SingleDeviceSharding(jax.devices()[0]), step)
+      config, workdir, jax.sharding.SingleDeviceSharding(jax.devices()[0]),
+      -1 if step is None else step)
   return model, {"params": state.eval_params()}, config

@@ -141,9 +141,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if m.dtype not in train_state.DTYPES:
     raise UserError(f"config.model.dtype must be one of {list(train_state.DTYPES)}, "
                     f"got {m.dtype!r}")
-  if c.data.dataset != "npz" and c.data.dataset not in datasets.TFDS_DATASETS:
-    raise UserError(f"unknown dataset {c.data.dataset!r}: use 'npz' or one of "
-                    f"{', '.join(datasets.TFDS_DATASETS)}")
+  datasets.check_name(c.data.dataset)
   if c.sample.method not in sampling.METHODS:
     raise UserError(f"config.sample.method must be one of {sampling.METHODS}, got "
                     f"{c.sample.method!r}")

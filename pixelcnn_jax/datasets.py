@@ -111,14 +111,18 @@ def open_for_model(config, split: str):
   return source
 
 
+def check_name(name: str) -> None:
+  if name != "npz" and name not in TFDS_DATASETS:
+    raise UserError(f"unknown dataset {name!r}: use 'npz' or one of "
+                    f"{', '.join(TFDS_DATASETS)}")
+
+
 def open_split(data_cfg, split: str):
   """The split named `split` of the dataset in `data_cfg` (config.data)."""
   name = data_cfg.dataset
+  check_name(name)
   if name == "npz":
     return _npz_split(data_cfg, split)
-  if name not in TFDS_DATASETS:
-    raise UserError(f"unknown dataset {name!r}: use 'npz' or one of "
-                    f"{', '.join(TFDS_DATASETS)}")
   return TfdsSplit(name, split, data_cfg.get("tfds_data_dir"))
 
 

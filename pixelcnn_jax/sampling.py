@@ -52,7 +52,8 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
   conditioning.embed(None if h is None else np.asarray(h), model.conditioning,
                      model.num_classes, model.cond_dim, num)
 
-  mesh = mesh or mesh_lib.make_mesh({mesh_lib.DATA: -1})
+  if mesh is None:
+    mesh = mesh_lib.make_mesh({mesh_lib.DATA: -1})
   shards = mesh.shape[mesh_lib.DATA]
   padded = -(-num // shards) * shards  # Pad to a multiple of the devices, trim after.
 

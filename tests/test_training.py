@@ -92,3 +92,16 @@ def test_time_limit_ends_the_run_like_a_finished_one(tmp_path):
   assert (tmp_path / "ckpt" / str(step)).exists()
   assert (tmp_path / "eval" / f"{step}.json").exists()
   assert (tmp_path / "samples" / f"sample_{step}.png").exists()
+
+
+def test_eval_and_load_pick_the_requested_step(tmp_path):
+  train.train_and_evaluate(_config(10), str(tmp_path))
+  c = _config(10, **{"eval.step": 5})
+  evaluate.run(c, str(tmp_path))
+  assert json.loads((tmp_path / "eval" / "5.json").read_text())["step"] == 5
+  one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  assert int(checkpoint.restore_trained(c, str(tmp_path), one_device)[1].step) == 5
+  _, latest, _ = pj.load(str(tmp_path))
+  _, fifth, _ = pj.load(str(tmp_path), step=5)
+  assert any(not np.array_equal(a, b) for a, b in zip(
+      jax.tree_util.tree_leaves(latest), jax.tree_util.tree_leaves(fifth)))
