@@ -8,7 +8,9 @@ coordinator itself. Elsewhere (e.g. several processes on one host), pass
 import os
 
 import jax
+import orbax.checkpoint as ocp
 from absl import flags
+from jax.experimental import multihost_utils
 
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0, for explicit start-up.")
@@ -34,3 +36,20 @@ def initialize() -> None:
                                process_id=_PROCESS_ID.value)
   elif _cluster_detected():
     jax.distributed.initialize()
+  else:
+    return
+  _open_collectives()
+
+
+def _open_collectives(timeout_s: int = 600) -> None:
+  """Opens the cross-process collectives while every process is present.
+
+  The first collective sets up the communicator (gloo on CPU, NCCL on GPU),
+  and gloo gives every process only 30 s to arrive; a process slowed at
+  start-up (a loaded CI machine, a slow import) misses that. The coordinator's
+  barrier waits minutes, so line up there first, then open the communicator;
+  later collectives over the same devices reuse it.
+  """
+  ocp.multihost.get_barrier_sync_fn()(key="pixelcnn_jax_start",
+                                      timeout_ms=timeout_s * 1000)
+  multihost_utils.sync_global_devices("pixelcnn_jax_start")

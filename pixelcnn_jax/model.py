@@ -138,10 +138,13 @@ class GatedPixelCNN(nn.Module):
     x = normalize(x_BHWC)
     cond = self.embed_condition(h, B, H, W)
     m, k = self.half_kernel, self.half_kernel + 1
-    v, hs, skips = x, x, []
+    # The vertical stack's input moves down one row (pad, then crop the last)
+    # so that it never sees row i. Cropping with a slice rather than negative
+    # conv padding keeps XLA's gradient convolutions on their fast paths.
+    v = jnp.pad(x, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :H]
+    hs, skips = x, []
+    v_pad = ((k - 1, 0), (m, m))
     for i in range(self.num_layers):
-      # Layer 0 shifts down one extra row so the vertical stack never sees row i.
-      v_pad = ((k, -1) if i == 0 else (k - 1, 0), (m, m))
       v, link = self.vertical(i, v, v_pad, cond)
       hs, skip = self.horizontal(i, hs, link, ((0, 0), (m, 0)))
       skips.append(skip)

@@ -29,6 +29,11 @@ def test_cached_matches_naive_bit_for_bit(channels, kernel, layers, skip,
   assert naive.dtype == np.uint8 and naive.shape == (3, *size, channels)
   np.testing.assert_array_equal(cached, naive)
   assert len(np.unique(cached)) > 10  # A real draw, not a constant canvas.
+  # One forward pass over the finished images re-creates every draw.
+  np.testing.assert_array_equal(pj.sampling.redraw(model, variables, key, naive, h=h),
+                                naive)
+  other = pj.sampling.redraw(model, variables, jax.random.PRNGKey(7), naive, h=h)
+  assert (other != naive).mean() > 0.5
 
 
 def _fixed_logit_model(logits_K, channels=1):

@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +49,29 @@ def test_two_processes_train_identically_and_leave_a_checkpoint(tmp_path):
                       "--mode=eval")
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   assert "holdout bits/dim" in evaluated.stdout
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_a_late_process_is_waited_for(tmp_path):
+  address = f"127.0.0.1:{_free_port()}"
+  procs = [subprocess.Popen(
+      [sys.executable, os.path.join(REPO, "tests", "late_process.py"),
+       "--config=configs/default.py:smoke", f"--workdir={tmp_path}",
+       "--config.train.num_steps=4", f"--coordinator_address={address}",
+       "--num_processes=2", f"--process_id={i}"],
+      cwd=REPO, env=_env(PYTHONPATH=REPO), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, stderr) in zip(procs, outs):
+    assert p.returncode == 0, stderr[-3000:]
+  prints = dict(re.findall(r"process (\d): params fingerprint (\S+)",
+                           outs[0][0] + outs[1][0]))
+  assert set(prints) == {"0", "1"} and prints["0"] == prints["1"]
 
 
 def test_killed_process_is_reported_and_the_rerun_resumes(tmp_path):
