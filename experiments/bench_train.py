@@ -39,8 +39,8 @@ def config_for(layers, features, kernel, dtype, batch):
 def bench(layers, features, kernel, dtype, batch, steps):
   cfg = config_for(layers, features, kernel, dtype, batch)
   mesh = mesh_lib.make_mesh({"data": -1})
-  model, tx, step = train.setup(cfg, mesh)
-  state = train.fresh_state(cfg, model, tx, mesh)
+  model, tx, shardings, step = train.setup(cfg, mesh)
+  state = train.fresh_state(cfg, model, tx, shardings)
   rng = np.random.default_rng(0)
   batches = [jax.device_put(rng.integers(0, 256, (batch, 32, 32, 3), np.uint8),
                             mesh_lib.batch_sharding(mesh)) for _ in range(4)]

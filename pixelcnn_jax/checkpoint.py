@@ -14,6 +14,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
+from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train_state as ts
 from pixelcnn_jax.errors import UserError
 
@@ -86,31 +87,37 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, step: Optional[int] = N
                     f"architecture: {str(e).splitlines()[0]}") from e
 
 
-def abstract_state(config, model, tx, sharding):
-  shapes = jax.eval_shape(lambda k: ts.create_state(config, model, tx, k),
-                          jax.random.PRNGKey(0))
+def abstract_state(config, model, tx, mesh: Optional[jax.sharding.Mesh] = None):
+  """The TrainState's shapes, each with its sharding on `mesh`
+  (mesh_lib.state_sharding), or on the first device when there is no mesh."""
+  shapes = ts.state_shapes(config, model, tx)
+  if mesh is None:
+    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    shardings = jax.tree_util.tree_map(lambda _: one, shapes)
+  else:
+    shardings = mesh_lib.state_sharding(mesh, shapes)
   return jax.tree_util.tree_map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+      shapes, shardings)
 
 
-def restore_trained(config, workdir: str, sharding, step: Optional[int] = None):
+def restore_trained(config, workdir: str, mesh: Optional[jax.sharding.Mesh] = None,
+                    step: Optional[int] = None):
   """(model, TrainState) of `workdir` at `step` (None: config.eval.step; a
-  negative step: the latest), placed on `sharding`; refuses a config whose
-  architecture differs from the saved one."""
+  negative step: the latest), laid out on `mesh` (None: the first device);
+  refuses a config whose architecture differs from the saved one."""
   step = config.eval.step if step is None else step
   step = None if step < 0 else step
   check_architecture(workdir, config)
   model = ts.make_model(config.model, config.data.image_size)
   tx = ts.make_optimizer(config.train)
   with manager(workdir, config, read_only=True) as mngr:
-    state = restore(mngr, abstract_state(config, model, tx, sharding), step)
+    state = restore(mngr, abstract_state(config, model, tx, mesh), step)
   return model, state
 
 
 def load(workdir: str, step: Optional[int] = None):
   """(model, variables, config) of a trained workdir; EMA weights if kept."""
   config = saved_config(workdir)
-  model, state = restore_trained(
-      config, workdir, jax.sharding.SingleDeviceSharding(jax.devices()[0]),
-      -1 if step is None else step)
+  model, state = restore_trained(config, workdir, None, -1 if step is None else step)
   return model, {"params": state.eval_params()}, config

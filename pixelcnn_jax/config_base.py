@@ -19,8 +19,9 @@ SHIPPED_CIFAR = datasets.SHIPPED_DIR.replace("mnist_subset", "cifar10_subset")
 def base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # -1: every device of every process. The data axis splits the batch.
-  c.mesh = ml_collections.ConfigDict({"data": -1})
+  # -1: every device of every process. Both axes split the batch; fsdp > 1
+  # also splits params and optimizer state (mesh.py).
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
 
   c.data = ml_collections.ConfigDict()
   c.data.dataset = "npz"           # "npz", or a TFDS name (datasets.TFDS_DATASETS).
@@ -93,7 +94,7 @@ def smoke(c: ml_collections.ConfigDict) -> None:
   c.data.vector_file = ""
   if c.model.num_classes > 10:
     c.model.num_classes = 10
-  c.mesh = ml_collections.ConfigDict({"data": -1})
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
   c.train.batch_size = 8
   c.train.num_steps = 20
   c.train.warmup_steps = 2

@@ -15,14 +15,14 @@ from pixelcnn_jax.likelihood import bits_per_dim
 log = logging.getLogger(__name__)
 
 
-def make_eval_step(model, mesh):
+def make_eval_step(model, mesh, params_sharding):
   batch = mesh_lib.batch_sharding(mesh)
 
   def step(params, images, h, mask):
     bpd = bits_per_dim(model.apply({"params": params}, images, h=h), images)
     return jnp.sum(bpd * mask), jnp.sum(mask)
 
-  return jax.jit(step, in_shardings=(mesh_lib.replicated(mesh), batch, batch, batch),
+  return jax.jit(step, in_shardings=(params_sharding, batch, batch, batch),
                  out_shardings=mesh_lib.replicated(mesh))
 
 
@@ -59,11 +59,11 @@ def run(config, workdir: str) -> float:
   mesh = mesh_lib.make_mesh(config.mesh)
   mesh_lib.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
   split = datasets.open_for_model(config, config.data.eval_split)
-  model, state = checkpoint.restore_trained(config, workdir,
-                                            mesh_lib.replicated(mesh))
+  model, state = checkpoint.restore_trained(config, workdir, mesh)
   step = int(state.step)
-  bpd, count = evaluate(make_eval_step(model, mesh), state.eval_params(), split,
-                        config, mesh)
+  params = state.eval_params()
+  eval_step = make_eval_step(model, mesh, mesh_lib.state_sharding(mesh, params))
+  bpd, count = evaluate(eval_step, params, split, config, mesh)
   path = write_result(workdir, step, config.data.eval_split, bpd, count)
   log.info("eval step %d split %s: %.6f bits/dim over %d examples -> %s",
            step, config.data.eval_split, bpd, count, path)

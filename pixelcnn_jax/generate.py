@@ -86,8 +86,7 @@ def run(config, workdir: str) -> str:
   config_base.validate(config)
   mesh = mesh_lib.make_mesh(config.mesh)
   eval_split = datasets.open_for_model(config, config.data.eval_split)
-  model, state = checkpoint.restore_trained(config, workdir,
-                                            mesh_lib.replicated(mesh))
+  model, state = checkpoint.restore_trained(config, workdir, mesh)
   key = jax.random.PRNGKey(config.sample.seed)
   draw = draw_completions if config.sample.complete else draw_grid
   path = draw(model, state.eval_params(), config, eval_split, mesh, int(state.step),

@@ -36,7 +36,7 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
   prefix: known content to keep exactly and complete, either uint8
     [num, R, W, C] (the top R rows) or a pair (uint8 [num, H, W, C], n) whose
     first n sub-pixels in raster-then-colour order are known.
-  mesh: the batch is split over its `data` axis; default all devices.
+  mesh: the batch is split over its batch axes; default all devices.
   """
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -54,7 +54,7 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
 
   if mesh is None:
     mesh = mesh_lib.make_mesh({mesh_lib.DATA: -1})
-  shards = mesh.shape[mesh_lib.DATA]
+  shards = mesh_lib.batch_devices(mesh)
   padded = -(-num // shards) * shards  # Pad to a multiple of the devices, trim after.
 
   def put(a):

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def make_train_step(model, tx, ema_decay: float, mesh, state_sharding):
+  """The jitted step; `state_sharding` is a TrainState of shardings."""
   batch = mesh_lib.batch_sharding(mesh)
 
   def step(state: ts.TrainState, images, h):
@@ -43,19 +44,19 @@ def make_train_step(model, tx, ema_decay: float, mesh, state_sharding):
 
 
 def setup(config, mesh):
-  """(model, optimizer, jitted train step) for `config` on `mesh`."""
+  """(model, optimizer, state shardings, jitted train step) for `config` on
+  `mesh`: the state is replicated, or split over the fsdp axis if it has one."""
   model = ts.make_model(config.model, config.data.image_size)
   tx = ts.make_optimizer(config.train)
-  step = make_train_step(model, tx, config.train.ema_decay, mesh,
-                         mesh_lib.replicated(mesh))
-  return model, tx, step
+  shardings = mesh_lib.state_sharding(mesh, ts.state_shapes(config, model, tx))
+  step = make_train_step(model, tx, config.train.ema_decay, mesh, shardings)
+  return model, tx, shardings, step
 
 
-def fresh_state(config, model, tx, mesh) -> ts.TrainState:
-  """A new TrainState from config.seed, initialised directly replicated."""
+def fresh_state(config, model, tx, shardings) -> ts.TrainState:
+  """A new TrainState from config.seed, initialised directly in place."""
   return jax.jit(lambda k: ts.create_state(config, model, tx, k),
-                 out_shardings=mesh_lib.replicated(mesh))(
-                     jax.random.PRNGKey(config.seed))
+                 out_shardings=shardings)(jax.random.PRNGKey(config.seed))
 
 
 def _eta(seconds: float) -> str:
@@ -74,24 +75,24 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
   train_split = datasets.open_for_model(config, config.data.train_split)
   eval_split = datasets.open_for_model(config, config.data.eval_split)
 
-  model, tx, train_step = setup(config, mesh)
-  replicated, batch_sharding = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+  model, tx, shardings, train_step = setup(config, mesh)
+  batch_sharding = mesh_lib.batch_sharding(mesh)
   writer = MetricWriter(workdir)
   with contextlib.ExitStack() as stack:
     mngr = stack.enter_context(checkpoint.manager(workdir, config))
     if mngr.latest_step() is not None:
       state = checkpoint.restore(
-          mngr, checkpoint.abstract_state(config, model, tx, replicated))
+          mngr, checkpoint.abstract_state(config, model, tx, mesh))
       log.info("resumed from step %d in %s", int(state.step), workdir)
     else:
-      state = fresh_state(config, model, tx, mesh)
+      state = fresh_state(config, model, tx, shardings)
     first_step = int(state.step)
     log.info("model: %d parameters; mesh %s; global batch %d over %d processes",
              ts.param_count(state.params), dict(mesh.shape), t.batch_size,
              jax.process_count())
     writer.write(first_step, {"num_params": ts.param_count(state.params)})
 
-    eval_step = evaluate.make_eval_step(model, mesh)
+    eval_step = evaluate.make_eval_step(model, mesh, shardings.params)
     stream = input_pipeline.TrainStream(train_split, t.batch_size, config.seed,
                                         config.model)
     batches = stream.iterate(first_step)

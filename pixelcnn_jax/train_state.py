@@ -77,5 +77,11 @@ def create_state(config, model, tx, key) -> TrainState:
                     opt_state=tx.init(params), ema_params=ema)
 
 
+def state_shapes(config, model, tx) -> TrainState:
+  """The TrainState as ShapeDtypeStructs, computing nothing."""
+  return jax.eval_shape(lambda k: create_state(config, model, tx, k),
+                        jax.random.PRNGKey(0))
+
+
 def param_count(params) -> int:
   return sum(x.size for x in jax.tree_util.tree_leaves(params))

@@ -64,9 +64,9 @@ def load_config(name, arg=None):
   return module.get_config(arg)
 
 
-def run_cli(*args, cwd=REPO, timeout=300):
+def run_cli(*args, cwd=REPO, timeout=300, env=None):
   """Runs `python -m pixelcnn_jax.main ARGS` and returns the CompletedProcess."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **(env or {}))
   return subprocess.run([sys.executable, "-m", "pixelcnn_jax.main", *args], cwd=cwd,
                         env=env, capture_output=True, text=True, timeout=timeout)
 

@@ -2,8 +2,12 @@
 
 Run by test_scale.py in a fresh process, since the device count is fixed at
 start-up: XLA_FLAGS=--xla_force_host_platform_device_count=N.
-Prints the max abs difference of the params after the step.
+  python tests/sharded_step.py [FSDP]   # FSDP: size of the fsdp mesh axis
+Prints the max abs difference of the params after the step, and how many
+parameter and optimizer arrays the sharded state splits over its devices.
 """
+
+import sys
 
 import jax
 import numpy as np
@@ -15,11 +19,12 @@ from pixelcnn_jax import train
 
 
 def one_step(mesh, cfg, images, labels):
-  model, tx, step = train.setup(cfg, mesh)
-  state = train.fresh_state(cfg, model, tx, mesh)
+  model, tx, shardings, step = train.setup(cfg, mesh)
+  state = train.fresh_state(cfg, model, tx, shardings)
   batch = mesh_lib.to_global({"x": images, "h": labels}, mesh_lib.batch_sharding(mesh))
   state, _ = step(state, batch["x"], batch["h"])
-  return jax.tree_util.tree_map(np.asarray, (state.params, state.ema_params))
+  split = sum(not x.is_fully_replicated for x in jax.tree_util.tree_leaves(state))
+  return jax.tree_util.tree_map(np.asarray, (state.params, state.ema_params)), split
 
 
 def main():
@@ -35,12 +40,14 @@ def main():
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (2 * n, 6, 6, 3), np.uint8)
   labels = rng.integers(0, 10, (2 * n,), np.int32)
-  sharded = one_step(mesh_lib.make_mesh({"data": -1}), cfg, images, labels)
-  single = one_step(Mesh(np.array(jax.devices()[:1]), ("data",),
-                         axis_types=(AxisType.Auto,)), cfg, images, labels)
+  fsdp = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+  sharded, split = one_step(mesh_lib.make_mesh({"data": -1, "fsdp": fsdp}), cfg,
+                            images, labels)
+  single, _ = one_step(Mesh(np.array(jax.devices()[:1]), ("data",),
+                            axis_types=(AxisType.Auto,)), cfg, images, labels)
   diffs = [np.abs(a - b).max() for a, b in zip(jax.tree_util.tree_leaves(sharded),
                                                jax.tree_util.tree_leaves(single))]
-  print(f"devices={n} max_abs_diff={max(diffs):.3e}")
+  print(f"devices={n} fsdp={fsdp} split_arrays={split} max_abs_diff={max(diffs):.3e}")
 
 
 if __name__ == "__main__":

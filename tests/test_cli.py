@@ -96,6 +96,7 @@ def _bad_labels_npz(path):
      "one row per image"),
     (["--workdir={tmp}/file/sub"], "not writable"),
     (["--config.train.batch_size=0"], "train.batch_size must be > 0"),
+    (["--config.mesh.fsdp=3"], "does not fit 1 devices"),
 ])
 def test_bad_input(cli, tmp_path, args, match):
   _bad_npz(str(tmp_path / "bad"))
