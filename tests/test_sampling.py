@@ -36,6 +36,21 @@ def test_cached_matches_naive_bit_for_bit(channels, kernel, layers, skip,
   assert (other != naive).mean() > 0.5
 
 
+@pytest.mark.parametrize("layers,kernel,conditioning", [(15, 3, "none"),
+                                                        (20, 5, "class")])
+def test_deep_cached_sampler_draws_what_the_reference_draws(layers, kernel,
+                                                            conditioning):
+  """The configs' depths (Table 1 and 2) at small width, against the one-pass
+  redraw of the naive sampler's draws: every step, cheaper than naive."""
+  model, variables = random_model(3, kernel, layers, True, conditioning, (8, 8))
+  h = example_h(model, 2)
+  key = jax.random.PRNGKey(3)
+  cached = pj.sample(model, variables, key, 2, h=h)
+  np.testing.assert_array_equal(pj.sampling.redraw(model, variables, key, cached, h=h),
+                                cached)
+  assert len(np.unique(cached)) > 10
+
+
 def _fixed_logit_model(logits_K, channels=1):
   """Every weight zero except the output bias: logits are `logits_K` everywhere."""
   model = pj.GatedPixelCNN(num_layers=1, features=3 * channels, channels=channels,
