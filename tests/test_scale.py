@@ -63,17 +63,22 @@ def _launch(n, *args, **kw):
                           **kw)
 
 
-def test_two_processes_train_identically_and_leave_a_checkpoint(tmp_path):
-  proc = _launch(2, "--config=configs/cifar10.py:smoke", f"--workdir={tmp_path}")
+@pytest.mark.parametrize("fsdp", [1, 2])
+def test_two_processes_train_identically_and_leave_a_checkpoint(tmp_path, fsdp):
+  """fsdp=2 splits the state across the two processes: each writes its half of
+  the checkpoint, and one process alone reads it whole."""
+  args = ["--config=configs/cifar10.py:smoke", f"--workdir={tmp_path}",
+          f"--config.mesh.fsdp={fsdp}"]
+  proc = _launch(2, *args)
   stdout, stderr = proc.communicate(timeout=600)
   assert proc.returncode == 0, stderr[-3000:]
   prints = dict(re.findall(r"process (\d): params fingerprint (\S+)", stdout))
   assert set(prints) == {"0", "1"} and prints["0"] == prints["1"]
-  assert "over 2 processes" in stdout
-  evaluated = run_cli("--config=configs/cifar10.py:smoke", f"--workdir={tmp_path}",
-                      "--mode=eval")
+  assert "over 2 processes" in stdout and f"'fsdp': {fsdp}" in stdout
+  in_training = re.findall(r"eval_bpd (\S+)", stdout)[-1]
+  evaluated = run_cli(*args[:2], "--mode=eval")
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-  assert "holdout bits/dim" in evaluated.stdout
+  assert f"holdout bits/dim {in_training}" in evaluated.stdout
 
 
 def _free_port():
