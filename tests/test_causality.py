@@ -18,16 +18,16 @@ from conftest import example_h, expected_dependencies, random_model
 
 H, W = 7, 9
 
-CASES = [  # channels, kernel, layers, skip, conditioning
-    (1, 3, 1, False, "none"),
-    (1, 3, 4, True, "none"),
-    (1, 5, 2, False, "none"),
-    (3, 3, 1, False, "none"),
-    (3, 3, 3, False, "none"),
-    (3, 5, 2, True, "none"),
-    (3, 3, 2, False, "class"),
-    (1, 3, 2, True, "vector"),
-    (3, 3, 2, False, "spatial"),
+CASES = [  # channels, kernel, layers, skip, conditioning, head_features
+    (1, 3, 1, False, "none", 0),
+    (1, 3, 4, True, "none", 0),
+    (1, 5, 2, False, "none", 0),
+    (3, 3, 1, False, "none", 0),
+    (3, 3, 3, False, "none", 0),
+    (3, 5, 2, True, "none", 24),
+    (3, 3, 2, False, "class", 0),
+    (1, 3, 2, True, "vector", 0),
+    (3, 3, 2, False, "spatial", 0),
 ]
 
 
@@ -59,10 +59,10 @@ def _influence(model, variables, seeds, channels):
   return infl
 
 
-@pytest.mark.parametrize("channels,kernel,layers,skip,conditioning", CASES)
-def test_order_and_receptive_field(channels, kernel, layers, skip, conditioning):
+@pytest.mark.parametrize("channels,kernel,layers,skip,conditioning,head", CASES)
+def test_order_and_receptive_field(channels, kernel, layers, skip, conditioning, head):
   model, variables = random_model(channels, kernel, layers, skip, conditioning,
-                                  size=(H, W))
+                                  size=(H, W), head_features=head)
   expected = expected_dependencies(H, W, channels, layers, kernel)
   x = jax.random.randint(jax.random.PRNGKey(3), (1, H, W, channels), 0, 256)
   jac = _jacobian(model, variables, x, example_h(model, 1))

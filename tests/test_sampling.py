@@ -36,13 +36,14 @@ def test_cached_matches_naive_bit_for_bit(channels, kernel, layers, skip,
   assert (other != naive).mean() > 0.5
 
 
-@pytest.mark.parametrize("layers,kernel,conditioning", [(15, 3, "none"),
-                                                        (20, 5, "class")])
+@pytest.mark.parametrize("layers,kernel,conditioning,head", [(15, 3, "none", 0),
+                                                             (20, 5, "class", 12)])
 def test_deep_cached_sampler_draws_what_the_reference_draws(layers, kernel,
-                                                            conditioning):
+                                                            conditioning, head):
   """The configs' depths (Table 1 and 2) at small width, against the one-pass
   redraw of the naive sampler's draws: every step, cheaper than naive."""
-  model, variables = random_model(3, kernel, layers, True, conditioning, (8, 8))
+  model, variables = random_model(3, kernel, layers, True, conditioning, (8, 8),
+                                  head_features=head)
   h = example_h(model, 2)
   key = jax.random.PRNGKey(3)
   cached = pj.sample(model, variables, key, 2, h=h)
