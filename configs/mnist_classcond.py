@@ -5,9 +5,10 @@ layer.
 
 Command:  python -m pixelcnn_jax.main --config=configs/mnist_classcond.py --workdir=$W
           then --mode=sample writes a 10x10 grid, one row per digit.
-Hardware: one GPU; 10 minutes on one H100 (see experiments/RESULTS.md).
-Expected: test bits/dim a little below the unconditional model's (the paper
-          found only a small likelihood gain from class labels).
+Hardware: one GPU, as configs/mnist.py.
+Expected: test bits/dim close to the unconditional model's (the paper found
+          only a small likelihood gain from class labels). Measured after
+          5,500 steps: 0.953 against 0.951 (experiments/RESULTS.md).
 """
 
 from pixelcnn_jax import config_base
