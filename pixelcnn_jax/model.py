@@ -139,8 +139,8 @@ class GatedPixelCNN(nn.Module):
     cond = self.embed_condition(h, B, H, W)
     m, k = self.half_kernel, self.half_kernel + 1
     # The vertical stack's input moves down one row (pad, then crop the last)
-    # so that it never sees row i. Cropping with a slice rather than negative
-    # conv padding keeps XLA's gradient convolutions on their fast paths.
+    # so that it never sees row i. A slice crops rather than negative conv
+    # padding, for which XLA on GPU falls back to an unfused gradient conv.
     v = jnp.pad(x, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :H]
     hs, skips = x, []
     v_pad = ((k - 1, 0), (m, m))

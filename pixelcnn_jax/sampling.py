@@ -11,6 +11,9 @@ sub-pixel, each horizontal layer computes one position from a cache of the m
 positions to its left. Features at a pixel never depend on its own last
 colour, so the final colour pass leaves exactly the features the next
 positions need.
+
+`redraw` recomputes, from one forward pass, what `naive` draws at every
+sub-pixel given finished images as the past: a cheap check of any sampler.
 """
 
 import functools
