@@ -118,11 +118,12 @@ def redraw(model: GatedPixelCNN, variables, key: jax.Array, images, h=None,
 @functools.partial(jax.jit, static_argnums=0)
 def _redraw(model, variables, key, images, h, temperature):
   B, H, W, C = images.shape
-  logits = model.apply(variables, images, h=h)
-  noise_TBK = jax.vmap(lambda t: jax.random.gumbel(
-      jax.random.fold_in(key, t), (B, logits.shape[-1])))(jnp.arange(H * W * C))
-  noise = jnp.moveaxis(noise_TBK, 1, 0).reshape(logits.shape)
-  return jnp.argmax(logits / temperature + noise, axis=-1).astype(jnp.uint8)
+  logits_TBK = jnp.moveaxis(
+      model.apply(variables, images, h=h).reshape(B, H * W * C, -1), 1, 0)
+  # The very draw of both samplers, at every t at once.
+  draws_TB = jax.vmap(lambda t, l: _draw(l, key, t, temperature))(
+      jnp.arange(H * W * C), logits_TBK)
+  return draws_TB.T.reshape(B, H, W, C)
 
 
 def _draw(logits_BK, key, t, temperature):
