@@ -1,10 +1,16 @@
-"""Train throughput (img/s, median step after compile) of RGB 32x32 models.
+"""Train throughput of RGB 32x32 models: img/s, MFU and weak scaling.
 
-  python experiments/bench_train.py [--batch=256] [--steps=20] [--out=FILE]
+  python experiments/bench_train.py [--shapes=15x132k3,20x384k5] [--dtypes=bfloat16]
+      [--batches=128,256] [--meshes=1] [--steps=20] [--out=FILE] [--plot=FILE.png]
 
-Shapes: 15 layers x 129 features, kernel 3 (129: the nearest multiple of 3 to
-the reference's 128, since RGB needs p divisible by 3) and 20 x 384, kernel 5;
-fp32 and bf16 compute. Prints one JSON line per case and a table.
+One case per shape x dtype x batch x mesh. A mesh is DEVICES or DEVICESxFSDP
+(e.g. 4x2: 4 devices, params split 2 ways, batch over all 4); --batches is per
+device, so the cases of one shape and batch are a weak-scaling series, whose
+efficiency img/s(N) / (N * img/s(1)) is printed. Time: the median step after
+compilation. MFU: a training step costs 3 forward passes, and a forward pass
+2 FLOPs per kernel weight per pixel (biases aside; what a shifted or masked
+kernel skips is counted too), against --peak_tflops (790: the bf16 matrix rate
+measured on this workplace's H100s and H200s).
 """
 
 import argparse
@@ -16,84 +22,151 @@ import time
 
 import jax
 import numpy as np
-from ml_collections import ConfigDict
+from jax.sharding import AxisType, Mesh
 
+from pixelcnn_jax import config_base
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train
 from pixelcnn_jax import train_state as ts
 
-SHAPES = ((15, 129, 3), (20, 384, 5))
-
 
 def config_for(layers, features, kernel, dtype, batch):
-  return ConfigDict({
-      "seed": 0,
-      "model": dict(num_layers=layers, features=features, kernel_size=kernel,
-                    channels=3, skip=False, head_features=0, conditioning="none",
-                    num_classes=0, cond_dim=0, spatial_features=0, dtype=dtype),
-      "data": dict(image_size=(32, 32)),
-      "train": dict(learning_rate=1e-3, warmup_steps=10, num_steps=1000, schedule_steps=0,
-                    grad_clip=1.0, ema_decay=0.0, batch_size=batch)})
+  c = config_base.base()
+  c.model.update(num_layers=layers, features=features, kernel_size=kernel, channels=3,
+                 dtype=dtype)
+  c.data.image_size = (32, 32)
+  c.train.update(warmup_steps=10, num_steps=1000, batch_size=batch)
+  return c
 
 
-def bench(layers, features, kernel, dtype, batch, steps):
+def train_flops_per_image(params, pixels: int) -> float:
+  kernel_weights = sum(p.size for p in jax.tree_util.tree_leaves(params) if p.ndim > 1)
+  return 3 * 2 * kernel_weights * pixels
+
+
+def make_mesh(devices: int, fsdp: int) -> Mesh:
+  grid = np.array(jax.devices()[:devices]).reshape(devices // fsdp, fsdp)
+  return Mesh(grid, (mesh_lib.DATA, mesh_lib.FSDP), axis_types=(AxisType.Auto,) * 2)
+
+
+def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, steps,
+          peak_tflops):
+  batch = per_device_batch * devices
   cfg = config_for(layers, features, kernel, dtype, batch)
-  mesh = mesh_lib.make_mesh({"data": -1})
+  mesh = make_mesh(devices, fsdp)
   model, tx, shardings, step = train.setup(cfg, mesh)
   state = train.fresh_state(cfg, model, tx, shardings)
+  key = jax.random.PRNGKey(1)
   rng = np.random.default_rng(0)
   batches = [jax.device_put(rng.integers(0, 256, (batch, 32, 32, 3), np.uint8),
                             mesh_lib.batch_sharding(mesh)) for _ in range(4)]
   t0 = time.perf_counter()
-  state, m = step(state, batches[0], None)
+  state, m = step(state, batches[0], None, key)
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t0
   times = []
   for i in range(steps):
     t0 = time.perf_counter()
-    state, m = step(state, batches[i % 4], None)
+    state, m = step(state, batches[i % 4], None, key)
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
   med = statistics.median(times)
+  flops = train_flops_per_image(state.params, 32 * 32)
   return {"layers": layers, "features": features, "kernel": kernel, "dtype": dtype,
-          "batch": batch, "img_per_s": batch / med, "median_step_s": med,
+          "batch": batch, "per_device_batch": per_device_batch, "devices": devices,
+          "fsdp": fsdp, "img_per_s": batch / med, "median_step_s": med,
           "compile_s": compile_s, "params": ts.param_count(state.params),
-          "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
+          "train_gflop_per_img": flops / 1e9,
+          "mfu": batch / med * flops / (devices * peak_tflops * 1e12),
+          "device": jax.devices()[0].device_kind,
           "date": datetime.date.today().isoformat(), "jax": jax.__version__}
+
+
+def add_efficiency(rows):
+  """img/s(N) / (N * img/s(1)) against the one-device case of the same series."""
+  base = {(r["layers"], r["features"], r["kernel"], r["dtype"], r["per_device_batch"]):
+          r["img_per_s"] for r in rows if "error" not in r and r["devices"] == 1}
+  for r in rows:
+    one = base.get((r["layers"], r["features"], r["kernel"], r["dtype"],
+                    r.get("per_device_batch")))
+    if one and "error" not in r:
+      r["scaling_efficiency"] = r["img_per_s"] / (r["devices"] * one)
+
+
+def plot(rows, path):
+  import matplotlib  # Only for --plot; the GPU image has it.
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  series = {}
+  for r in rows:
+    if "error" not in r:
+      name = (f"{r['layers']}x{r['features']} k{r['kernel']} {r['dtype']}, "
+              f"{r['per_device_batch']}/device, fsdp={r['fsdp']}")
+      series.setdefault(name, []).append((r["devices"], r["img_per_s"]))
+  for name, points in sorted(series.items()):
+    points.sort()
+    ax.plot(*zip(*points), "o-", label=name)
+  ones = [p for s in series.values() for p in s if p[0] == 1]
+  if ones:
+    most = max(p[0] for s in series.values() for p in s)
+    ax.plot([1, most], [ones[0][1], most * ones[0][1]], "k:", label="linear")
+  ax.set_xlabel("GPUs")
+  ax.set_ylabel("train img/s")
+  ax.set_title(f"Weak scaling, {rows[0].get('device', '')}, {rows[0].get('date', '')}")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
 
 
 def main():
   p = argparse.ArgumentParser()
-  p.add_argument("--batch", type=int, default=256)
-  p.add_argument("--steps", type=int, default=20)
-  p.add_argument("--out", default="")
-  p.add_argument("--dtypes", default="float32,bfloat16")
-  p.add_argument("--shapes", default=",".join(f"{l}x{f}k{k}" for l, f, k in SHAPES),
+  p.add_argument("--shapes", default="15x132k3,20x384k5",
                  help="comma-separated LAYERSxFEATURESkKERNEL")
+  p.add_argument("--dtypes", default="bfloat16")
+  p.add_argument("--batches", default="256", help="per-device batch sizes")
+  p.add_argument("--meshes", default="1", help="DEVICES or DEVICESxFSDP, comma-separated")
+  p.add_argument("--steps", type=int, default=20)
+  p.add_argument("--peak_tflops", type=float, default=790.0)
+  p.add_argument("--out", default="")
+  p.add_argument("--plot", default="")
   args = p.parse_args()
   shapes = [tuple(int(v) for v in re.fullmatch(r"(\d+)x(\d+)k(\d+)", s).groups())
             for s in args.shapes.split(",")]
+  meshes = [tuple(int(v) for v in (m.split("x") + ["1"])[:2])
+            for m in args.meshes.split(",")]
   rows = []
   for layers, features, kernel in shapes:
     for dtype in args.dtypes.split(","):
-      try:
-        r = bench(layers, features, kernel, dtype, args.batch, args.steps)
-      except Exception as e:  # An OOM on one shape should not hide the others.
-        r = {"layers": layers, "features": features, "kernel": kernel, "dtype": dtype,
-             "batch": args.batch, "error": str(e).splitlines()[0][:200]}
-      print(json.dumps(r), flush=True)
-      rows.append(r)
+      for per_device in (int(b) for b in args.batches.split(",")):
+        for devices, fsdp in meshes:
+          try:
+            r = bench(layers, features, kernel, dtype, per_device, devices, fsdp,
+                      args.steps, args.peak_tflops)
+          except Exception as e:  # An OOM on one case should not hide the others.
+            r = {"layers": layers, "features": features, "kernel": kernel,
+                 "dtype": dtype, "per_device_batch": per_device, "devices": devices,
+                 "fsdp": fsdp, "error": str(e).splitlines()[0][:200]}
+          print(json.dumps(r), flush=True)
+          rows.append(r)
+  add_efficiency(rows)
   if args.out:
     with open(args.out, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows)
-  print(f"\n{'shape':>14} {'dtype':>9} {'img/s':>9} {'step ms':>8}  device")
+  if args.plot:
+    plot(rows, args.plot)
+  print(f"\n{'shape':>12} {'dtype':>8} {'batch':>6} {'GPUs':>4} {'fsdp':>4} "
+        f"{'img/s':>8} {'MFU':>5} {'eff.':>5}  device")
   for r in rows:
-    shape = f"{r['layers']}x{r['features']} k{r['kernel']}"
+    shape = f"{r['layers']}x{r['features']}k{r['kernel']}"
+    head = (f"{shape:>12} {r['dtype']:>8} "
+            f"{r['per_device_batch']:>6} {r['devices']:>4} {r['fsdp']:>4}")
     if "error" in r:
-      print(f"{shape:>14} {r['dtype']:>9}  error: {r['error'][:60]}")
+      print(f"{head}  error: {r['error'][:60]}")
     else:
-      print(f"{shape:>14} {r['dtype']:>9} {r['img_per_s']:9.0f} "
-            f"{1e3 * r['median_step_s']:8.1f}  {r['device']}")
+      eff = r.get("scaling_efficiency")
+      print(f"{head} {r['img_per_s']:8.0f} {r['mfu']:5.1%} "
+            f"{'' if eff is None else format(eff, '.1%'):>5}  {r['device']}")
 
 
 if __name__ == "__main__":

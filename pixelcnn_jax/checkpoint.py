@@ -1,15 +1,27 @@
-"""Orbax checkpoints in a workdir, its saved config, and `pj.load`.
+"""Orbax checkpoints of a workdir: saving, keeping, verifying, and `pj.load`.
 
-A workdir holds `config.json` (the config it was trained with) and `ckpt/`.
-It may be a local path or any path etils.epath knows (gs://... on TPU pods).
-The saved model section is the architecture: a later run with a different one
-is refused instead of failing deep inside a restore.
+`<workdir>/ckpt/<step>/` holds the TrainState (`state`), the config it was
+trained with (`config`, JSON) and two checksums of every array
+(`fingerprints`), which every restore verifies: orbax stores none, and a
+flipped bit would otherwise load silently. A step that was evaluated also
+holds orbax's `metrics`: bits/dim of the live and the EMA weights.
+
+Kept: the newest `train.keep_checkpoints` steps and the step with the best
+held-out bits/dim. Saved: every `train.checkpoint_every` steps, at every eval,
+at the end and on SIGTERM; never a diverged state (train.py checks first).
+
+The saved config is the only record of the architecture: a run or an eval
+with a config whose parameter tree differs is refused before any restore.
+The workdir may be any path etils.epath knows (gs://... on TPU pods).
 """
 
+import contextlib
 import json
+import logging
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
@@ -18,15 +30,22 @@ from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train_state as ts
 from pixelcnn_jax.errors import UserError
 
-CONFIG_FILE = "config.json"
+log = logging.getLogger(__name__)
+policies = ocp.checkpoint_managers
+
+BEST_METRIC = "eval_bpd"
+# The model keys that shape the parameter tree; dtype, dropout and the like
+# may differ between training and evaluation.
+PARAM_KEYS = ("num_layers", "features", "kernel_size", "channels", "skip",
+              "head_features", "conditioning", "num_classes", "cond_dim",
+              "spatial_features")
 
 
-def config_path(workdir: str) -> epath.Path:
-  return epath.Path(workdir) / CONFIG_FILE
+class CheckpointError(UserError):
+  """A checkpoint that cannot be read or fails its fingerprints."""
 
 
-def prepare_workdir(workdir: str, config) -> None:
-  """Creates the workdir, refuses a different architecture, saves the config."""
+def prepare_workdir(workdir: str) -> None:
   try:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     probe = epath.Path(workdir) / f".write_test_{jax.process_index()}"
@@ -35,56 +54,176 @@ def prepare_workdir(workdir: str, config) -> None:
   except OSError as e:
     raise UserError(f"workdir {workdir} is not writable: "
                     f"{e.strerror or e.__class__.__name__}") from e
-  if config_path(workdir).exists():
-    check_architecture(workdir, config)
-  if jax.process_index() == 0:
-    config_path(workdir).write_text(config.to_json(indent=2))
 
 
-def saved_config(workdir: str) -> ml_collections.ConfigDict:
-  path = config_path(workdir)
-  if not path.exists():
-    raise UserError(f"no checkpoint in workdir {workdir} ({CONFIG_FILE} is missing)")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+def ckpt_dir(workdir: str) -> epath.Path:
+  return epath.Path(workdir).absolute() / "ckpt"
 
 
-def check_architecture(workdir: str, config) -> None:
-  saved = saved_config(workdir)
-  ours = json.loads(config.model.to_json())
-  theirs = json.loads(saved.model.to_json())
-  ours["image_size"], theirs["image_size"] = (list(config.data.image_size),
-                                              list(saved.data.image_size))
-  diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+def manager(workdir: str, config=None, read_only: bool = False) -> ocp.CheckpointManager:
+  """The workdir's CheckpointManager; `config` sets the save and keep policy."""
+  with _quiet_absl():
+    if read_only:
+      if not ckpt_dir(workdir).exists():
+        raise UserError(f"no checkpoint in workdir {workdir}")
+      options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    else:
+      t = config.train
+      options = ocp.CheckpointManagerOptions(
+          # Explicit, so that orbax adds no save of its own (e.g. at step 1).
+          save_decision_policy=policies.FixedIntervalPolicy(t.checkpoint_every),
+          preservation_policy=policies.AnyPreservationPolicy([
+              policies.LatestN(t.keep_checkpoints),
+              policies.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=True,
+                             n=1, keep_checkpoints_without_metrics=False)]),
+          # best_fn makes orbax write the metrics to disk and find best_step().
+          best_fn=lambda m: m[BEST_METRIC], best_mode="min",
+          enable_async_checkpointing=True)
+    return ocp.CheckpointManager(ckpt_dir(workdir), options=options)
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+  """orbax warns through absl on every read-only open and every save without
+  metrics; neither is news to a user."""
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
+
+
+def config_json(config) -> dict:
+  return json.loads(config.to_json())
+
+
+@jax.jit
+def _checksums(tree):
+  """Two uint32 checksums per array of its raw bits: their plain sum, and their
+  sum weighted by odd position factors (so swaps and paired flips show too)."""
+  def one(x):
+    x = jnp.asarray(x)
+    if x.dtype.itemsize != 4:
+      x = x.astype(jnp.float32)
+    words = jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(-1)
+    weights = jnp.arange(words.size, dtype=jnp.uint32) * 2 + 1
+    return jnp.stack([jnp.sum(words), jnp.sum(words * weights)])
+  return jax.tree_util.tree_map(one, tree)
+
+
+def fingerprints(state_parts: dict) -> dict:
+  """{part: {array path: [sum, weighted sum]}} for the parts of a TrainState."""
+  sums = jax.device_get(_checksums(state_parts))
+  out = {}
+  for part, tree in sums.items():
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    out[part] = {jax.tree_util.keystr(path): [int(v) for v in value]
+                 for path, value in leaves}
+  return out
+
+
+def _parts(state) -> dict:
+  parts = {"step": state.step, "params": state.params, "opt_state": state.opt_state,
+           "horizon": state.horizon, "diverged_at": state.diverged_at}
+  if state.ema_params is not None:
+    parts["ema_params"] = state.ema_params
+  return parts
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state, config,
+         metrics: Optional[dict] = None, force: bool = False) -> bool:
+  """Saves (asynchronously) if the policy says so or `force`."""
+  if not force and not mngr.should_save(step):
+    return False
+  args = ocp.args.Composite(state=ocp.args.PyTreeSave(state),
+                            config=ocp.args.JsonSave(config_json(config)),
+                            fingerprints=ocp.args.JsonSave(fingerprints(_parts(state))))
+  with _quiet_absl():
+    return mngr.save(step, args=args, metrics=metrics, force=True)
+
+
+def _unreadable(mngr, step: int, e: Exception) -> CheckpointError:
+  first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+  if len(first) > 240:
+    first = first[:240] + "..."
+  return CheckpointError(f"checkpoint {step} ({mngr.directory / str(step)}) is "
+                         f"unreadable: {type(e).__name__}: {first}")
+
+
+def read_config(mngr: ocp.CheckpointManager, step: int) -> ml_collections.ConfigDict:
+  try:
+    saved = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    return ml_collections.ConfigDict(saved.config)
+  except Exception as e:  # Orbax raises many types for a damaged item.
+    raise _unreadable(mngr, step, e) from e
+
+
+def check_architecture(saved, config, where: str) -> None:
+  """Refuses `config` if its parameter tree differs from the saved one's."""
+  keys = PARAM_KEYS + (("image_size",) if config.model.conditioning == "spatial" else ())
+  get = lambda c, k: list(c.data.image_size) if k == "image_size" else c.model.get(k)
+  diff = [k for k in keys if get(saved, k) != get(config, k)]
   if diff:
-    detail = ", ".join(f"{k}: checkpoint {theirs.get(k)!r} vs config {ours.get(k)!r}"
+    detail = ", ".join(f"{k}: checkpoint {get(saved, k)!r} vs config {get(config, k)!r}"
                        for k in diff)
-    raise UserError(f"workdir {workdir} holds a different architecture ({detail}); "
+    raise UserError(f"{where} holds a different architecture ({detail}); "
                     "use a new --workdir")
 
 
-def manager(workdir: str, config, read_only: bool = False) -> ocp.CheckpointManager:
-  t = config.train
-  options = ocp.CheckpointManagerOptions(
-      max_to_keep=t.keep_checkpoints, save_interval_steps=t.checkpoint_every,
-      enable_async_checkpointing=True, read_only=read_only, create=not read_only)
-  return ocp.CheckpointManager(epath.Path(workdir).absolute() / "ckpt",
-                               options=options)
-
-
-def restore(mngr: ocp.CheckpointManager, abstract_state, step: Optional[int] = None):
-  """Restores `step` (default: latest) into the shardings of `abstract_state`."""
+def resolve_step(mngr: ocp.CheckpointManager, step) -> int:
+  """A step number from 'latest', 'best', a number, or None (latest)."""
   steps = mngr.all_steps()
   if not steps:
     raise UserError(f"no checkpoint in {mngr.directory}")
-  step = max(steps) if step is None else step
-  if step not in steps:
-    raise UserError(f"no checkpoint for step {step} in {mngr.directory}; "
-                    f"available: {sorted(steps)}")
+  if step is None or step == "latest":
+    return max(steps)
+  if step == "best":
+    best = [s for s in steps if (mngr.metrics(s) or {}).get(BEST_METRIC) is not None]
+    if not best:
+      raise UserError(f"no evaluated checkpoint in {mngr.directory}, so no 'best'; "
+                      f"available: {sorted(steps)}")
+    return min(best, key=lambda s: mngr.metrics(s)[BEST_METRIC])
   try:
-    return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
-  except (ValueError, KeyError, TypeError) as e:
-    raise UserError(f"checkpoint {mngr.directory}/{step} does not match this "
-                    f"architecture: {str(e).splitlines()[0]}") from e
+    number = int(step)
+  except (TypeError, ValueError):
+    raise UserError(f"step must be 'latest', 'best' or a step number, got "
+                    f"{step!r}") from None
+  if number not in steps:
+    raise UserError(f"no checkpoint for step {number} in {mngr.directory}; "
+                    f"available: {sorted(steps)}")
+  return number
+
+
+def _verify(mngr, step: int, restored_parts: dict) -> None:
+  try:
+    expected = mngr.restore(
+        step, args=ocp.args.Composite(fingerprints=ocp.args.JsonRestore())).fingerprints
+  except Exception as e:
+    raise _unreadable(mngr, step, e) from e
+  actual = fingerprints(restored_parts)
+  for part, sums in actual.items():
+    for path, value in sums.items():
+      if expected.get(part, {}).get(path) != value:
+        raise CheckpointError(f"checkpoint {step} ({mngr.directory / str(step)}) is "
+                              f"corrupt: {part}{path} fails its checksum")
+
+
+def _restore(mngr, step: int, abstract_parts: dict) -> dict:
+  """Restores and verifies the given parts of the TrainState at `step`, each
+  array into the sharding of its abstract counterpart."""
+  try:
+    with _quiet_absl():
+      restored = mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.PyTreeRestore(
+              abstract_parts, partial_restore=True,
+              restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_parts))))
+  except Exception as e:
+    raise _unreadable(mngr, step, e) from e
+  parts = dict(restored.state)
+  _verify(mngr, step, parts)
+  return parts
 
 
 def abstract_state(config, model, tx, mesh: Optional[jax.sharding.Mesh] = None):
@@ -101,23 +240,83 @@ def abstract_state(config, model, tx, mesh: Optional[jax.sharding.Mesh] = None):
       shapes, shardings)
 
 
-def restore_trained(config, workdir: str, mesh: Optional[jax.sharding.Mesh] = None,
-                    step: Optional[int] = None):
-  """(model, TrainState) of `workdir` at `step` (None: config.eval.step; a
-  negative step: the latest), laid out on `mesh` (None: the first device);
-  refuses a config whose architecture differs from the saved one."""
-  step = config.eval.step if step is None else step
-  step = None if step < 0 else step
-  check_architecture(workdir, config)
-  model = ts.make_model(config.model, config.data.image_size)
-  tx = ts.make_optimizer(config.train)
-  with manager(workdir, config, read_only=True) as mngr:
-    state = restore(mngr, abstract_state(config, model, tx, mesh), step)
-  return model, state
+def restore_for_training(mngr, config, abstract, workdir: str):
+  """The newest intact TrainState, or None in a workdir with no checkpoint.
+
+  A newer checkpoint that is unreadable or corrupt is moved aside to
+  `<workdir>/corrupt/<step>` (nothing is deleted), with one log line, and the
+  run resumes from the one before it.
+  """
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      check_architecture(read_config(mngr, step), config, f"workdir {workdir}")
+      parts = _restore(mngr, step, _parts(abstract))
+    except CheckpointError as e:
+      log.warning("%s; falling back to an earlier checkpoint", e)
+      _move_aside(mngr, step, workdir)
+      continue
+    return abstract.replace(**parts)
+  if mngr.all_steps():
+    raise UserError(f"no intact checkpoint left in {mngr.directory}")
+  return None
 
 
-def load(workdir: str, step: Optional[int] = None):
-  """(model, variables, config) of a trained workdir; EMA weights if kept."""
-  config = saved_config(workdir)
-  model, state = restore_trained(config, workdir, None, -1 if step is None else step)
-  return model, {"params": state.eval_params()}, config
+def _move_aside(mngr, step: int, workdir: str) -> None:
+  mngr.wait_until_finished()
+  if jax.process_index() == 0:
+    target = epath.Path(workdir) / "corrupt"
+    target.mkdir(parents=True, exist_ok=True)
+    (mngr.directory / str(step)).rename(target / str(step))
+  mngr.reload()
+
+
+def choose_weights(metrics: Optional[dict], has_ema: bool, which: str = "auto") -> str:
+  """'live' or 'ema': as asked, else the better on the eval split when this
+  step was evaluated, else the EMA when kept."""
+  if which == "ema" and not has_ema:
+    raise UserError("weights 'ema' asked for, but this checkpoint keeps no EMA "
+                    "(it was trained with train.ema_decay=0)")
+  if not has_ema:
+    return "live"
+  if which != "auto":
+    return which
+  if metrics and "eval_bpd_ema" in metrics:
+    return "ema" if metrics["eval_bpd_ema"] <= metrics["eval_bpd_live"] else "live"
+  return "ema"
+
+
+def restore_weights(workdir: str, config=None, step=None, mesh=None,
+                    which: str = "auto"):
+  """Inference weights of `workdir` at `step`, restoring no optimizer state.
+
+  Returns (model, {"live": params, "ema": params or None}, step, chosen name,
+  saved config). `config` defaults to the saved one; a given config must
+  have the saved parameter tree. Arrays land on `mesh` (None: device 0).
+  """
+  with manager(workdir, read_only=True) as mngr:
+    number = resolve_step(mngr, step)
+    saved = read_config(mngr, number)
+    config = saved if config is None else config
+    check_architecture(saved, config, f"workdir {workdir}")
+    model = ts.make_model(config.model, config.data.image_size)
+    abstract = abstract_state(saved, ts.make_model(saved.model, saved.data.image_size),
+                              ts.make_optimizer(saved.train), mesh)
+    parts = _parts(abstract)
+    wanted = {k: parts[k] for k in ("step", "params", "ema_params") if k in parts}
+    restored = _restore(mngr, number, wanted)
+    chosen = choose_weights(mngr.metrics(number), "ema_params" in restored, which)
+  weights = {"live": restored["params"], "ema": restored.get("ema_params")}
+  return model, weights, number, chosen, saved
+
+
+def load(workdir: str, step=None, weights: str = "auto"):
+  """(model, variables, config) of a trained workdir.
+
+  step: None or "latest", "best" (lowest held-out bits/dim), or a number.
+  weights: "auto" (the better of live and EMA where the step was evaluated,
+  else the EMA when kept), "live" or "ema".
+  """
+  if weights not in ("auto", *ts.WEIGHTS):
+    raise UserError(f"weights must be 'auto', 'live' or 'ema', got {weights!r}")
+  model, params, _, chosen, config = restore_weights(workdir, None, step, None, weights)
+  return model, {"params": params[chosen]}, config

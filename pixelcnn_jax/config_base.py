@@ -47,6 +47,7 @@ def base() -> ml_collections.ConfigDict:
   c.model.cond_dim = 0
   c.model.spatial_features = 32
   c.model.dtype = "float32"        # Compute dtype; params and logits stay float32.
+  c.model.dropout = 0.0            # On the horizontal stack's residual branch.
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128         # Global, over all devices and processes.
@@ -55,17 +56,20 @@ def base() -> ml_collections.ConfigDict:
   c.train.learning_rate = 1e-3
   c.train.warmup_steps = 500
   c.train.grad_clip = 1.0
-  c.train.ema_decay = 0.0          # 0 = no EMA of the params.
+  c.train.weight_decay = 0.0       # AdamW's decoupled decay, on kernels only.
+  c.train.ema_decay = 0.0          # 0 = no EMA of the params (debiased, train_state.py).
   c.train.log_every = 100
   c.train.eval_every = 2_000
   c.train.checkpoint_every = 1_000
   c.train.keep_checkpoints = 3
   c.train.sample_every = 5_000
   c.train.time_limit_s = 0.0       # > 0: stop (save, eval, sample) after this long.
+  c.train.time_budget_s = 0.0      # > 0: fit the schedule's horizon to it (budget.py).
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 256
-  c.eval.step = -1                 # --mode=eval: -1 = latest checkpoint.
+  c.eval.step = "latest"           # eval/sample: "latest", "best" or a step number.
+  c.eval.weights = "auto"          # "auto" (the better on the eval split), "live", "ema".
 
   c.sample = ml_collections.ConfigDict()
   c.sample.num = 16
@@ -130,33 +134,57 @@ def finish(c: ml_collections.ConfigDict, arg=None) -> ml_collections.ConfigDict:
   return c
 
 
+def _check(ok: bool, message: str) -> None:
+  if not ok:
+    raise UserError(f"config.{message}")
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
-  """Raises UserError for a config that cannot train, before any work is done."""
-  m = c.model
+  """Raises UserError, one line, for a config that cannot run, before any work."""
+  m, d, t = c.model, c.data, c.train
   try:
     model.validate_architecture(m.num_layers, m.features, m.kernel_size, m.channels,
-                                m.head_features)
+                                m.head_features, m.dropout)
     conditioning.validate(m.conditioning, m.num_classes, m.cond_dim)
   except ValueError as e:
     raise UserError(f"config.model: {e}") from e
-  if m.dtype not in train_state.DTYPES:
-    raise UserError(f"config.model.dtype must be one of {list(train_state.DTYPES)}, "
-                    f"got {m.dtype!r}")
-  datasets.check_name(c.data.dataset)
-  if c.sample.method not in sampling.METHODS:
-    raise UserError(f"config.sample.method must be one of {sampling.METHODS}, got "
-                    f"{c.sample.method!r}")
-  positive = {"train.num_steps": c.train.num_steps, "train.batch_size": c.train.batch_size,
-              "eval.batch_size": c.eval.batch_size, "sample.num": c.sample.num,
-              "train.log_every": c.train.log_every, "train.eval_every": c.train.eval_every,
-              "train.checkpoint_every": c.train.checkpoint_every,
-              "train.sample_every": c.train.sample_every,
-              "sample.temperature": c.sample.temperature}
-  for name, value in positive.items():
-    if not value > 0:
-      raise UserError(f"config.{name} must be > 0, got {value}")
-  if c.train.schedule_steps < 0:
-    raise UserError(f"config.train.schedule_steps must be >= 0, got "
-                    f"{c.train.schedule_steps}")
-  if not 0.0 <= c.train.ema_decay < 1.0:
-    raise UserError(f"config.train.ema_decay must be in [0, 1), got {c.train.ema_decay}")
+  _check(m.dtype in train_state.DTYPES,
+         f"model.dtype must be one of {list(train_state.DTYPES)}, got {m.dtype!r}")
+  _check(m.conditioning != "spatial" or m.spatial_features > 0,
+         f"model.spatial_features must be > 0, got {m.spatial_features}")
+  datasets.check_name(d.dataset)
+  size = tuple(d.image_size) if isinstance(d.image_size, (tuple, list)) else None
+  _check(size is not None and len(size) == 2 and all(
+      isinstance(v, int) and v > 0 for v in size),
+         f"data.image_size must be two positive integers (height, width), got "
+         f"{d.image_size!r}")
+  for name, value in (("data.eval_limit", d.eval_limit), ("data.holdout", d.holdout),
+                      ("train.schedule_steps", t.schedule_steps),
+                      ("train.warmup_steps", t.warmup_steps),
+                      ("train.weight_decay", t.weight_decay),
+                      ("train.time_limit_s", t.time_limit_s),
+                      ("train.time_budget_s", t.time_budget_s)):
+    _check(value >= 0, f"{name} must be >= 0, got {value}")
+  for name, value in (("train.num_steps", t.num_steps),
+                      ("train.batch_size", t.batch_size),
+                      ("train.learning_rate", t.learning_rate),
+                      ("train.grad_clip", t.grad_clip),
+                      ("train.log_every", t.log_every),
+                      ("train.eval_every", t.eval_every),
+                      ("train.checkpoint_every", t.checkpoint_every),
+                      ("train.keep_checkpoints", t.keep_checkpoints),
+                      ("train.sample_every", t.sample_every),
+                      ("eval.batch_size", c.eval.batch_size),
+                      ("sample.num", c.sample.num),
+                      ("sample.temperature", c.sample.temperature)):
+    _check(value > 0, f"{name} must be > 0, got {value}")
+  _check(0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+  _check(c.eval.step in ("latest", "best") or c.eval.step.isdigit(),
+         f"eval.step must be 'latest', 'best' or a step number, got {c.eval.step!r}")
+  _check(c.eval.weights in ("auto", *train_state.WEIGHTS),
+         f"eval.weights must be 'auto', 'live' or 'ema', got {c.eval.weights!r}")
+  _check(c.sample.method in sampling.METHODS,
+         f"sample.method must be one of {sampling.METHODS}, got {c.sample.method!r}")
+  _check(not c.sample.labels or m.num_classes > 0,
+         f"sample.labels={c.sample.labels!r} needs a class-conditional model "
+         f"(model.num_classes > 0)")

@@ -44,30 +44,57 @@ def evaluate(eval_step, params, split, config, mesh) -> tuple[float, int]:
   return float(totals[0] / max(totals[1], 1.0)), int(totals[1])
 
 
-def write_result(workdir: str, step: int, split: str, bpd: float, count: int) -> str:
-  path = epath.Path(workdir) / "eval" / f"{step}.json"
+def evaluate_weights(eval_step, weights: dict, split, config, mesh):
+  """({"live": bits/dim, "ema": bits/dim when kept}, number of examples)."""
+  results, count = {}, 0
+  for name, params in weights.items():
+    if params is not None:
+      results[name], count = evaluate(eval_step, params, split, config, mesh)
+  return results, count
+
+
+def as_metrics(results: dict) -> dict:
+  """What a checkpoint records: the best of its weights, and each of them."""
+  return {checkpoint.BEST_METRIC: min(results.values()),
+          **{f"eval_bpd_{name}": bpd for name, bpd in results.items()}}
+
+
+def write_result(workdir: str, step: int, split: str, results: dict, count: int,
+                 chosen: str, name: str = "") -> str:
+  """eval/<step>.json, or eval/<step>_<name>.json."""
+  path = epath.Path(workdir) / "eval" / f"{step}{'_' + name if name else ''}.json"
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"step": step, "split": split, "bits_per_dim": bpd,
-                                "num_examples": count}, indent=2))
+    path.write_text(json.dumps(
+        {"step": step, "split": split, "bits_per_dim": results[chosen],
+         "weights": chosen, "num_examples": count,
+         **{f"bits_per_dim_{name}": bpd for name, bpd in results.items()}}, indent=2))
   return str(path)
 
 
+def describe(results: dict, chosen: str) -> str:
+  return ", ".join(f"{name} {bpd:.6f}{' *' if name == chosen else ''}"
+                   for name, bpd in results.items())
+
+
 def run(config, workdir: str) -> float:
-  """`--mode=eval`: bits/dim of config.data.eval_split at config.eval.step."""
+  """`--mode=eval`: bits/dim of config.data.eval_split at config.eval.step,
+  of the live and the EMA weights; the reported one is config.eval.weights
+  ("auto": the better on the eval split during training)."""
   config_base.validate(config)
   mesh = mesh_lib.make_mesh(config.mesh)
   mesh_lib.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
   split = datasets.open_for_model(config, config.data.eval_split)
-  model, state = checkpoint.restore_trained(config, workdir, mesh)
-  step = int(state.step)
-  params = state.eval_params()
-  eval_step = make_eval_step(model, mesh, mesh_lib.state_sharding(mesh, params))
-  bpd, count = evaluate(eval_step, params, split, config, mesh)
-  path = write_result(workdir, step, config.data.eval_split, bpd, count)
-  log.info("eval step %d split %s: %.6f bits/dim over %d examples -> %s",
-           step, config.data.eval_split, bpd, count, path)
+  model, weights, step, chosen, _ = checkpoint.restore_weights(
+      workdir, config, config.eval.step, mesh, config.eval.weights)
+  eval_step = make_eval_step(model, mesh, mesh_lib.state_sharding(mesh, weights["live"]))
+  results, count = evaluate_weights(eval_step, weights, split, config, mesh)
+  # Named after the split, so that the in-training record of the step stays.
+  path = write_result(workdir, step, config.data.eval_split, results, count, chosen,
+                      config.data.eval_split)
+  log.info("eval step %d split %s over %d examples: %s -> %s", step,
+           config.data.eval_split, count, describe(results, chosen), path)
   if jax.process_index() == 0:
-    print(f"{config.data.eval_split} bits/dim {bpd:.6f} ({count} examples, "
-          f"step {step})", flush=True)
-  return bpd
+    print(f"{config.data.eval_split} bits/dim {results[chosen]:.6f} ({count} examples, "
+          f"step {step}, {chosen} weights)", flush=True)
+  return results[chosen]

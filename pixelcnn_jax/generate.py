@@ -82,15 +82,15 @@ def draw_completions(model, params, config, eval_split, mesh, step: int,
 
 
 def run(config, workdir: str) -> str:
-  """Loads the checkpoint (EMA weights if kept) and writes one PNG."""
+  """Loads config.eval.step with config.eval.weights and writes one PNG."""
   config_base.validate(config)
   mesh = mesh_lib.make_mesh(config.mesh)
   eval_split = datasets.open_for_model(config, config.data.eval_split)
-  model, state = checkpoint.restore_trained(config, workdir, mesh)
+  model, weights, step, chosen, _ = checkpoint.restore_weights(
+      workdir, config, config.eval.step, mesh, config.eval.weights)
   key = jax.random.PRNGKey(config.sample.seed)
   draw = draw_completions if config.sample.complete else draw_grid
-  path = draw(model, state.eval_params(), config, eval_split, mesh, int(state.step),
-              workdir, key)
+  path = draw(model, weights[chosen], config, eval_split, mesh, step, workdir, key)
   log.info("wrote %s", path)
   if jax.process_index() == 0:
     print(path, flush=True)

@@ -33,6 +33,7 @@ class GatedLayer(nn.Module):
   first: bool
   skip: bool
   conditional: bool
+  dropout: float
   dtype: Any
   precision: Any
 
@@ -54,6 +55,7 @@ class GatedLayer(nn.Module):
     if self.conditional:
       self.v_cond = layers.MaskedDense(2 * p, use_bias=False, **kw)
       self.h_cond = layers.MaskedDense(2 * p, use_bias=False, **kw)
+    self.drop = nn.Dropout(self.dropout)
 
   def condition(self, cond: Optional[jax.Array]):
     """V^T h (or V * s) for both stacks; 0 when unconditional."""
@@ -68,8 +70,12 @@ class GatedLayer(nn.Module):
     pre = self.v_conv(v, padding) + cond_v
     return layers.gate(pre), self.v_to_h(pre) + cond_h
 
-  def horizontal(self, h: jax.Array, link: jax.Array, padding):
-    gated = layers.gate(self.h_conv(h, padding) + link)
+  def horizontal(self, h: jax.Array, link: jax.Array, padding, train: bool = False):
+    # Dropout only on the residual branch, as PixelCNN++ does: the vertical
+    # stack has no residual path, and dropping its maps would compound over
+    # every layer. Dropout is elementwise, so colour groups stay causal.
+    gated = self.drop(layers.gate(self.h_conv(h, padding) + link),
+                      deterministic=not train)
     out = self.h_out(gated)
     if not self.first:
       # Residual: the input at each output's own column, which is the last
@@ -84,6 +90,8 @@ class GatedPixelCNN(nn.Module):
   `apply(variables, x, h=None)` returns float32 logits [B, H, W, C, 256].
   x may be integer or float with values in 0..255 (float lets gradients flow
   to the input). h is required exactly when `conditioning != "none"`.
+  `train=True` turns on dropout (when `dropout > 0`) and needs
+  `rngs={"dropout": key}`; eval and both samplers run without it.
   `image_size` is the (H, W) that samplers draw; the convolutions themselves
   accept any size.
   """
@@ -97,18 +105,19 @@ class GatedPixelCNN(nn.Module):
   num_classes: int = 0
   cond_dim: int = 0
   spatial_features: int = 32
+  dropout: float = 0.0
   image_size: tuple[int, int] = (32, 32)
   dtype: Any = jnp.float32
   precision: Any = None
 
   def setup(self):
     validate_architecture(self.num_layers, self.features, self.kernel_size,
-                          self.channels, self.head_features)
+                          self.channels, self.head_features, self.dropout)
     cond_lib.validate(self.conditioning, self.num_classes, self.cond_dim)
     self.layers = [
         GatedLayer(self.features, self.kernel_size, self.channels, first=(i == 0),
                    skip=self.skip, conditional=self.conditioning != "none",
-                   dtype=self.dtype, precision=self.precision)
+                   dropout=self.dropout, dtype=self.dtype, precision=self.precision)
         for i in range(self.num_layers)
     ]
     c = self.channels
@@ -130,7 +139,8 @@ class GatedPixelCNN(nn.Module):
   def half_kernel(self) -> int:
     return self.kernel_size // 2
 
-  def __call__(self, x_BHWC: jax.Array, h: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(self, x_BHWC: jax.Array, h: Optional[jax.Array] = None,
+               train: bool = False) -> jax.Array:
     if x_BHWC.ndim != 4 or x_BHWC.shape[-1] != self.channels:
       raise ValueError(f"expected images [B, H, W, {self.channels}], got shape "
                        f"{tuple(x_BHWC.shape)}")
@@ -146,7 +156,7 @@ class GatedPixelCNN(nn.Module):
     v_pad = ((k - 1, 0), (m, m))
     for i in range(self.num_layers):
       v, link = self.vertical(i, v, v_pad, cond)
-      hs, skip = self.horizontal(i, hs, link, ((0, 0), (m, 0)))
+      hs, skip = self.horizontal(i, hs, link, ((0, 0), (m, 0)), train)
       skips.append(skip)
     return self.head(sum(skips) if self.skip else hs)
 
@@ -160,8 +170,8 @@ class GatedPixelCNN(nn.Module):
   def vertical(self, i: int, v, padding, cond):
     return self.layers[i].vertical(v, padding, cond)
 
-  def horizontal(self, i: int, h, link, padding):
-    return self.layers[i].horizontal(h, link, padding)
+  def horizontal(self, i: int, h, link, padding, train: bool = False):
+    return self.layers[i].horizontal(h, link, padding, train)
 
   def head(self, features: jax.Array) -> jax.Array:
     y = self.head_hidden(nn.relu(features))
@@ -174,8 +184,11 @@ def normalize(x_BHWC: jax.Array) -> jax.Array:
 
 
 def validate_architecture(num_layers: int, features: int, kernel_size: int,
-                          channels: int, head_features: int = 0) -> None:
+                          channels: int, head_features: int = 0,
+                          dropout: float = 0.0) -> None:
   """Raises ValueError with a one-line reason for a model that cannot be built."""
+  if not 0.0 <= dropout < 1.0:
+    raise ValueError(f"dropout must be in [0, 1), got {dropout}")
   if channels not in (1, 3):
     raise ValueError(f"channels must be 1 or 3, got {channels}")
   if num_layers < 1:

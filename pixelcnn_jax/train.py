@@ -7,40 +7,56 @@ import time
 import jax
 import jax.numpy as jnp
 import optax
-import orbax.checkpoint as ocp
 
-from pixelcnn_jax import checkpoint, config_base, datasets, evaluate, generate
+from pixelcnn_jax import budget, checkpoint, config_base, datasets, evaluate, generate
 from pixelcnn_jax import input_pipeline, preemption
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train_state as ts
+from pixelcnn_jax.errors import UserError
 from pixelcnn_jax.likelihood import bits_per_dim
 from pixelcnn_jax.metric_writer import MetricWriter
+from pixelcnn_jax.progress import Progress, format_duration
 
 log = logging.getLogger(__name__)
 
+# Far above the 8 bits/dim of a uniform model: a loss past it has run away.
+MAX_TRAIN_BPD = 64.0
 
-def make_train_step(model, tx, ema_decay: float, mesh, state_sharding):
-  """The jitted step; `state_sharding` is a TrainState of shardings."""
+
+class Diverged(UserError):
+  """A non-finite or runaway loss or gradient norm; nothing after it is saved."""
+
+
+def make_train_step(model, tx, train_cfg, mesh, state_sharding):
+  """The jitted step(state, images, h, dropout_key); `state_sharding` is a
+  TrainState of shardings."""
   batch = mesh_lib.batch_sharding(mesh)
+  replicated = mesh_lib.replicated(mesh)
 
-  def step(state: ts.TrainState, images, h):
+  def step(state: ts.TrainState, images, h, dropout_key):
     def loss_fn(params):
-      logits = model.apply({"params": params}, images, h=h)
+      logits = model.apply({"params": params}, images, h=h, train=True,
+                           rngs={"dropout": jax.random.fold_in(dropout_key, state.step)})
       return jnp.mean(bits_per_dim(logits, images))
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    direction, opt_state = tx.update(grads, state.opt_state, state.params)
+    lr = ts.learning_rate(state.step, state.horizon, train_cfg)
+    params = optax.apply_updates(
+        state.params, jax.tree_util.tree_map(lambda d: -lr * d, direction))
     ema = state.ema_params
     if ema is not None:
-      ema = optax.incremental_update(params, ema, step_size=1.0 - ema_decay)
-    new_state = ts.TrainState(step=state.step + 1, params=params,
-                              opt_state=opt_state, ema_params=ema)
-    return new_state, {"train_bpd": loss, "grad_norm": optax.tree.norm(grads)}
+      ema = ts.update_ema(ema, params, state.step + 1, train_cfg.ema_decay)
+    grad_norm = optax.tree.norm(grads)
+    healthy = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (loss < MAX_TRAIN_BPD)
+    diverged_at = jnp.where((state.diverged_at == 0) & ~healthy, state.step + 1,
+                            state.diverged_at)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              ema_params=ema, diverged_at=diverged_at)
+    return new_state, {"train_bpd": loss, "grad_norm": grad_norm, "learning_rate": lr}
 
-  return jax.jit(step, in_shardings=(state_sharding, batch, batch),
-                 out_shardings=(state_sharding, mesh_lib.replicated(mesh)),
-                 donate_argnums=0)
+  return jax.jit(step, in_shardings=(state_sharding, batch, batch, replicated),
+                 out_shardings=(state_sharding, replicated), donate_argnums=0)
 
 
 def setup(config, mesh):
@@ -49,7 +65,7 @@ def setup(config, mesh):
   model = ts.make_model(config.model, config.data.image_size)
   tx = ts.make_optimizer(config.train)
   shardings = mesh_lib.state_sharding(mesh, ts.state_shapes(config, model, tx))
-  step = make_train_step(model, tx, config.train.ema_decay, mesh, shardings)
+  step = make_train_step(model, tx, config.train, mesh, shardings)
   return model, tx, shardings, step
 
 
@@ -59,19 +75,34 @@ def fresh_state(config, model, tx, shardings) -> ts.TrainState:
                  out_shardings=shardings)(jax.random.PRNGKey(config.seed))
 
 
-def _eta(seconds: float) -> str:
-  m, s = divmod(int(seconds), 60)
-  h, m = divmod(m, 60)
-  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+def stop_if_diverged(state, mngr) -> None:
+  """Raises Diverged if any step so far was unhealthy (one scalar read)."""
+  bad = int(state.diverged_at)
+  if bad:
+    mngr.wait_until_finished()
+    latest = mngr.latest_step()
+    raise Diverged(
+        f"training diverged at step {bad}: non-finite or runaway (> {MAX_TRAIN_BPD:g} "
+        f"bits/dim) loss or gradient norm; "
+        + (f"checkpoint {latest} is the latest and is intact" if latest is not None
+           else "no checkpoint was saved")
+        + "; lower train.learning_rate or raise train.warmup_steps")
+
+
+def _seconds(fn) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
 
 
 def train_and_evaluate(config, workdir: str) -> ts.TrainState:
+  start = time.perf_counter()
   config_base.validate(config)
   t = config.train
   mesh = mesh_lib.make_mesh(config.mesh)
   mesh_lib.check_batch(t.batch_size, mesh, "train.batch_size")
   mesh_lib.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
-  checkpoint.prepare_workdir(workdir, config)
+  checkpoint.prepare_workdir(workdir)
   train_split = datasets.open_for_model(config, config.data.train_split)
   eval_split = datasets.open_for_model(config, config.data.eval_split)
 
@@ -80,13 +111,20 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
   writer = MetricWriter(workdir)
   with contextlib.ExitStack() as stack:
     mngr = stack.enter_context(checkpoint.manager(workdir, config))
-    if mngr.latest_step() is not None:
-      state = checkpoint.restore(
-          mngr, checkpoint.abstract_state(config, model, tx, mesh))
-      log.info("resumed from step %d in %s", int(state.step), workdir)
-    else:
+    state = checkpoint.restore_for_training(
+        mngr, config, checkpoint.abstract_state(config, model, tx, mesh), workdir)
+    if state is None:
       state = fresh_state(config, model, tx, shardings)
+    else:
+      log.info("resumed from step %d in %s", int(state.step), workdir)
     first_step = int(state.step)
+    # A budgeted run that fixed its horizon keeps it; otherwise the schedule
+    # follows this run's config, so that a run can be extended.
+    fixed = t.time_budget_s > 0 and int(state.horizon) != ts.schedule_horizon(t)
+    if not fixed:
+      state = state.replace(horizon=jax.device_put(
+          jnp.int32(ts.schedule_horizon(t)), shardings.horizon))
+    end = int(state.horizon) if fixed else t.num_steps
     log.info("model: %d parameters; mesh %s; global batch %d over %d processes",
              ts.param_count(state.params), dict(mesh.shape), t.batch_size,
              jax.process_count())
@@ -96,62 +134,91 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
     stream = input_pipeline.TrainStream(train_split, t.batch_size, config.seed,
                                         config.model)
     batches = stream.iterate(first_step)
+    dropout_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
     sample_key = jax.random.PRNGKey(config.sample.seed)
-    window, window_start = [], time.perf_counter()
+    # The weights that the latest eval found better; grids are drawn with them.
+    chosen = checkpoint.choose_weights(None, state.ema_params is not None)
+    evaluate_both = lambda: evaluate.evaluate_weights(
+        eval_step, {"live": state.params, "ema": state.ema_params}, eval_split, config,
+        mesh)
+    draw_grid = lambda: generate.draw_grid(model, state.weights(chosen), config,
+                                           eval_split, mesh, step, workdir, sample_key)
+    progress = Progress(first_step)
+    probe = budget.probe_step(t.log_every) if t.time_budget_s > 0 and not fixed else None
     deadline = time.monotonic() + t.time_limit_s if t.time_limit_s > 0 else None
     sigterm = stack.enter_context(preemption.StopOnSigterm())
-    for step in range(first_step + 1, t.num_steps + 1):
+    step = first_step
+    while step < end:
+      step += 1
       batch = mesh_lib.to_global(next(batches), batch_sharding)
-      state, metrics = train_step(state, batch["image"], batch["h"])
-      window.append(metrics)
+      state, metrics = train_step(state, batch["image"], batch["h"], dropout_key)
+      progress.add(metrics)
       preempted, out_of_time = preemption.agree(
           (sigterm.requested, deadline is not None and time.monotonic() > deadline),
           step, t.log_every)
       if preempted:
-        mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+        stop_if_diverged(state, mngr)
+        checkpoint.save(mngr, step, state, config, force=True)
         mngr.wait_until_finished()
         writer.close()
         raise preemption.Preempted(f"SIGTERM: saved step {step} in {workdir}; "
                                    "rerun to resume")
-      # A budgeted run ends like a finished one: logged, saved, evaluated, sampled.
-      last = step == t.num_steps or out_of_time
+      # A run out of time ends like a finished one: logged, saved, evaluated, sampled.
+      last = step == end or out_of_time
+      probing = step == probe
 
       if step % t.log_every == 0 or last:
-        means = {k: float(jnp.mean(jnp.stack([m[k] for m in window])))
-                 for k in window[0]}
-        elapsed = time.perf_counter() - window_start
-        steps_per_s = len(window) / elapsed
-        writer.write(step, {**means, "steps_per_s": steps_per_s,
-                            "img_per_s": steps_per_s * t.batch_size})
-        log.info("step %d/%d  train_bpd %.4f  grad_norm %.3f  %.2f steps/s  "
-                 "%.0f img/s  ETA %s", step, t.num_steps, means["train_bpd"],
-                 means["grad_norm"], steps_per_s, steps_per_s * t.batch_size,
-                 _eta((t.num_steps - step) / steps_per_s))
-        window, window_start = [], time.perf_counter()
-
-      mngr.save(step, args=ocp.args.StandardSave(state), force=last)
+        means = progress.close_window(step)
+        stop_if_diverged(state, mngr)
+        writer.write(step, {**means, "img_per_s": means["steps_per_s"] * t.batch_size})
+        log.info("step %d/%d  train_bpd %.4f  grad_norm %.3f  lr %.2e  %.2f steps/s  "
+                 "%.0f img/s  ETA %s", step, end, means["train_bpd"],
+                 means["grad_norm"], means["learning_rate"], means["steps_per_s"],
+                 means["steps_per_s"] * t.batch_size,
+                 format_duration(progress.eta_s(step, end, means["steps_per_s"])))
 
       side_start = time.perf_counter()
-      if step % t.eval_every == 0 or last:
-        bpd, count = evaluate.evaluate(eval_step, state.eval_params(), eval_split,
-                                       config, mesh)
-        writer.write(step, {"eval_bpd": bpd})
-        evaluate.write_result(workdir, step, config.data.eval_split, bpd, count)
-        log.info("step %d  eval_bpd %.6f over %d %s examples", step, bpd, count,
-                 config.data.eval_split)
+      if step % t.eval_every == 0 or last or probing:
+        stop_if_diverged(state, mngr)
+        results, count = evaluate_both()
+        metrics = evaluate.as_metrics(results)
+        chosen = checkpoint.choose_weights(metrics, state.ema_params is not None)
+        writer.write(step, metrics)
+        evaluate.write_result(workdir, step, config.data.eval_split, results, count,
+                              chosen)
+        log.info("step %d  eval_bpd %.6f over %d %s examples (%s)", step,
+                 results[chosen], count, config.data.eval_split,
+                 evaluate.describe(results, chosen))
+        checkpoint.save(mngr, step, state, config, metrics, force=True)
+      elif mngr.should_save(step):
+        stop_if_diverged(state, mngr)
+        checkpoint.save(mngr, step, state, config)
 
-      if step % t.sample_every == 0 or last:
-        path = generate.draw_grid(model, state.eval_params(), config, eval_split,
-                                  mesh, step, workdir, sample_key)
-        log.info("step %d  samples -> %s", step, path)
-      window_start += time.perf_counter() - side_start  # Keep img/s about training.
+      if step % t.sample_every == 0 or last or probing:
+        path = draw_grid()
+        log.info("step %d  samples (%s weights) -> %s", step, chosen, path)
+
+      if probing:
+        # Timed again now that both are compiled: later ones cost this much.
+        costs = budget.Costs(step_s=1.0 / means["steps_per_s"],
+                             eval_s=_seconds(evaluate_both), sample_s=_seconds(draw_grid))
+        end = budget.fit_horizon(time.perf_counter() - start, step, t.time_budget_s,
+                                 costs, t.eval_every, t.sample_every, t.num_steps)
+        state = state.replace(horizon=jax.device_put(jnp.int32(end), shardings.horizon))
+        log.info("time budget %.0f s: %.2f steps/s, eval %.1f s, sample grid %.1f s "
+                 "-> learning-rate horizon fixed at step %d", t.time_budget_s,
+                 1.0 / costs.step_s, costs.eval_s, costs.sample_s, end)
+        writer.write(step, {"horizon": end})
+        last = last or step >= end
+      progress.exclude(time.perf_counter() - side_start)
       if last:
-        if step < t.num_steps:
+        if step < end:
           log.info("stopped at step %d: train.time_limit_s=%s reached", step,
                    t.time_limit_s)
         break
     mngr.wait_until_finished()
   writer.close()
-  log.info("process %d: params fingerprint %.10e", jax.process_index(),
-           mesh_lib.params_fingerprint(state.params))
+  log.info("process %d: params fingerprint %.10e; %s of wall-clock",
+           jax.process_index(), mesh_lib.params_fingerprint(state.params),
+           format_duration(time.perf_counter() - start))
   return state

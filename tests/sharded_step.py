@@ -12,8 +12,8 @@ import sys
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh
-from ml_collections import ConfigDict
 
+from pixelcnn_jax import config_base
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train
 
@@ -22,21 +22,20 @@ def one_step(mesh, cfg, images, labels):
   model, tx, shardings, step = train.setup(cfg, mesh)
   state = train.fresh_state(cfg, model, tx, shardings)
   batch = mesh_lib.to_global({"x": images, "h": labels}, mesh_lib.batch_sharding(mesh))
-  state, _ = step(state, batch["x"], batch["h"])
+  state, _ = step(state, batch["x"], batch["h"], jax.random.PRNGKey(1))
   split = sum(not x.is_fully_replicated for x in jax.tree_util.tree_leaves(state))
   return jax.tree_util.tree_map(np.asarray, (state.params, state.ema_params)), split
 
 
 def main():
   n = jax.device_count()
-  cfg = ConfigDict({
-      "seed": 0,
-      "model": dict(num_layers=2, features=12, kernel_size=3, channels=3, skip=True,
-                    head_features=0, conditioning="class", num_classes=10, cond_dim=0,
-                    spatial_features=4, dtype="float32"),
-      "data": dict(image_size=(6, 6)),
-      "train": dict(learning_rate=1e-3, warmup_steps=0, num_steps=10, schedule_steps=0,
-                    grad_clip=1.0, ema_decay=0.9, batch_size=n)})
+  cfg = config_base.base()
+  cfg.model.update(num_layers=2, features=12, kernel_size=3, channels=3, skip=True,
+                   conditioning="class", num_classes=10, spatial_features=4,
+                   dropout=0.5)
+  cfg.data.image_size = (6, 6)
+  cfg.train.update(warmup_steps=0, num_steps=10, ema_decay=0.9, weight_decay=0.1,
+                   batch_size=n)
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (2 * n, 6, 6, 3), np.uint8)
   labels = rng.integers(0, 10, (2 * n,), np.int32)

@@ -89,3 +89,30 @@ def test_bad_h(mode, h, message):
   model, variables = random_model(3, 3, 1, conditioning=mode, size=(4, 4))
   with pytest.raises(ValueError, match=message):
     model.apply(variables, jnp.zeros((1, 4, 4, 3), jnp.uint8), h=h)
+
+
+def test_dropout_acts_in_training_only():
+  model, variables = random_model(3, 3, 2, size=(5, 5), dropout=0.5)
+  x = jax.random.randint(jax.random.PRNGKey(0), (2, 5, 5, 3), 0, 256)
+  plain = np.asarray(model.clone(dropout=0.0).apply(variables, x))
+  np.testing.assert_array_equal(np.asarray(model.apply(variables, x)), plain)
+  train = lambda k: np.asarray(model.apply(variables, x, train=True,
+                                           rngs={"dropout": jax.random.PRNGKey(k)}))
+  assert np.abs(train(1) - plain).max() > 1e-3
+  assert np.abs(train(1) - train(2)).max() > 1e-3
+  np.testing.assert_array_equal(train(1), train(1))
+  with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+    _init(num_layers=1, features=6, channels=3, dropout=1.0)
+
+
+def test_dropout_keeps_the_model_causal():
+  """Dropout is elementwise: in training, too, no output sees itself or later."""
+  model, variables = random_model(3, 3, 2, size=(4, 4), dropout=0.5)
+  x = jax.random.randint(jax.random.PRNGKey(0), (1, 4, 4, 3), 0, 256).astype(jnp.float32)
+  out = lambda xf: model.apply(variables, xf, train=True,
+                               rngs={"dropout": jax.random.PRNGKey(3)})[0].sum(-1)
+  jac = np.asarray(jax.jacrev(out)(x))[:, :, :, 0]  # [H, W, C, H', W', C']
+  for i, j, c in np.ndindex(4, 4, 3):
+    later = np.zeros((4, 4, 3), bool)
+    later.reshape(-1)[(i * 4 + j) * 3 + c:] = True
+    assert np.abs(jac[i, j, c][later]).max() == 0

@@ -36,6 +36,15 @@ def test_cached_matches_naive_bit_for_bit(channels, kernel, layers, skip,
   assert (other != naive).mean() > 0.5
 
 
+def test_samplers_ignore_dropout():
+  model, variables = random_model(3, 3, 2, True, "none", (4, 4), dropout=0.5)
+  key = jax.random.PRNGKey(5)
+  plain = pj.sample(model.clone(dropout=0.0), variables, key, 2, method="naive")
+  for method in ("naive", "cached"):
+    np.testing.assert_array_equal(pj.sample(model, variables, key, 2, method=method),
+                                  plain)
+
+
 @pytest.mark.parametrize("layers,kernel,conditioning,head", [(15, 3, "none", 0),
                                                              (20, 5, "class", 12)])
 def test_deep_cached_sampler_draws_what_the_reference_draws(layers, kernel,

@@ -4,11 +4,13 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import pixelcnn_jax as pj
 from pixelcnn_jax import checkpoint, evaluate, train
+from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax.errors import UserError
 
 from conftest import load_config
@@ -62,15 +64,54 @@ def test_resume_continues_with_the_same_optimizer_state(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_ema_weights_are_what_load_returns(tmp_path):
-  c = _config(5, **{"train.ema_decay": 0.5})
+def _same(a, b):
+  return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(
+      jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+def test_live_and_ema_weights_are_evaluated_and_the_better_is_loaded(tmp_path):
+  # A slow EMA (0.9995) over a 10-step run: debiased, it still tracks the run.
+  c = _config(10, **{"train.ema_decay": 0.9995})
   state = train.train_and_evaluate(c, str(tmp_path))
+  result = json.loads((tmp_path / "eval" / "10.json").read_text())
+  assert set(result) >= {"bits_per_dim_live", "bits_per_dim_ema", "weights"}
+  live, ema = result["bits_per_dim_live"], result["bits_per_dim_ema"]
+  assert abs(live - ema) < 0.5  # Not an EMA stuck near the initial 8 bits/dim.
+  assert result["weights"] == ("ema" if ema <= live else "live")
+  assert result["bits_per_dim"] == min(live, ema)
   _, variables, _ = pj.load(str(tmp_path))
-  for a, b in zip(jax.tree_util.tree_leaves(state.ema_params),
-                  jax.tree_util.tree_leaves(variables["params"])):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  assert any(not np.array_equal(a, b) for a, b in zip(
-      jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(state.ema_params)))
+  assert _same(variables["params"], state.weights(result["weights"]))
+  assert _same(pj.load(str(tmp_path), weights="ema")[1]["params"], state.ema_params)
+  assert _same(pj.load(str(tmp_path), weights="live")[1]["params"], state.params)
+  assert not _same(state.params, state.ema_params)
+  with pytest.raises(UserError, match="weights must be 'auto', 'live' or 'ema'"):
+    pj.load(str(tmp_path), weights="best")
+
+
+def test_best_checkpoint_is_kept_next_to_the_latest(tmp_path):
+  """keep_checkpoints=2 keeps the two newest steps and the best evaluated one,
+  and step="best" loads it."""
+  c = _config(10, **{"train.keep_checkpoints": 2, "train.checkpoint_every": 1})
+  model, tx, shardings, _ = train.setup(c, mesh_lib.make_mesh({"data": -1}))
+  state = train.fresh_state(c, model, tx, shardings)
+  evals = {2: 3.0, 4: 2.0, 6: 2.5}
+  with checkpoint.manager(str(tmp_path), c) as mngr:
+    for step in range(1, 8):
+      state = state.replace(step=jnp.int32(step), params=jax.tree_util.tree_map(
+          lambda p: p + 1.0, state.params))
+      metrics = ({"eval_bpd": evals[step], "eval_bpd_live": evals[step]}
+                 if step in evals else None)
+      checkpoint.save(mngr, step, state, c, metrics, force=True)
+      if step == 4:
+        best_params = state.params
+    mngr.wait_until_finished()
+    assert sorted(mngr.all_steps()) == [4, 6, 7]
+  _, variables, _ = pj.load(str(tmp_path), step="best")
+  assert _same(variables["params"], best_params)
+  c2 = _config(10, **{"eval.step": "best"})
+  assert checkpoint.restore_weights(str(tmp_path), c2, "best")[2] == 4
+  with pytest.raises(UserError, match="step must be 'latest', 'best' or a step number"):
+    pj.load(str(tmp_path), step="worst")
 
 
 def test_load_errors(tmp_path):
@@ -80,7 +121,10 @@ def test_load_errors(tmp_path):
   with pytest.raises(UserError, match="no checkpoint for step 3"):
     pj.load(str(tmp_path), step=3)
   with pytest.raises(UserError, match="different architecture"):
-    checkpoint.check_architecture(str(tmp_path), _config(5, **{"model.features": 24}))
+    evaluate.run(_config(5, **{"model.features": 24}), str(tmp_path))
+  # Keys that do not shape the parameters may differ: a bf16 run evaluates in fp32.
+  evaluate.run(_config(5, **{"model.dtype": "bfloat16", "model.dropout": 0.3}),
+               str(tmp_path))
 
 
 def test_time_limit_ends_the_run_like_a_finished_one(tmp_path):
@@ -96,11 +140,30 @@ def test_time_limit_ends_the_run_like_a_finished_one(tmp_path):
 
 def test_eval_and_load_pick_the_requested_step(tmp_path):
   train.train_and_evaluate(_config(10), str(tmp_path))
-  c = _config(10, **{"eval.step": 5})
+  c = _config(10, **{"eval.step": "5"})
   evaluate.run(c, str(tmp_path))
-  assert json.loads((tmp_path / "eval" / "5.json").read_text())["step"] == 5
-  assert int(checkpoint.restore_trained(c, str(tmp_path))[1].step) == 5
+  assert json.loads((tmp_path / "eval" / "5_test.json").read_text())["step"] == 5
+  assert checkpoint.restore_weights(str(tmp_path), c, c.eval.step)[2] == 5
   _, latest, _ = pj.load(str(tmp_path))
   _, fifth, _ = pj.load(str(tmp_path), step=5)
   assert any(not np.array_equal(a, b) for a, b in zip(
       jax.tree_util.tree_leaves(latest), jax.tree_util.tree_leaves(fifth)))
+
+
+def test_time_budget_fixes_the_horizon_and_ends_on_a_decayed_rate(tmp_path):
+  c = _config(100_000, **{"train.time_budget_s": 20.0, "train.log_every": 10,
+                          "train.eval_every": 10**6, "train.sample_every": 10**6,
+                          "train.checkpoint_every": 10**6})
+  state = train.train_and_evaluate(c, str(tmp_path))
+  lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  horizon = [int(l["horizon"]) for l in lines if "horizon" in l]
+  assert len(horizon) == 1 and 20 < horizon[0] < 100_000
+  assert int(state.step) == int(state.horizon) == horizon[0]
+  last_lr = [l["learning_rate"] for l in lines if "learning_rate" in l][-1]
+  assert last_lr < 0.05 * c.train.learning_rate  # The cosine ran to its end.
+  assert (tmp_path / "eval" / f"{horizon[0]}.json").exists()
+  # Resumed with a longer budget, the run keeps its horizon: nothing left to do.
+  again = train.train_and_evaluate(
+      _config(100_000, **{"train.time_budget_s": 100.0, "train.log_every": 10}),
+      str(tmp_path))
+  assert int(again.step) == horizon[0]

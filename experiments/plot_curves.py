@@ -1,0 +1,62 @@
+"""Train and held-out bits/dim against wall-clock minutes, from a workdir's metrics.
+
+  python experiments/plot_curves.py WORKDIR OUT.png [--title=TEXT]
+
+Reads WORKDIR/metrics.jsonl (one JSON object per line, with `time`); minutes
+count from its first line, the start of training.
+"""
+
+import argparse
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 (after the backend choice)
+
+
+def curves(workdir: str) -> dict:
+  """{name: [(minutes, value), ...]} of train_bpd and each eval_bpd_* metric."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  if not records:
+    raise SystemExit(f"error: {workdir}/metrics.jsonl is empty")
+  start = records[0]["time"]
+  out = {}
+  for r in records:
+    for name, value in r.items():
+      if name == "train_bpd" or name.startswith("eval_bpd_"):
+        out.setdefault(name, []).append(((r["time"] - start) / 60.0, value))
+  return out
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("workdir")
+  p.add_argument("out")
+  p.add_argument("--title", default="")
+  args = p.parse_args()
+  fig, ax = plt.subplots(figsize=(6, 4))
+  labels = {"train_bpd": "train (window mean)",
+            "eval_bpd_live": "held-out, live weights", "eval_bpd_ema": "held-out, EMA"}
+  for name, points in sorted(curves(args.workdir).items()):
+    ax.plot(*zip(*points), "-" if name == "train_bpd" else "o-",
+            label=labels.get(name, name), lw=1 if name == "train_bpd" else 1.5)
+  best = min((v for n, pts in curves(args.workdir).items() if n != "train_bpd"
+              for _, v in pts), default=None)
+  if best is not None:
+    ax.axhline(best, color="gray", ls=":", lw=1)
+    ax.set_ylim(best - 0.1, best + 1.0)
+  ax.set_xlabel("wall-clock minutes since the start of training")
+  ax.set_ylabel("bits/dim")
+  ax.set_title(args.title or os.path.basename(os.path.normpath(args.workdir)))
+  ax.legend()
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(args.out, dpi=120)
+  print(args.out)
+
+
+if __name__ == "__main__":
+  main()

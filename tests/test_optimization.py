@@ -1,0 +1,110 @@
+"""The optimizer, its learning-rate schedule, the debiased EMA and the time budget."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from ml_collections import ConfigDict
+
+from pixelcnn_jax import budget
+from pixelcnn_jax import train_state as ts
+from pixelcnn_jax.progress import Progress
+
+
+def _train_cfg(**kw):
+  return ConfigDict(dict(dict(learning_rate=3e-3, warmup_steps=7, grad_clip=1.0,
+                              weight_decay=0.0), **kw))
+
+
+@pytest.mark.parametrize("warmup,horizon", [(7, 50), (0, 20), (30, 10)])
+def test_schedule_is_optax_warmup_cosine(warmup, horizon):
+  cfg = _train_cfg(warmup_steps=warmup)
+  reference = optax.warmup_cosine_decay_schedule(
+      0.0, cfg.learning_rate, min(warmup, horizon - 1), horizon, 0.01 * cfg.learning_rate)
+  steps = np.arange(horizon + 5)
+  ours = jax.vmap(lambda s: ts.learning_rate(s, horizon, cfg))(steps)
+  np.testing.assert_allclose(ours, jax.vmap(reference)(steps), rtol=1e-5, atol=1e-9)
+
+
+def test_ema_is_optax_debiased_ema_from_the_first_step():
+  decay = 0.999
+  params = [{"w": jnp.full((3,), float(i) ** 2)} for i in range(1, 40)]
+  reference = optax.ema(decay, debias=True)
+  ref_state = reference.init(params[0])
+  ema = params[0]  # Any start: the first update replaces it.
+  for t, p in enumerate(params, start=1):
+    expected, ref_state = reference.update(p, ref_state)
+    ema = ts.update_ema(ema, p, t, decay)
+    np.testing.assert_allclose(ema["w"], expected["w"], rtol=1e-4)
+  # After 39 steps of a 0.999 EMA, the zero-debiased average is near the
+  # plain mean of the params seen, not near the first ones.
+  assert abs(float(ema["w"][0]) - np.mean([i ** 2 for i in range(1, 40)])) < 20
+
+
+def test_optimizer_is_adamw_with_decay_on_kernels_only():
+  cfg = _train_cfg(weight_decay=0.1, grad_clip=1e9)
+  params = {"kernel": jnp.ones((2, 3)), "bias": jnp.ones((3,))}
+  grads = {"kernel": jnp.full((2, 3), 0.5), "bias": jnp.full((3,), 0.5)}
+  lr = 1e-2
+  direction, _ = ts.make_optimizer(cfg).update(grads, ts.make_optimizer(cfg).init(params),
+                                               params)
+  ours = jax.tree_util.tree_map(lambda d: -lr * d, direction)
+  adamw = optax.adamw(lr, weight_decay=0.1,
+                      mask=lambda p: jax.tree_util.tree_map(lambda x: x.ndim > 1, p))
+  theirs, _ = adamw.update(grads, adamw.init(params), params)
+  for k in params:
+    np.testing.assert_allclose(ours[k], theirs[k], rtol=1e-6)
+  assert float(ours["kernel"][0, 0]) < float(ours["bias"][0])  # Decay on kernels only.
+
+
+COSTS = budget.Costs(step_s=0.1, eval_s=5.0, sample_s=20.0)
+
+
+def test_horizon_fits_the_budget_with_every_eval_and_grid_still_due():
+  # At step 200, 60 s in, budget 600 s: 540 s left; evals every 1,000 steps.
+  h = budget.fit_horizon(60.0, 200, 600.0, COSTS, eval_every=1000, sample_every=10**9,
+                         max_steps=10**6)
+  end = budget.predicted_end_s(60.0, 200, h, COSTS, 1000, 10**9)
+  assert end <= 600.0 < budget.predicted_end_s(60.0, 200, h + 1, COSTS, 1000, 10**9)
+  # 540 s = 4,900 steps * 0.1 + 6 evals (1,000 ... 5,000 and the final) * 5
+  # + the final grid (20 s).
+  assert h == 5_100
+  assert budget.fit_horizon(60.0, 200, 600.0, COSTS, 1000, 10**9, max_steps=1000) == 1000
+  assert budget.fit_horizon(599.0, 200, 600.0, COSTS, 1000, 10**9, 10**6) == 200
+
+
+def test_eval_and_grid_counts():
+  # (200, 3000]: evals at 1000, 2000, 3000 (final coincides), grids at 3000 only.
+  assert budget.predicted_end_s(0.0, 200, 3000, COSTS, 1000, 10**9) == pytest.approx(
+      2800 * 0.1 + 3 * 5.0 + 20.0)
+  assert budget.predicted_end_s(0.0, 200, 3001, COSTS, 1000, 10**9) == pytest.approx(
+      2801 * 0.1 + 4 * 5.0 + 20.0)
+
+
+class FakeClock:
+  def __init__(self):
+    self.now = 0.0
+
+  def __call__(self):
+    return self.now
+
+
+def test_progress_speed_excludes_side_work_and_eta_is_steady():
+  clock = FakeClock()
+  progress = Progress(0, clock)
+  metric = {"train_bpd": jnp.float32(5.0)}
+  for _ in range(10):  # First window: compilation, 10 steps in 30 s.
+    progress.add(metric)
+  clock.now = 30.0
+  assert progress.close_window(10)["steps_per_s"] == pytest.approx(10 / 30)
+  for window in range(3):  # Then 10 steps in 1 s, plus a 9 s eval each window.
+    for _ in range(10):
+      progress.add(metric)
+    clock.now += 10.0
+    progress.exclude(9.0)
+    means = progress.close_window(20 + 10 * window)
+    assert means["steps_per_s"] == pytest.approx(10.0)
+    assert means["train_bpd"] == 5.0
+  # Wall-clock rate since the first window: 30 steps in 30 s, side work included.
+  assert progress.eta_s(40, 100, means["steps_per_s"]) == pytest.approx(60.0)
