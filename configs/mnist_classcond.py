@@ -8,7 +8,8 @@ Command:  python -m pixelcnn_jax.main --config=configs/mnist_classcond.py --work
 Hardware: one GPU, as configs/mnist.py.
 Expected: test bits/dim close to the unconditional model's (the paper found
           only a small likelihood gain from class labels). Measured after
-          5,500 steps: 0.953 against 0.951 (experiments/RESULTS.md).
+          5,500 steps with the earlier config: 0.953 against 0.951
+          (experiments/RESULTS.md).
 """
 
 from pixelcnn_jax import config_base

@@ -26,6 +26,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
+from pixelcnn_jax import logs
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train_state as ts
 from pixelcnn_jax.errors import UserError
@@ -62,7 +63,10 @@ def ckpt_dir(workdir: str) -> epath.Path:
 
 def manager(workdir: str, config=None, read_only: bool = False) -> ocp.CheckpointManager:
   """The workdir's CheckpointManager; `config` sets the save and keep policy."""
-  with _quiet_absl():
+  # A failed read or write leaves orbax callbacks that print tracebacks from
+  # other threads, some before the error reaches us: filter them from the start.
+  logs.drop_async_leftovers()
+  with logs.quiet_absl():
     if read_only:
       if not ckpt_dir(workdir).exists():
         raise UserError(f"no checkpoint in workdir {workdir}")
@@ -83,16 +87,42 @@ def manager(workdir: str, config=None, read_only: bool = False) -> ocp.Checkpoin
 
 
 @contextlib.contextmanager
-def _quiet_absl():
-  """orbax warns through absl on every read-only open and every save without
-  metrics; neither is news to a user."""
-  absl_logger = logging.getLogger("absl")
-  level = absl_logger.level
-  absl_logger.setLevel(logging.ERROR)
+def managed(workdir: str, config):
+  """manager(workdir, config) for training: a failed save (a full disk, a lost
+  mount) surfaces as one CheckpointError, and closing on the way out of
+  another error never replaces it."""
+  mngr = manager(workdir, config)
   try:
-    yield
-  finally:
-    absl_logger.setLevel(level)
+    yield mngr
+  except BaseException:
+    with contextlib.suppress(Exception):
+      mngr.close()
+    raise
+  try:
+    mngr.close()
+  except Exception as e:
+    raise _save_failed(mngr, e) from e
+
+
+def wait(mngr: ocp.CheckpointManager) -> None:
+  """Waits for the saves in flight; a failed one becomes a CheckpointError."""
+  try:
+    mngr.wait_until_finished()
+  except Exception as e:
+    raise _save_failed(mngr, e) from e
+
+
+def _save_failed(mngr, e: Exception) -> CheckpointError:
+  text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+  # Tensorstore ends its messages with the OS's reason ("No space left on
+  # device [os_error_code='28']"); that is the part a user needs.
+  reason = text.rsplit(": ", 1)[-1] if "os_error_code" in text else text[:240]
+  # Finished saves only: a failed one leaves a <step>.orbax-checkpoint-tmp.
+  latest = [int(p.name) for p in mngr.directory.iterdir() if p.name.isdigit()]
+  kept = f"checkpoint {max(latest)} is the latest intact one" if latest else \
+      "no checkpoint was saved"
+  return CheckpointError(f"cannot save a checkpoint in {mngr.directory}: {reason}; "
+                         f"{kept}")
 
 
 def config_json(config) -> dict:
@@ -140,8 +170,11 @@ def save(mngr: ocp.CheckpointManager, step: int, state, config,
   args = ocp.args.Composite(state=ocp.args.PyTreeSave(state),
                             config=ocp.args.JsonSave(config_json(config)),
                             fingerprints=ocp.args.JsonSave(fingerprints(_parts(state))))
-  with _quiet_absl():
-    return mngr.save(step, args=args, metrics=metrics, force=True)
+  try:
+    with logs.quiet_absl():
+      return mngr.save(step, args=args, metrics=metrics, force=True)
+  except Exception as e:  # The previous async save failed, or this one could not start.
+    raise _save_failed(mngr, e) from e
 
 
 def _unreadable(mngr, step: int, e: Exception) -> CheckpointError:
@@ -214,7 +247,7 @@ def _restore(mngr, step: int, abstract_parts: dict) -> dict:
   """Restores and verifies the given parts of the TrainState at `step`, each
   array into the sharding of its abstract counterpart."""
   try:
-    with _quiet_absl():
+    with logs.quiet_absl():
       restored = mngr.restore(step, args=ocp.args.Composite(
           state=ocp.args.PyTreeRestore(
               abstract_parts, partial_restore=True,
@@ -262,7 +295,7 @@ def restore_for_training(mngr, config, abstract, workdir: str):
 
 
 def _move_aside(mngr, step: int, workdir: str) -> None:
-  mngr.wait_until_finished()
+  wait(mngr)
   if jax.process_index() == 0:
     target = epath.Path(workdir) / "corrupt"
     target.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,11 @@ def embed(h, mode: str, num_classes: int, cond_dim: int, batch: int):
     if h.shape != (batch,) or not jnp.issubdtype(h.dtype, jnp.integer):
       raise ValueError(f"h must be integer class labels of shape ({batch},), got "
                        f"{h.dtype} {tuple(h.shape)}")
+    if not isinstance(h, jax.core.Tracer):
+      # Concrete labels are checked; under jit an out-of-range label would
+      # silently become an all-zero one-hot (the CLI, the data pipeline and
+      # the samplers check labels on the host before they trace).
+      check_labels(np.asarray(h), num_classes, "h")
     vec = jax.nn.one_hot(h, num_classes, dtype=jnp.float32)
   else:
     if h.shape != (batch, cond_dim) or not jnp.issubdtype(h.dtype, jnp.floating):

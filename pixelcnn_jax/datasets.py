@@ -16,6 +16,7 @@ from typing import Optional
 
 import numpy as np
 
+from pixelcnn_jax import conditioning, logs
 from pixelcnn_jax.errors import UserError
 
 SHIPPED_DIR = os.path.join(os.path.dirname(__file__), "assets", "mnist_subset")
@@ -56,11 +57,19 @@ class TfdsSplit:
   def __init__(self, name: str, split: str, data_dir: Optional[str]):
     import tensorflow_datasets as tfds  # Optional: only the TFDS path needs it.
     try:
-      self._source = tfds.data_source(name, split=split, data_dir=data_dir or None)
+      with logs.quiet_absl():
+        self._source = tfds.data_source(name, split=split, data_dir=data_dir or None,
+                                        download=False)
     except Exception as e:  # TFDS raises many types for a missing or bad dataset.
+      with logs.quiet_absl():
+        builder = tfds.builder(name, data_dir=data_dir or None)
+      if not builder.is_prepared():
+        raise UserError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir}: "
+                        f"build it where there is internet (tfds build {name}) and point "
+                        "data.tfds_data_dir at it, or use data.dataset=npz") from e
       raise UserError(f"cannot open TFDS dataset {name!r} split {split!r}: "
                       f"{str(e).splitlines()[0]}") from e
-    self.image_shape, self._has_labels = TFDS_DATASETS[name][0], TFDS_DATASETS[name][1] > 0
+    self.image_shape, self.num_classes = TFDS_DATASETS[name]
 
   def __len__(self) -> int:
     return len(self._source)
@@ -70,7 +79,7 @@ class TfdsSplit:
     images = np.stack([np.asarray(e["image"], np.uint8) for e in examples])
     if images.ndim == 3:
       images = images[..., None]
-    labels = np.array([e["label"] if self._has_labels else 0 for e in examples],
+    labels = np.array([e["label"] if self.num_classes else 0 for e in examples],
                       np.int32)
     return images, labels, None
 
@@ -79,15 +88,15 @@ class CenterCrop:
   """A view of a split cropped to (height, width) around the image centre."""
 
   def __init__(self, split, height: int, width: int):
-    self._split, (h, w, c) = split, split.image_shape
+    self.source, (h, w, c) = split, split.image_shape
     self._top, self._left = (h - height) // 2, (w - width) // 2
     self.image_shape = (height, width, c)
 
   def __len__(self) -> int:
-    return len(self._split)
+    return len(self.source)
 
   def read(self, indices: np.ndarray):
-    images, labels, vectors = self._split.read(indices)
+    images, labels, vectors = self.source.read(indices)
     h, w, _ = self.image_shape
     return (images[:, self._top:self._top + h, self._left:self._left + w],
             labels, vectors)
@@ -108,7 +117,29 @@ def open_for_model(config, split: str):
     source = CenterCrop(source, height, width)
   if len(source) == 0:
     raise UserError(f"split {split!r} of {config.data.dataset} is empty")
+  if config.model.num_classes > 0:
+    check_labels(source, config.model.num_classes, f"split {split!r}")
   return source
+
+
+def check_labels(split, num_classes: int, where: str) -> None:
+  """Every label of `split` is a class of the model, checked before any step:
+  all of them for an npz split, the dataset's class count for TFDS (which
+  stores labels per example, too slow to read them all)."""
+  if isinstance(split, CenterCrop):
+    split = split.source
+  if isinstance(split, TfdsSplit):
+    if split.num_classes == 0:
+      raise UserError(f"{where}: this TFDS dataset has no labels, but the model is "
+                      f"class-conditional (model.num_classes={num_classes})")
+    if split.num_classes > num_classes:
+      raise UserError(f"{where}: the dataset has {split.num_classes} classes but "
+                      f"model.num_classes={num_classes}")
+    return
+  try:
+    conditioning.check_labels(split.labels, num_classes, where)
+  except ValueError as e:
+    raise UserError(str(e)) from e
 
 
 def check_name(name: str) -> None:
@@ -162,6 +193,10 @@ def _read_group(folder: str, group: str) -> ArraySplit:
 
 def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
   try:
+    with open(path, "rb") as f:
+      is_zip = f.read(4) == b"PK\x03\x04"
+    if not is_zip:  # np.load would call it "pickled data".
+      raise UserError(f"cannot read {path}: not an npz file (an npz is a zip archive)")
     with np.load(path, allow_pickle=False) as f:
       if "image" not in f.files or "label" not in f.files:
         raise UserError(f"{path}: needs arrays 'image' and 'label', has {f.files}")

@@ -7,14 +7,13 @@
 Running the same train command again resumes from the latest checkpoint.
 """
 
-import logging
+import os
 import sys
 
 from absl import app, flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from pixelcnn_jax import distributed, evaluate, generate, preemption, train
+from pixelcnn_jax import distributed, evaluate, grids, logs, preemption, train
 from pixelcnn_jax.errors import UserError
 
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cifar10.py "
@@ -26,27 +25,45 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  # Our progress lines go to stdout; library chatter through absl (orbax logs
-  # every save, and warns on every read-only open) only from ERROR up.
-  absl_logging.set_verbosity(absl_logging.ERROR)
-  handler = logging.StreamHandler(sys.stdout)
-  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-  logging.getLogger("pixelcnn_jax").addHandler(handler)
-  logging.getLogger("pixelcnn_jax").setLevel(logging.INFO)
-  logging.getLogger("pixelcnn_jax").propagate = False
+  logs.setup_cli()
   try:
+    if len(argv) > 1:
+      raise UserError(f"unexpected arguments: {' '.join(argv[1:])} "
+                      "(everything is a --flag or a --config.key=value)")
+    config = _load_config()
     distributed.initialize()
     run = {"train": train.train_and_evaluate, "eval": evaluate.run,
-           "sample": generate.run}[FLAGS.mode]
-    run(FLAGS.config, FLAGS.workdir)
+           "sample": grids.run}[FLAGS.mode]
+    run(config, FLAGS.workdir)
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _exit(f"error: {e}", 2)
+  except OSError as e:  # A full disk or a vanished mount, mid-run.
+    where = f" ({e.filename})" if e.filename else ""
+    _exit(f"error: {e.strerror or e}{where}", 2)
   except preemption.Preempted as e:
-    print(f"preempted: {e}", file=sys.stderr)
-    sys.exit(preemption.EXIT_CODE)
+    _exit(f"preempted: {e}", preemption.EXIT_CODE)
+
+
+def _load_config():
+  """FLAGS.config, with a config file that cannot load as one UserError line."""
+  try:
+    config = FLAGS.config
+    config.keys()  # A file that failed to load raises on first use.
+    return config
+  except Exception as e:  # config_flags wraps every failure of the file.
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    raise UserError(f"cannot load --config: {lines[-1] if lines else type(e).__name__}"
+                    ) from e
+
+
+def _exit(message: str, code: int) -> None:
+  """Prints one line and exits at once: a normal interpreter exit would let
+  orbax's leftover asynchronous work print tracebacks after it. Every
+  checkpoint save has finished by now (the managers were closed on the way
+  out)."""
+  sys.stdout.flush()
+  print(message, file=sys.stderr, flush=True)
+  os._exit(code)
 
 
 def parse_flags(argv):
@@ -54,9 +71,14 @@ def parse_flags(argv):
   try:
     return FLAGS(argv)
   except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
+    # An unknown --config key arrives as a KeyError, sometimes wrapped in an
+    # AttributeError; str() of either is a quoted repr.
+    while e.args and isinstance(e.args[0], Exception):
+      e = e.args[0]
+    text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     # A config file that raises comes back with its traceback inside the
     # message: keep the flag and the exception's own line.
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()] or [type(e).__name__]
+    lines = [l.strip() for l in str(text).splitlines() if l.strip()] or [type(e).__name__]
     message = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)

@@ -21,8 +21,7 @@ from flax import linen as nn
 
 from pixelcnn_jax import conditioning as cond_lib
 from pixelcnn_jax import layers
-
-NUM_LEVELS = 256
+from pixelcnn_jax.likelihood import NUM_LEVELS
 
 
 class GatedLayer(nn.Module):
@@ -38,7 +37,7 @@ class GatedLayer(nn.Module):
   precision: Any
 
   def setup(self):
-    p, c, k = self.features, self.channels, self.kernel_size // 2 + 1
+    p, c, (_, k) = self.features, self.channels, extents(self.kernel_size)
     kw = dict(dtype=self.dtype, precision=self.precision)
     in_colours = (np.arange(c) if self.first else layers.channel_colours(p, c))
     self.v_conv = layers.ShiftedConv(2 * p, (k, self.kernel_size), **kw)
@@ -136,8 +135,8 @@ class GatedPixelCNN(nn.Module):
                                                      dtype=self.dtype)
 
   @property
-  def half_kernel(self) -> int:
-    return self.kernel_size // 2
+  def extents(self) -> tuple[int, int]:
+    return extents(self.kernel_size)
 
   def __call__(self, x_BHWC: jax.Array, h: Optional[jax.Array] = None,
                train: bool = False) -> jax.Array:
@@ -147,7 +146,7 @@ class GatedPixelCNN(nn.Module):
     B, H, W, _ = x_BHWC.shape
     x = normalize(x_BHWC)
     cond = self.embed_condition(h, B, H, W)
-    m, k = self.half_kernel, self.half_kernel + 1
+    m, k = self.extents
     # The vertical stack's input moves down one row (pad, then crop the last)
     # so that it never sees row i. A slice crops rather than negative conv
     # padding, for which XLA on GPU falls back to an unfused gradient conv.
@@ -179,6 +178,13 @@ class GatedPixelCNN(nn.Module):
     return logits.reshape(*logits.shape[:-1], self.channels, NUM_LEVELS)
 
 
+def extents(kernel_size: int) -> tuple[int, int]:
+  """(m, k) of an n = 2m + 1 kernel: the columns either side of the centre,
+  and k = m + 1 = ceil(n / 2), the rows of the vertical stack's (k x n)
+  kernel and the columns of the horizontal stack's (1 x k) one."""
+  return kernel_size // 2, kernel_size // 2 + 1
+
+
 def normalize(x_BHWC: jax.Array) -> jax.Array:
   return x_BHWC.astype(jnp.float32) * (2.0 / (NUM_LEVELS - 1)) - 1.0
 
@@ -205,5 +211,5 @@ def validate_architecture(num_layers: int, features: int, kernel_size: int,
 
 def receptive_field(num_layers: int, kernel_size: int) -> tuple[int, int]:
   """(rows above, columns either side) that the output at a pixel can see."""
-  m, k = kernel_size // 2, kernel_size // 2 + 1
+  m, k = extents(kernel_size)
   return k + (num_layers - 1) * (k - 1), num_layers * m

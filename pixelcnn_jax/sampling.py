@@ -37,8 +37,9 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
   """Draws `num` images, uint8 [num, H, W, C], H, W = model.image_size.
 
   prefix: known content to keep exactly and complete, either uint8
-    [num, R, W, C] (the top R rows) or a pair (uint8 [num, H, W, C], n) whose
-    first n sub-pixels in raster-then-colour order are known.
+    [num, R, W, C] (the top R rows) or a pair (uint8 [num, H, W, C], n), as a
+    tuple or a list, whose first n sub-pixels in raster-then-colour order are
+    known.
   mesh: the batch is split over its batch axes; default all devices.
   """
   if method not in METHODS:
@@ -67,6 +68,8 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
     a = np.concatenate([a, np.repeat(a[:1], padded - num, axis=0)])
     return jax.device_put(a, mesh_lib.batch_sharding(mesh))
 
+  # pj.load puts the weights on one device; jit needs them on the mesh's.
+  variables = jax.device_put(variables, mesh_lib.replicated(mesh))
   fn = _naive if method == "naive" else _cached
   out = fn(model, variables, key, put(canvas), put(h), jnp.int32(n_known),
            jnp.float32(temperature))
@@ -78,7 +81,7 @@ def _prefix_canvas(prefix, num, height, width, channels):
   full = (num, height, width, channels)
   if prefix is None:
     return np.zeros(full, np.uint8), 0
-  if isinstance(prefix, tuple):
+  if isinstance(prefix, (tuple, list)) and len(prefix) == 2 and np.ndim(prefix[1]) == 0:
     images, n = prefix
     images = np.asarray(images)
     if images.shape != full or images.dtype != np.uint8:
@@ -153,8 +156,7 @@ def _naive(model, variables, key, canvas, h, n_known, temperature):
 def _cached(model, variables, key, canvas, h, n_known, temperature):
   net = model.bind(variables)
   B, H, W, C = canvas.shape
-  m = model.half_kernel
-  k, L, p = m + 1, model.num_layers, model.features
+  (m, k), L, p = model.extents, model.num_layers, model.features
   cond = net.embed_condition(h, B, H, W)
   dtype = model.dtype
   no_pad = ((0, 0), (0, 0))

@@ -6,9 +6,11 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
-from pixelcnn_jax import budget, checkpoint, config_base, datasets, evaluate, generate
+from pixelcnn_jax import budget, checkpoint, config_base, datasets, evaluate, grids
 from pixelcnn_jax import input_pipeline, preemption
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train_state as ts
@@ -48,7 +50,10 @@ def make_train_step(model, tx, train_cfg, mesh, state_sharding):
     if ema is not None:
       ema = ts.update_ema(ema, params, state.step + 1, train_cfg.ema_decay)
     grad_norm = optax.tree.norm(grads)
-    healthy = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (loss < MAX_TRAIN_BPD)
+    # A finite loss and gradient can still step to inf weights (or weights
+    # whose norm overflows): that state must not be saved either.
+    healthy = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (loss < MAX_TRAIN_BPD)
+               & jnp.isfinite(optax.tree.norm(params)))
     diverged_at = jnp.where((state.diverged_at == 0) & ~healthy, state.step + 1,
                             state.diverged_at)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
@@ -79,11 +84,11 @@ def stop_if_diverged(state, mngr) -> None:
   """Raises Diverged if any step so far was unhealthy (one scalar read)."""
   bad = int(state.diverged_at)
   if bad:
-    mngr.wait_until_finished()
+    checkpoint.wait(mngr)
     latest = mngr.latest_step()
     raise Diverged(
         f"training diverged at step {bad}: non-finite or runaway (> {MAX_TRAIN_BPD:g} "
-        f"bits/dim) loss or gradient norm; "
+        f"bits/dim) loss, gradient or weights; "
         + (f"checkpoint {latest} is the latest and is intact" if latest is not None
            else "no checkpoint was saved")
         + "; lower train.learning_rate or raise train.warmup_steps")
@@ -110,7 +115,7 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
   batch_sharding = mesh_lib.batch_sharding(mesh)
   writer = MetricWriter(workdir)
   with contextlib.ExitStack() as stack:
-    mngr = stack.enter_context(checkpoint.manager(workdir, config))
+    mngr = stack.enter_context(checkpoint.managed(workdir, config))
     state = checkpoint.restore_for_training(
         mngr, config, checkpoint.abstract_state(config, model, tx, mesh), workdir)
     if state is None:
@@ -141,17 +146,23 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
     evaluate_both = lambda: evaluate.evaluate_weights(
         eval_step, {"live": state.params, "ema": state.ema_params}, eval_split, config,
         mesh)
-    draw_grid = lambda: generate.draw_grid(model, state.weights(chosen), config,
+    draw_grid = lambda: grids.draw_grid(model, state.weights(chosen), config,
                                            eval_split, mesh, step, workdir, sample_key)
     progress = Progress(first_step)
     probe = budget.probe_step(t.log_every) if t.time_budget_s > 0 and not fixed else None
     deadline = time.monotonic() + t.time_limit_s if t.time_limit_s > 0 else None
     sigterm = stack.enter_context(preemption.StopOnSigterm())
     step = first_step
+    log.info("compiling the train step: batch %d of %s images", t.batch_size,
+             "x".join(map(str, (*config.data.image_size, config.model.channels))))
+    compiling = time.perf_counter()
     while step < end:
       step += 1
       batch = mesh_lib.to_global(next(batches), batch_sharding)
       state, metrics = train_step(state, batch["image"], batch["h"], dropout_key)
+      if step == first_step + 1:
+        jax.block_until_ready(metrics)
+        log.info("train step compiled and ran in %.1f s", time.perf_counter() - compiling)
       progress.add(metrics)
       preempted, out_of_time = preemption.agree(
           (sigterm.requested, deadline is not None and time.monotonic() > deadline),
@@ -159,7 +170,7 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
       if preempted:
         stop_if_diverged(state, mngr)
         checkpoint.save(mngr, step, state, config, force=True)
-        mngr.wait_until_finished()
+        checkpoint.wait(mngr)
         writer.close()
         raise preemption.Preempted(f"SIGTERM: saved step {step} in {workdir}; "
                                    "rerun to resume")
@@ -186,17 +197,19 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
         writer.write(step, metrics)
         evaluate.write_result(workdir, step, config.data.eval_split, results, count,
                               chosen)
-        log.info("step %d  eval_bpd %.6f over %d %s examples (%s)", step,
+        log.info("step %d  eval_bpd %.6f over %d %s examples (%s; %.1f s)", step,
                  results[chosen], count, config.data.eval_split,
-                 evaluate.describe(results, chosen))
+                 evaluate.describe(results, chosen), time.perf_counter() - side_start)
         checkpoint.save(mngr, step, state, config, metrics, force=True)
       elif mngr.should_save(step):
         stop_if_diverged(state, mngr)
         checkpoint.save(mngr, step, state, config)
 
       if step % t.sample_every == 0 or last or probing:
+        grid_start = time.perf_counter()
         path = draw_grid()
-        log.info("step %d  samples (%s weights) -> %s", step, chosen, path)
+        log.info("step %d  samples (%s weights; %.1f s) -> %s", step, chosen,
+                 time.perf_counter() - grid_start, path)
 
       if probing:
         # Timed again now that both are compiled: later ones cost this much.
@@ -204,6 +217,8 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
                              eval_s=_seconds(evaluate_both), sample_s=_seconds(draw_grid))
         end = budget.fit_horizon(time.perf_counter() - start, step, t.time_budget_s,
                                  costs, t.eval_every, t.sample_every, t.num_steps)
+        if jax.process_count() > 1:  # Each process timed its own: stop together.
+          end = int(multihost_utils.broadcast_one_to_all(np.int32(end)))
         state = state.replace(horizon=jax.device_put(jnp.int32(end), shardings.horizon))
         log.info("time budget %.0f s: %.2f steps/s, eval %.1f s, sample grid %.1f s "
                  "-> learning-rate horizon fixed at step %d", t.time_budget_s,
@@ -216,7 +231,7 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
           log.info("stopped at step %d: train.time_limit_s=%s reached", step,
                    t.time_limit_s)
         break
-    mngr.wait_until_finished()
+    checkpoint.wait(mngr)
   writer.close()
   log.info("process %d: params fingerprint %.10e; %s of wall-clock",
            jax.process_index(), mesh_lib.params_fingerprint(state.params),

@@ -74,3 +74,11 @@ def run_cli(*args, cwd=REPO, timeout=300, env=None):
 @pytest.fixture
 def cli():
   return run_cli
+
+
+def one_line_error(result, match):
+  """A refused run: non-zero exit, and stderr is exactly one `error:` line."""
+  assert result.returncode != 0, result.stdout[-2000:]
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1, result.stderr[-3000:]
+  assert lines[0].startswith("error: ") and match in lines[0], lines[0]

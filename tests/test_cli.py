@@ -11,17 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, one_line_error, run_cli
 
 CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "configs",
                                                                       "*.py")))
-
-
-def _one_line_error(result, match):
-  assert result.returncode != 0, result.stdout[-2000:]
-  lines = result.stderr.strip().splitlines()
-  assert len(lines) == 1, result.stderr[-3000:]
-  assert lines[0].startswith("error: ") and match in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -31,6 +24,8 @@ def test_smoke_round(cli, tmp_path, name):
   trained = cli(cfg, wd)
   assert trained.returncode == 0, trained.stderr[-3000:]
   assert "eval_bpd" in trained.stdout and "parameters" in trained.stdout
+  assert "compiling the train step" in trained.stdout
+  assert "train step compiled and ran in" in trained.stdout
   evaluated = cli(cfg, wd, "--mode=eval")
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   with open(tmp_path / "eval" / "20.json") as f:
@@ -48,9 +43,9 @@ def test_completion_and_labels(cli, tmp_path):
   assert os.path.exists(tmp_path / "samples" / "completion_20.png")
   chosen = cli(cfg, wd, "--mode=sample", "--config.sample.labels=3,3,5")
   assert chosen.returncode == 0, chosen.stderr[-3000:]
-  _one_line_error(cli(cfg, wd, "--mode=sample", "--config.sample.labels=3,10"),
+  one_line_error(cli(cfg, wd, "--mode=sample", "--config.sample.labels=3,10"),
                   "label 10 is outside 0..9")
-  _one_line_error(cli(cfg, wd, "--mode=sample", "--config.sample.labels=a"),
+  one_line_error(cli(cfg, wd, "--mode=sample", "--config.sample.labels=a"),
                   "comma-separated integers")
 
 
@@ -79,7 +74,7 @@ def _bad_labels_npz(path):
 
 @pytest.mark.parametrize("args,match", [
     (["--config.data.dataset=imagenet"], "unknown dataset 'imagenet'"),
-    (["--config.model.fetures=12"], "fetures"),
+    (["--config.model.fetures=12"], "'fetures' Did you mean \"features\""),
     (["--config.model.features=lots"], "features"),
     (["--config=configs/cifar10.py:smoke", "--config.model.features=16"],
      "features=16 must be divisible by channels=3"),
@@ -97,6 +92,24 @@ def _bad_labels_npz(path):
     (["--workdir={tmp}/file/sub"], "not writable"),
     (["--config.train.batch_size=0"], "train.batch_size must be > 0"),
     (["--config.mesh.fsdp=3"], "does not fit 1 devices"),
+    (["--config.train.keep_checkpoints=0"], "train.keep_checkpoints must be > 0"),
+    (["--config.data.eval_limit=-1"], "data.eval_limit must be >= 0"),
+    (["--config.data.image_size=0,0"], "data.image_size must be two positive integers"),
+    (["--config.data.image_size=8"], "data.image_size must be two positive integers"),
+    (["--config.train.learning_rate=-1"], "train.learning_rate must be > 0"),
+    (["--config.train.grad_clip=-1"], "train.grad_clip must be > 0"),
+    (["--config.train.warmup_steps=-5"], "train.warmup_steps must be >= 0"),
+    (["--config.train.weight_decay=-0.1"], "train.weight_decay must be >= 0"),
+    (["--config.train.time_budget_s=-1"], "train.time_budget_s must be >= 0"),
+    (["--config.model.dropout=-0.1"], "dropout must be in [0, 1)"),
+    (["--config.model.dropout=1.0"], "dropout must be in [0, 1)"),
+    (["--config.eval.step=worst", "--mode=eval"],
+     "eval.step must be 'latest', 'best' or a step number"),
+    (["--config.eval.weights=median"], "eval.weights must be 'auto', 'live' or 'ema'"),
+    (["--config.sample.labels=3", "--mode=sample"], "needs a class-conditional model"),
+    (["--config=configs/nope.py"], "cannot load --config: [Errno 2] No such file"),
+    (["extra_argument"], "unexpected arguments: extra_argument"),
+    (["--config.data.npz_dir={tmp}/bad"], "not an npz file"),
 ])
 def test_bad_input(cli, tmp_path, args, match):
   _bad_npz(str(tmp_path / "bad"))
@@ -109,14 +122,14 @@ def test_bad_input(cli, tmp_path, args, match):
     args.insert(0, "--config=configs/default.py:smoke")
   if not any(a.startswith("--workdir=") for a in args):
     args.append(f"--workdir={tmp_path / 'w'}")
-  _one_line_error(cli(*args), match)
+  one_line_error(cli(*args), match)
 
 
 def test_checkpoint_of_another_architecture(cli, tmp_path):
   wd = f"--workdir={tmp_path}"
   assert cli("--config=configs/default.py:smoke", wd).returncode == 0
   for mode in ("train", "eval", "sample"):
-    _one_line_error(cli("--config=configs/default.py:smoke", wd, f"--mode={mode}",
+    one_line_error(cli("--config=configs/default.py:smoke", wd, f"--mode={mode}",
                         "--config.model.num_layers=3"),
                     "different architecture (num_layers: checkpoint 2 vs config 3)")
 
@@ -144,3 +157,28 @@ def test_sigterm_saves_and_exits_for_requeue(tmp_path):
                     f"--config.train.num_steps={max(saved) + 2}")
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert f"resumed from step {max(saved)}" in resumed.stdout
+
+
+def test_every_split_is_checked_before_the_first_step(cli, tmp_path):
+  data = tmp_path / "data"
+  data.mkdir()
+  np.savez(data / "train.npz", image=np.zeros((16, 8, 8, 1), np.uint8),
+           label=np.arange(16) % 10)
+  np.savez(data / "test.npz", image=np.zeros((4, 8, 8, 1), np.uint8),
+           label=np.array([1, 2, 12, 3]))
+  result = cli("--config=configs/mnist_classcond.py:smoke", f"--workdir={tmp_path / 'w'}",
+               f"--config.data.npz_dir={data}")
+  one_line_error(result, "split 'test': label 12 is outside 0..9")
+  assert "step 1" not in result.stdout and not (tmp_path / "w" / "ckpt").exists()
+
+
+def test_completing_for_a_vector_model_needs_its_vectors(cli, tmp_path):
+  for split, rows in (("train", 10_000), ("test", 2_000)):  # The shipped subset.
+    np.save(tmp_path / f"vec_{split}.npy",
+            np.random.default_rng(0).normal(size=(rows, 3)).astype(np.float32))
+  args = ["--config=configs/default.py:smoke", f"--workdir={tmp_path / 'w'}",
+          "--config.model.conditioning=vector", "--config.model.cond_dim=3"]
+  trained = cli(*args, f"--config.data.vector_file={tmp_path}/vec_{{split}}.npy")
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  one_line_error(cli(*args, "--mode=sample", "--config.sample.complete=True"),
+                 "set data.vector_file")

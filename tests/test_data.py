@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 from ml_collections import ConfigDict
@@ -81,14 +86,42 @@ def test_unknown_dataset():
 
 
 def test_tfds_path_without_tensorflow():
+  """In a fresh process, so that no other test's imports can hide or cause it."""
+  pytest.importorskip("tensorflow_datasets")
+  code = textwrap.dedent("""
+      import sys
+      import numpy as np
+      import tensorflow_datasets as tfds
+      from pixelcnn_jax import datasets
+      from ml_collections import ConfigDict
+      cfg = ConfigDict(dict(dataset="mnist", npz_dir="", holdout=0, tfds_data_dir="",
+                            vector_file=""))
+      with tfds.testing.mock_data(num_examples=9):
+        split = datasets.open_split(cfg, "test")
+        images, labels, _ = split.read(np.array([0, 4, 8]))
+      assert len(split) == 9 and images.shape == (3, 28, 28, 1)
+      assert images.dtype == np.uint8 and labels.dtype == np.int32
+      assert "tensorflow" not in sys.modules, "TensorFlow was imported"
+      """)
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_unprepared_tfds_dataset_says_so(tmp_path):
+  pytest.importorskip("tensorflow_datasets")
+  with pytest.raises(UserError, match="'mnist' is not prepared in .*tfds build mnist"):
+    datasets.open_split(_data_cfg(dataset="mnist", tfds_data_dir=str(tmp_path)), "train")
+
+
+def test_class_conditioning_on_an_unlabelled_tfds_set_is_refused(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
-  with tfds.testing.mock_data(num_examples=9):
-    split = datasets.open_split(_data_cfg(dataset="mnist"), "test")
-    images, labels, _ = split.read(np.array([0, 4, 8]))
-  assert len(split) == 9 and images.shape == (3, 28, 28, 1)
-  assert images.dtype == np.uint8 and labels.dtype == np.int32
-  import sys
-  assert "tensorflow" not in sys.modules
+  data = _data_cfg(dataset="downsampled_imagenet/32x32", image_size=(32, 32),
+                   center_crop=False, tfds_data_dir=str(tmp_path))
+  config = ConfigDict({"data": data, "model": dict(channels=3, num_classes=10)})
+  with tfds.testing.mock_data(num_examples=4):
+    with pytest.raises(UserError, match="has no labels, but the model is class-cond"):
+      datasets.open_for_model(config, "train")
 
 
 def test_eval_batches_cover_every_example_once():

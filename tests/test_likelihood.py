@@ -30,3 +30,23 @@ def test_uniform_logits_give_exactly_eight_bits():
 def test_shape_mismatch_is_an_error():
   with pytest.raises(ValueError, match="do not match"):
     pj.bits_per_dim(jnp.zeros((2, 8, 8, 3, 256)), jnp.zeros((2, 8, 8, 1), jnp.uint8))
+
+
+@pytest.mark.parametrize("logits,x,message", [
+    (jnp.zeros((1, 2, 2, 1, 256)), jnp.full((1, 2, 2, 1), 300), r"values must be in 0..255, got 300..300"),
+    (jnp.zeros((1, 2, 2, 1, 256)), jnp.full((1, 2, 2, 1), -1), r"got -1..-1"),
+    (jnp.zeros((1, 2, 2, 1, 256)), jnp.full((1, 2, 2, 1), 0.5), "not normalised floats"),
+    (jnp.zeros((1, 2, 2, 1, 10)), jnp.zeros((1, 2, 2, 1), jnp.uint8), r"\[B, H, W, C, 256\]"),
+    (jnp.zeros((1, 2, 2, 1, 256), jnp.int32), jnp.zeros((1, 2, 2, 1), jnp.uint8),
+     "floating point"),
+])
+def test_values_outside_the_contract_are_refused(logits, x, message):
+  with pytest.raises(ValueError, match=message):
+    pj.bits_per_dim(logits, x)
+
+
+def test_under_jit_the_values_cannot_be_checked_but_dtypes_are():
+  f = jax.jit(pj.bits_per_dim)
+  assert f(jnp.zeros((1, 2, 2, 1, 256)), jnp.zeros((1, 2, 2, 1), jnp.uint8))[0] == 8.0
+  with pytest.raises(ValueError, match="not normalised floats"):
+    f(jnp.zeros((1, 2, 2, 1, 256)), jnp.zeros((1, 2, 2, 1)))

@@ -116,3 +116,14 @@ def test_dropout_keeps_the_model_causal():
     later = np.zeros((4, 4, 3), bool)
     later.reshape(-1)[(i * 4 + j) * 3 + c:] = True
     assert np.abs(jac[i, j, c][later]).max() == 0
+
+
+def test_out_of_range_labels_are_refused_when_concrete():
+  model, variables = random_model(3, 3, 1, conditioning="class", size=(4, 4))
+  x = jnp.zeros((2, 4, 4, 3), jnp.uint8)
+  with pytest.raises(ValueError, match=r"label 99 is outside 0..3"):
+    model.apply(variables, x, h=jnp.array([1, 99]))
+  with pytest.raises(ValueError, match=r"label -1 is outside 0..3"):
+    model.apply(variables, x, h=np.array([-1, 0]))
+  # Under jit the values are unknown: documented, and the callers check first.
+  jax.jit(model.apply)(variables, x, h=jnp.array([1, 2]))

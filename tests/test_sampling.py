@@ -1,10 +1,15 @@
+import os
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import pixelcnn_jax as pj
-from conftest import example_h, random_model
+from conftest import example_h, random_model, run_cli
 
 CASES = [  # channels, kernel, layers, skip, conditioning, (H, W)
     (1, 3, 1, False, "none", (5, 6)),
@@ -34,6 +39,16 @@ def test_cached_matches_naive_bit_for_bit(channels, kernel, layers, skip,
                                 naive)
   other = pj.sampling.redraw(model, variables, jax.random.PRNGKey(7), naive, h=h)
   assert (other != naive).mean() > 0.5
+
+
+def test_prefix_pair_may_be_a_list():
+  model, variables = random_model(1, 3, 1, False, "none", (4, 4))
+  key = jax.random.PRNGKey(1)
+  images = np.asarray(jax.random.randint(key, (2, 4, 4, 1), 0, 256), np.uint8)
+  as_tuple = pj.sample(model, variables, key, 2, prefix=(images, 5))
+  np.testing.assert_array_equal(pj.sample(model, variables, key, 2, prefix=[images, 5]),
+                                as_tuple)
+  assert (as_tuple.reshape(2, -1)[:, :5] == images.reshape(2, -1)[:, :5]).all()
 
 
 def test_samplers_ignore_dropout():
@@ -107,10 +122,29 @@ def test_completion_keeps_the_prefix():
   np.testing.assert_array_equal(out, naive)
 
 
-def test_batch_that_does_not_divide_the_devices_is_padded_and_trimmed():
-  model, variables = random_model(1, 3, 1, size=(3, 3))
-  out = pj.sample(model, variables, jax.random.PRNGKey(0), 5)
-  assert out.shape == (5, 3, 3, 1)
+def test_loaded_weights_sample_on_three_devices_with_padding(tmp_path):
+  """What the README does, on a host with 3 devices: pj.load puts the weights
+  on one device, pj.sample spreads 4 images (padded to 6) over all three."""
+  trained = run_cli("--config=configs/default.py:smoke", f"--workdir={tmp_path}")
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  code = textwrap.dedent(f"""
+      import jax, numpy as np
+      from jax.sharding import Mesh
+      import pixelcnn_jax as pj
+      assert jax.device_count() == 3
+      model, variables, _ = pj.load({str(tmp_path)!r})
+      key = jax.random.PRNGKey(0)
+      four = pj.sample(model, variables, key, 4)
+      one_device = Mesh(np.array(jax.devices()[:1]), ("data",))
+      six = pj.sample(model, variables, key, 6, mesh=one_device)
+      assert four.shape == (4, 8, 8, 1), four.shape
+      # The padding rows copy row 0 and leave the others' draws unchanged.
+      np.testing.assert_array_equal(four, six[:4])
+      """)
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu",
+                                              XLA_FLAGS="--xla_force_host_platform_device_count=3"))
+  assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.mark.parametrize("kwargs,message", [

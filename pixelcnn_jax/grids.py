@@ -39,10 +39,22 @@ def sample_inputs(config, eval_split):
     per_class = max(1, num // m.num_classes)
     return (np.repeat(np.arange(m.num_classes, dtype=np.int32), per_class),
             per_class * m.num_classes, per_class)
-  _, _, vectors = eval_split.read(np.arange(min(num, len(eval_split))))
-  if vectors is None:
-    raise UserError("sampling a vector-conditioned model needs data.vector_file")
+  _, labels, vectors = eval_split.read(np.arange(min(num, len(eval_split))))
+  vectors = condition_of(config, labels, vectors)
   return vectors, len(vectors), int(np.ceil(np.sqrt(len(vectors))))
+
+
+def condition_of(config, labels, vectors):
+  """The h of eval images: their labels or their vectors, as the model takes."""
+  m = config.model
+  if m.conditioning == "none":
+    return None
+  if m.num_classes > 0:
+    return labels
+  if vectors is None:
+    raise UserError(f"a model with conditioning={m.conditioning!r} on vectors draws "
+                    "from the vectors of the eval split: set data.vector_file")
+  return vectors
 
 
 def draw_grid(model, params, config, eval_split, mesh, step: int, workdir: str,
@@ -63,9 +75,7 @@ def draw_completions(model, params, config, eval_split, mesh, step: int,
   """
   num = min(config.sample.num, len(eval_split))
   images, labels, vectors = eval_split.read(np.arange(num))
-  h = None
-  if config.model.conditioning != "none":
-    h = labels if config.model.num_classes > 0 else vectors
+  h = condition_of(config, labels, vectors)
   top = images[:, :images.shape[1] // 2]
   done = sampling.sample(model, {"params": params}, key, num, h=h,
                          method=config.sample.method,

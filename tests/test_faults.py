@@ -1,0 +1,169 @@
+"""Faults, not typos: divergence, damaged checkpoints, a full disk. Each ends
+in one `error:` line and a non-zero exit, or, where training can go on from an
+earlier checkpoint, in a line that says so; none gives a silent wrong result."""
+
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import pixelcnn_jax as pj
+from pixelcnn_jax import checkpoint
+from conftest import REPO, one_line_error, run_cli
+
+SMOKE = "--config=configs/default.py:smoke"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A finished smoke run: checkpoints at steps 10 and 20."""
+  workdir = tmp_path_factory.mktemp("trained")
+  done = run_cli(SMOKE, f"--workdir={workdir}")
+  assert done.returncode == 0, done.stderr[-3000:]
+  return workdir
+
+
+def _copy(trained, tmp_path):
+  workdir = tmp_path / "w"
+  shutil.copytree(trained, workdir)
+  return workdir
+
+
+def test_checkpoints_are_saved_on_schedule_only(trained):
+  assert sorted(os.listdir(trained / "ckpt")) == ["10", "20"]  # No extra step 1.
+
+
+def test_divergence_stops_at_its_step_and_saves_nothing_after(tmp_path):
+  wd = f"--workdir={tmp_path}"
+  result = run_cli(SMOKE, wd, "--config.train.learning_rate=1e30",
+                   "--config.train.checkpoint_every=1", "--config.train.log_every=10")
+  one_line_error(result, "training diverged at step ")
+  bad = int(re.search(r"diverged at step (\d+)", result.stderr).group(1))
+  saved = sorted(int(s) for s in os.listdir(tmp_path / "ckpt"))
+  assert saved == list(range(1, bad))  # Every healthy step, nothing after.
+  assert f"checkpoint {bad - 1} is the latest and is intact" in result.stderr
+  evaluated = run_cli(SMOKE, wd, "--mode=eval")
+  assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+  result = json.loads((tmp_path / "eval" / f"{bad - 1}_test.json").read_text())
+  assert np.isfinite(result["bits_per_dim"])
+
+
+def test_a_runaway_finite_loss_also_stops(tmp_path):
+  result = run_cli(SMOKE, f"--workdir={tmp_path}", "--config.train.learning_rate=1e6",
+                   "--config.train.warmup_steps=0")
+  one_line_error(result, "training diverged at step")
+
+
+def _flip_bytes(path, every=97):
+  """Sets one byte in every `every` to 0xFF: every stored chunk is hit."""
+  data = bytearray(open(path, "rb").read())
+  data[::every] = b"\xff" * len(data[::every])
+  open(path, "wb").write(bytes(data))
+
+
+def test_a_checksum_mismatch_is_refused_by_eval_and_load(trained, tmp_path):
+  """Orbax stores no checksum; ours catch what its reads would pass."""
+  wd = _copy(trained, tmp_path)
+  meta = wd / "ckpt" / "20" / "fingerprints" / "metadata"
+  sums = json.loads(meta.read_text())
+  path = next(iter(sums["params"]))
+  sums["params"][path][0] ^= 1
+  meta.write_text(json.dumps(sums))
+  one_line_error(run_cli(SMOKE, f"--workdir={wd}", "--mode=eval"),
+                 f"checkpoint 20 ({wd}/ckpt/20) is corrupt: params{path} fails its "
+                 "checksum")
+  with pytest.raises(checkpoint.CheckpointError, match="corrupt"):
+    pj.load(str(wd))
+  assert pj.load(str(wd), step=10)[2].train.num_steps == 20  # Step 10 is intact.
+
+
+def test_flipped_bytes_in_the_arrays_are_never_loaded(trained, tmp_path):
+  wd = _copy(trained, tmp_path)
+  for path in glob.glob(str(wd / "ckpt" / "20" / "state" / "ocdbt.process_0" / "d" / "*")):
+    _flip_bytes(path)
+  result = run_cli(SMOKE, f"--workdir={wd}", "--mode=eval")
+  one_line_error(result, "checkpoint 20")
+  assert "bits/dim" not in result.stdout
+
+
+def test_training_falls_back_to_the_newest_intact_checkpoint(trained, tmp_path):
+  wd = _copy(trained, tmp_path)
+  for path in glob.glob(str(wd / "ckpt" / "20" / "state" / "ocdbt.process_0" / "d" / "*")):
+    _flip_bytes(path)
+  resumed = run_cli(SMOKE, f"--workdir={wd}", "--config.train.num_steps=30")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "checkpoint 20" in resumed.stdout and "falling back" in resumed.stdout
+  assert "resumed from step 10" in resumed.stdout
+  assert os.listdir(wd / "corrupt") == ["20"]  # Moved aside, not deleted.
+  assert sorted(os.listdir(wd / "ckpt")) == ["10", "20", "30"]
+
+
+def _truncate(path):
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 3)
+
+
+@pytest.mark.parametrize("damage", ["truncated data", "truncated metadata",
+                                    "no state folder", "no manifest", "bad config"])
+def test_a_damaged_checkpoint_is_one_line(trained, tmp_path, damage):
+  wd = _copy(trained, tmp_path)
+  step = wd / "ckpt" / "20"
+  if damage == "truncated data":
+    for path in glob.glob(str(step / "state" / "ocdbt.process_0" / "d" / "*")):
+      _truncate(path)
+  elif damage == "truncated metadata":
+    _truncate(step / "state" / "_METADATA")
+  elif damage == "no state folder":
+    shutil.rmtree(step / "state")
+  elif damage == "no manifest":
+    os.remove(step / "state" / "manifest.ocdbt")
+  else:
+    _truncate(step / "config" / "metadata")
+  for mode in ("eval", "sample"):
+    one_line_error(run_cli(SMOKE, f"--workdir={wd}", f"--mode={mode}"),
+                   f"checkpoint 20 ({wd}/ckpt/20) is")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ulimit -f as a full disk")
+def test_a_full_disk_is_one_line_and_the_rerun_finishes(tmp_path):
+  """Files may not grow past 40 kB, as on a disk that fills up. (bash sets the
+  limit: a preexec_fn would run Python in a forked copy of a threaded process.)"""
+  command = (f"ulimit -f 40 && exec {sys.executable} -m pixelcnn_jax.main {SMOKE} "
+             f"--workdir={tmp_path}")
+  full = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True,
+                        text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  one_line_error(full, "cannot save a checkpoint in")
+  assert "File too large" in full.stderr
+  again = run_cli(SMOKE, f"--workdir={tmp_path}")
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "20" in os.listdir(tmp_path / "ckpt")
+
+
+def test_a_failed_run_does_not_pin_its_architecture(tmp_path):
+  """The config lives in the checkpoints: a run that saved none constrains nothing."""
+  wd = f"--workdir={tmp_path}"
+  failed = run_cli(SMOKE, wd, "--config.model.features=24",
+                   f"--config.data.npz_dir={tmp_path}/missing")
+  one_line_error(failed, "no files train*.npz")
+  fixed = run_cli(SMOKE, wd)
+  assert fixed.returncode == 0, fixed.stderr[-3000:]
+
+
+def test_load_is_quiet_and_restores_no_optimizer_state(trained, monkeypatch):
+  code = f"import pixelcnn_jax as pj; pj.load({str(trained)!r})"
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=300)
+  assert done.returncode == 0 and done.stderr == "", done.stderr[-2000:]
+  asked = []
+  restore = checkpoint._restore
+  monkeypatch.setattr(checkpoint, "_restore",
+                      lambda mngr, step, parts: asked.append(set(parts)) or
+                      restore(mngr, step, parts))
+  pj.load(str(trained))
+  assert asked == [{"step", "params"}]  # No Adam moments: a third of the memory.
