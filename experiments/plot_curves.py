@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402 (after the backend choice)
 
 
 def curves(workdir: str) -> dict:
-  """{name: [(minutes, value), ...]} of train_bpd and each eval_bpd_* metric."""
+  """{name: [(minutes, value), ...]} of the train_<objective> metric and of
+  each eval_<objective>_<weights> one."""
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f if line.strip()]
   if not records:
@@ -26,7 +27,8 @@ def curves(workdir: str) -> dict:
   out = {}
   for r in records:
     for name, value in r.items():
-      if name == "train_bpd" or name.startswith("eval_bpd_"):
+      if (name.startswith("train_") and name != "train_step") or (
+          name.startswith("eval_") and name.endswith(("_live", "_ema"))):
         out.setdefault(name, []).append(((r["time"] - start) / 60.0, value))
   return out
 
@@ -38,18 +40,20 @@ def main():
   p.add_argument("--title", default="")
   args = p.parse_args()
   fig, ax = plt.subplots(figsize=(6, 4))
-  labels = {"train_bpd": "train (window mean)",
-            "eval_bpd_live": "held-out, live weights", "eval_bpd_ema": "held-out, EMA"}
-  for name, points in sorted(curves(args.workdir).items()):
-    ax.plot(*zip(*points), "-" if name == "train_bpd" else "o-",
-            label=labels.get(name, name), lw=1 if name == "train_bpd" else 1.5)
-  best = min((v for n, pts in curves(args.workdir).items() if n != "train_bpd"
+  found = curves(args.workdir)
+  unit = next((n[len("train_"):] for n in found if n.startswith("train_")), "bpd")
+  label = lambda n: ("train (window mean)" if n.startswith("train_") else
+                     "held-out, live weights" if n.endswith("_live") else "held-out, EMA")
+  for name, points in sorted(found.items()):
+    train = name.startswith("train_")
+    ax.plot(*zip(*points), "-" if train else "o-", label=label(name), lw=1 if train else 1.5)
+  best = min((v for n, pts in found.items() if not n.startswith("train_")
               for _, v in pts), default=None)
   if best is not None:
     ax.axhline(best, color="gray", ls=":", lw=1)
-    ax.set_ylim(best - 0.1, best + 1.0)
+    ax.set_ylim(best - 0.1 * abs(best), best + 0.3 * abs(best) + 0.1)
   ax.set_xlabel("wall-clock minutes since the start of training")
-  ax.set_ylabel("bits/dim")
+  ax.set_ylabel({"bpd": "bits/dim"}.get(unit, unit))
   ax.set_title(args.title or os.path.basename(os.path.normpath(args.workdir)))
   ax.legend()
   ax.grid(alpha=0.3)

@@ -4,10 +4,11 @@
 trained with (`config`, JSON) and two checksums of every array
 (`fingerprints`), which every restore verifies: orbax stores none, and a
 flipped bit would otherwise load silently. A step that was evaluated also
-holds orbax's `metrics`: bits/dim of the live and the EMA weights.
+holds orbax's `metrics`: the objective (bits/dim for PixelCNNs) of the live
+and the EMA weights on the eval split.
 
 Kept: the newest `train.keep_checkpoints` steps and the step with the best
-held-out bits/dim. Saved: every `train.checkpoint_every` steps, at every eval,
+held-out objective. Saved: every `train.checkpoint_every` steps, at every eval,
 at the end and on SIGTERM; never a diverged state (train.py checks first).
 
 The saved config is the only record of the architecture: a run or an eval
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 from pixelcnn_jax import logs
 from pixelcnn_jax import mesh as mesh_lib
@@ -34,12 +36,12 @@ from pixelcnn_jax.errors import UserError
 log = logging.getLogger(__name__)
 policies = ocp.checkpoint_managers
 
-BEST_METRIC = "eval_bpd"
+BEST_METRIC = "eval_loss"
 # The model keys that shape the parameter tree; dtype, dropout and the like
 # may differ between training and evaluation.
-PARAM_KEYS = ("num_layers", "features", "kernel_size", "channels", "skip",
-              "head_features", "conditioning", "num_classes", "cond_dim",
-              "spatial_features")
+PARAM_KEYS = ("kind", "code_dim", "encoder_features", "num_layers", "features",
+              "kernel_size", "channels", "skip", "head_features", "conditioning",
+              "num_classes", "cond_dim", "spatial_features")
 
 
 class CheckpointError(UserError):
@@ -195,7 +197,9 @@ def read_config(mngr: ocp.CheckpointManager, step: int) -> ml_collections.Config
 
 def check_architecture(saved, config, where: str) -> None:
   """Refuses `config` if its parameter tree differs from the saved one's."""
-  keys = PARAM_KEYS + (("image_size",) if config.model.conditioning == "spatial" else ())
+  # Image size shapes the dense layers of encoders and of the spatial m(h).
+  sized = config.model.conditioning == "spatial" or config.model.kind != "pixelcnn"
+  keys = PARAM_KEYS + (("image_size",) if sized else ())
   get = lambda c, k: list(c.data.image_size) if k == "image_size" else c.model.get(k)
   diff = [k for k in keys if get(saved, k) != get(config, k)]
   if diff:
@@ -300,6 +304,8 @@ def _move_aside(mngr, step: int, workdir: str) -> None:
     target = epath.Path(workdir) / "corrupt"
     target.mkdir(parents=True, exist_ok=True)
     (mngr.directory / str(step)).rename(target / str(step))
+  if jax.process_count() > 1:  # The others reload only once it is gone.
+    multihost_utils.sync_global_devices(f"pixelcnn_jax_moved_{step}")
   mngr.reload()
 
 
@@ -313,8 +319,9 @@ def choose_weights(metrics: Optional[dict], has_ema: bool, which: str = "auto") 
     return "live"
   if which != "auto":
     return which
-  if metrics and "eval_bpd_ema" in metrics:
-    return "ema" if metrics["eval_bpd_ema"] <= metrics["eval_bpd_live"] else "live"
+  if metrics and f"{BEST_METRIC}_ema" in metrics:
+    return "ema" if metrics[f"{BEST_METRIC}_ema"] <= metrics[f"{BEST_METRIC}_live"] \
+        else "live"
   return "ema"
 
 
@@ -342,14 +349,19 @@ def restore_weights(workdir: str, config=None, step=None, mesh=None,
   return model, weights, number, chosen, saved
 
 
-def load(workdir: str, step=None, weights: str = "auto"):
+def load(workdir: str, step=None, weights: str = "auto", whole: bool = False):
   """(model, variables, config) of a trained workdir.
 
-  step: None or "latest", "best" (lowest held-out bits/dim), or a number.
+  step: None or "latest", "best" (lowest held-out objective), or a number.
   weights: "auto" (the better of live and EMA where the step was evaluated,
   else the EMA when kept), "live" or "ema".
+  For an auto-encoder with a PixelCNN decoder, the model is the decoder, which
+  pj.sample draws from given codes (h); with whole=True it is the auto-encoder,
+  whose codes pj.autoencoder.encode gives.
   """
   if weights not in ("auto", *ts.WEIGHTS):
     raise UserError(f"weights must be 'auto', 'live' or 'ema', got {weights!r}")
   model, params, _, chosen, config = restore_weights(workdir, None, step, None, weights)
+  if config.model.kind == "autoencoder" and not whole:
+    return model.decoder, {"params": params[chosen]["decoder"]}, config
   return model, {"params": params[chosen]}, config

@@ -10,10 +10,12 @@ import os
 
 import ml_collections
 
-from pixelcnn_jax import conditioning, datasets, model, sampling, train_state
+from pixelcnn_jax import conditioning, datasets, model, objectives, sampling, train_state
 from pixelcnn_jax.errors import UserError
 
 SHIPPED_CIFAR = datasets.SHIPPED_DIR.replace("mnist_subset", "cifar10_subset")
+# The shipped MNIST subset's stand-in vectors (assets/mnist_subset/README.md).
+SMOKE_VECTOR_DIM = 8
 
 
 def base() -> ml_collections.ConfigDict:
@@ -34,8 +36,12 @@ def base() -> ml_collections.ConfigDict:
   c.data.image_size = (28, 28)     # Model size; larger images are centre-cropped
   c.data.center_crop = False       # only when this is True.
   c.data.eval_limit = 0            # 0 = the whole split (the only honest number).
+  c.data.random_flip = False       # Mirror half of each training batch.
 
   c.model = ml_collections.ConfigDict()
+  c.model.kind = "pixelcnn"        # pixelcnn | autoencoder | mse_autoencoder | embedding
+  c.model.code_dim = 0             # Auto-encoder bottleneck m; embedding size.
+  c.model.encoder_features = 64    # Width of the encoder's first convolution.
   c.model.num_layers = 15
   c.model.features = 128
   c.model.kernel_size = 3
@@ -78,6 +84,10 @@ def base() -> ml_collections.ConfigDict:
   c.sample.labels = ""             # e.g. "3,3,5"; default one row per class.
   c.sample.seed = 0
   c.sample.complete = False        # Complete the bottom half of eval images.
+  c.sample.per_image = 4           # --mode=reconstruct: samples per code (Fig. 6).
+  c.sample.baseline_workdir = ""   # --mode=reconstruct: the MSE baseline's workdir.
+  c.sample.embedding_workdir = ""  # --mode=portraits/interpolate: the embedding net.
+  c.sample.people = ""             # --mode=portraits/interpolate: ids; "" = all.
   return c
 
 
@@ -86,6 +96,7 @@ def smoke(c: ml_collections.ConfigDict) -> None:
   c.model.num_layers, c.model.features, c.model.kernel_size = 2, 12, 3
   c.model.head_features = 0
   c.model.spatial_features = 4
+  c.model.encoder_features = 8
   c.model.dtype = "float32"
   c.data.dataset = "npz"
   c.data.npz_dir = SHIPPED_CIFAR if c.model.channels == 3 else ""
@@ -96,6 +107,12 @@ def smoke(c: ml_collections.ConfigDict) -> None:
   c.data.center_crop = True
   c.data.eval_limit = 64
   c.data.vector_file = ""
+  if c.model.kind == "pixelcnn" and c.model.conditioning in ("vector", "spatial") \
+      and c.model.num_classes == 0:
+    if c.model.channels != 1:
+      raise ValueError("':smoke' has stand-in vectors for grey images only")
+    c.model.cond_dim = SMOKE_VECTOR_DIM
+    c.data.vector_file = os.path.join(datasets.SHIPPED_DIR, "vec_{split}.npy")
   if c.model.num_classes > 10:
     c.model.num_classes = 10
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
@@ -142,10 +159,21 @@ def _check(ok: bool, message: str) -> None:
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises UserError, one line, for a config that cannot run, before any work."""
   m, d, t = c.model, c.data, c.train
+  _check(m.kind in objectives.KINDS,
+         f"model.kind must be one of {objectives.KINDS}, got {m.kind!r}")
+  _check(m.kind == "pixelcnn" or (m.code_dim > 0 and m.encoder_features > 0),
+         f"model.kind={m.kind!r} needs model.code_dim > 0 and model.encoder_features "
+         f"> 0, got {m.code_dim} and {m.encoder_features}")
+  _check(m.kind != "autoencoder" or m.conditioning in ("vector", "spatial"),
+         f"model.kind='autoencoder' conditions its decoder on the code through "
+         f"conditioning 'vector' (eq. 4) or 'spatial' (eq. 5), got {m.conditioning!r}")
   try:
     model.validate_architecture(m.num_layers, m.features, m.kernel_size, m.channels,
                                 m.head_features, m.dropout)
-    conditioning.validate(m.conditioning, m.num_classes, m.cond_dim)
+    if m.kind == "autoencoder":
+      conditioning.validate(m.conditioning, 0, m.code_dim)
+    elif m.kind == "pixelcnn":
+      conditioning.validate(m.conditioning, m.num_classes, m.cond_dim)
   except ValueError as e:
     raise UserError(f"config.model: {e}") from e
   _check(m.dtype in train_state.DTYPES,

@@ -92,6 +92,10 @@ class CenterCrop:
     self._top, self._left = (h - height) // 2, (w - width) // 2
     self.image_shape = (height, width, c)
 
+  @property
+  def vectors(self):
+    return getattr(self.source, "vectors", None)
+
   def __len__(self) -> int:
     return len(self.source)
 
@@ -119,6 +123,11 @@ def open_for_model(config, split: str):
     raise UserError(f"split {split!r} of {config.data.dataset} is empty")
   if config.model.num_classes > 0:
     check_labels(source, config.model.num_classes, f"split {split!r}")
+  vectors = getattr(source, "vectors", None)
+  if vectors is not None and vectors.shape[1] != config.model.cond_dim:
+    raise UserError(f"data.vector_file gives {vectors.shape[1]}-dimensional vectors for "
+                    f"split {split!r} but model.cond_dim={config.model.cond_dim} (an "
+                    "embedding of another size?)")
   return source
 
 

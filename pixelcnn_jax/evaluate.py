@@ -1,4 +1,5 @@
-"""Exact bits/dim over a whole split, and `--mode=eval` on a checkpoint."""
+"""A model's objective over a whole split (exact bits/dim for PixelCNNs),
+and `--mode=eval` on a checkpoint."""
 
 import json
 import logging
@@ -8,26 +9,26 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from pixelcnn_jax import checkpoint, config_base, datasets, input_pipeline
+from pixelcnn_jax import checkpoint, config_base, datasets, input_pipeline, objectives
 from pixelcnn_jax import mesh as mesh_lib
-from pixelcnn_jax.likelihood import bits_per_dim
 
 log = logging.getLogger(__name__)
 
 
-def make_eval_step(model, mesh, params_sharding):
+def make_eval_step(model, objective, mesh, params_sharding):
   batch = mesh_lib.batch_sharding(mesh)
 
   def step(params, images, h, mask):
-    bpd = bits_per_dim(model.apply({"params": params}, images, h=h), images)
-    return jnp.sum(bpd * mask), jnp.sum(mask)
+    values = objective.per_example(model, {"params": params}, images, h, False, None)
+    return jnp.sum(values * mask), jnp.sum(mask)
 
   return jax.jit(step, in_shardings=(params_sharding, batch, batch, batch),
                  out_shardings=mesh_lib.replicated(mesh))
 
 
 def evaluate(eval_step, params, split, config, mesh) -> tuple[float, int]:
-  """(mean bits/dim, number of examples) over `split` (or data.eval_limit of it).
+  """(mean of the objective, number of examples) over `split` (or
+  data.eval_limit of it).
 
   Per-batch sums stay on the device until the end, so batches are dispatched
   without waiting, and are then added in float64 here, so the mean does not
@@ -45,7 +46,7 @@ def evaluate(eval_step, params, split, config, mesh) -> tuple[float, int]:
 
 
 def evaluate_weights(eval_step, weights: dict, split, config, mesh):
-  """({"live": bits/dim, "ema": bits/dim when kept}, number of examples)."""
+  """({"live": mean, "ema": mean when kept}, number of examples)."""
   results, count = {}, 0
   for name, params in weights.items():
     if params is not None:
@@ -53,22 +54,25 @@ def evaluate_weights(eval_step, weights: dict, split, config, mesh):
   return results, count
 
 
-def as_metrics(results: dict) -> dict:
-  """What a checkpoint records: the best of its weights, and each of them."""
-  return {checkpoint.BEST_METRIC: min(results.values()),
-          **{f"eval_bpd_{name}": bpd for name, bpd in results.items()}}
+def as_metrics(results: dict, prefix: str = "eval_loss") -> dict:
+  """The best of the weights' results, and each of them, under `prefix`:
+  checkpoints record eval_loss*, metrics.jsonl eval_<objective>*."""
+  return {prefix: min(results.values()),
+          **{f"{prefix}_{name}": value for name, value in results.items()}}
 
 
-def write_result(workdir: str, step: int, split: str, results: dict, count: int,
-                 chosen: str, name: str = "") -> str:
-  """eval/<step>.json, or eval/<step>_<name>.json."""
+def write_result(workdir: str, step: int, split: str, label: str, results: dict,
+                 count: int, chosen: str, name: str = "") -> str:
+  """eval/<step>.json, or eval/<step>_<name>.json: `label` (e.g.
+  bits_per_dim) of the chosen weights, and of each."""
   path = epath.Path(workdir) / "eval" / f"{step}{'_' + name if name else ''}.json"
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(
-        {"step": step, "split": split, "bits_per_dim": results[chosen],
-         "weights": chosen, "num_examples": count,
-         **{f"bits_per_dim_{name}": bpd for name, bpd in results.items()}}, indent=2))
+        {"step": step, "split": split, label: results[chosen], "weights": chosen,
+         "num_examples": count,
+         **{f"{label}_{weights}": value for weights, value in results.items()}},
+        indent=2))
   return str(path)
 
 
@@ -78,23 +82,27 @@ def describe(results: dict, chosen: str) -> str:
 
 
 def run(config, workdir: str) -> float:
-  """`--mode=eval`: bits/dim of config.data.eval_split at config.eval.step,
-  of the live and the EMA weights; the reported one is config.eval.weights
-  ("auto": the better on the eval split during training)."""
+  """`--mode=eval`: the objective (bits/dim for PixelCNNs) on
+  config.data.eval_split at config.eval.step, of the live and the EMA weights;
+  the reported one is config.eval.weights ("auto": the better on the eval
+  split during training)."""
   config_base.validate(config)
+  objective = objectives.for_model(config.model)
   mesh = mesh_lib.make_mesh(config.mesh)
   mesh_lib.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
   split = datasets.open_for_model(config, config.data.eval_split)
   model, weights, step, chosen, _ = checkpoint.restore_weights(
       workdir, config, config.eval.step, mesh, config.eval.weights)
-  eval_step = make_eval_step(model, mesh, mesh_lib.state_sharding(mesh, weights["live"]))
+  eval_step = make_eval_step(model, objective, mesh,
+                             mesh_lib.state_sharding(mesh, weights["live"]))
   results, count = evaluate_weights(eval_step, weights, split, config, mesh)
   # Named after the split, so that the in-training record of the step stays.
-  path = write_result(workdir, step, config.data.eval_split, results, count, chosen,
-                      config.data.eval_split)
+  path = write_result(workdir, step, config.data.eval_split, objective.label, results,
+                      count, chosen, config.data.eval_split)
   log.info("eval step %d split %s over %d examples: %s -> %s", step,
            config.data.eval_split, count, describe(results, chosen), path)
   if jax.process_index() == 0:
-    print(f"{config.data.eval_split} bits/dim {results[chosen]:.6f} ({count} examples, "
+    shown = "bits/dim" if objective.name == "bpd" else objective.label
+    print(f"{config.data.eval_split} {shown} {results[chosen]:.6f} ({count} examples, "
           f"step {step}, {chosen} weights)", flush=True)
   return results[chosen]

@@ -8,7 +8,7 @@ import numpy as np
 
 from pixelcnn_jax import checkpoint, conditioning, config_base, datasets, image_grid
 from pixelcnn_jax import mesh as mesh_lib
-from pixelcnn_jax import sampling
+from pixelcnn_jax import reconstruction, sampling
 from pixelcnn_jax.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,14 @@ def condition_of(config, labels, vectors):
 
 
 def draw_grid(model, params, config, eval_split, mesh, step: int, workdir: str,
-              key) -> str:
+              key):
+  """The PNG of a model at `step`: samples of a PixelCNN, reconstructions of
+  an auto-encoder, none (None) of an embedding net."""
+  if config.model.kind == "embedding":
+    return None
+  if config.model.kind != "pixelcnn":
+    return reconstruction.draw_grid(model, params, config, eval_split, mesh, step,
+                                    workdir, key)
   h, num, columns = sample_inputs(config, eval_split)
   images = sampling.sample(model, {"params": params}, key, num, h=h,
                            method=config.sample.method,
@@ -99,8 +106,13 @@ def run(config, workdir: str) -> str:
   model, weights, step, chosen, _ = checkpoint.restore_weights(
       workdir, config, config.eval.step, mesh, config.eval.weights)
   key = jax.random.PRNGKey(config.sample.seed)
+  if config.sample.complete and config.model.kind != "pixelcnn":
+    raise UserError("sample.complete needs a PixelCNN (model.kind='pixelcnn'); "
+                    f"this is a {config.model.kind}")
   draw = draw_completions if config.sample.complete else draw_grid
   path = draw(model, weights[chosen], config, eval_split, mesh, step, workdir, key)
+  if path is None:
+    raise UserError(f"a model of kind {config.model.kind!r} draws no images")
   log.info("wrote %s", path)
   if jax.process_index() == 0:
     print(path, flush=True)

@@ -17,8 +17,11 @@ from pixelcnn_jax.errors import UserError
 
 
 def _cond_input(labels, vectors, model_cfg, where: str):
-  """The h fed to the model for a batch, checked on the host."""
-  if model_cfg.conditioning == "none":
+  """The h fed to the model for a batch, checked on the host: conditioning
+  labels or vectors, or the identities that an embedding's loss needs."""
+  if model_cfg.kind == "embedding":
+    return labels
+  if model_cfg.kind != "pixelcnn" or model_cfg.conditioning == "none":
     return None
   if model_cfg.num_classes > 0:
     try:
@@ -36,9 +39,10 @@ class TrainStream:
   """Global batch `step` = positions [step*B, (step+1)*B) of an endless
   sequence of per-epoch permutations; this process reads its slice."""
 
-  def __init__(self, split, global_batch: int, seed: int, model_cfg):
+  def __init__(self, split, global_batch: int, seed: int, model_cfg,
+               random_flip: bool = False):
     self.split, self.global_batch, self.seed = split, global_batch, seed
-    self.model_cfg = model_cfg
+    self.model_cfg, self.random_flip = model_cfg, random_flip
     self.local_batch = global_batch // jax.process_count()
     self._perms = {}
 
@@ -62,7 +66,13 @@ class TrainStream:
     return out
 
   def batch(self, step: int) -> dict:
-    images, labels, vectors = self.split.read(self.indices(step))
+    indices = self.indices(step)
+    images, labels, vectors = self.split.read(indices)
+    if self.random_flip:  # Mirror half the images, a function of (seed, step).
+      first = jax.process_index() * self.local_batch
+      mirror = np.random.default_rng([self.seed, step, 1]).random(
+          self.global_batch)[first:first + self.local_batch] < 0.5
+      images = np.where(mirror[:, None, None, None], images[:, :, ::-1], images)
     return {"image": images,
             "h": _cond_input(labels, vectors, self.model_cfg, "training data")}
 

@@ -1,10 +1,13 @@
-"""Train, evaluate or sample a Gated PixelCNN.
+"""Train, evaluate or sample a Gated PixelCNN (or an auto-encoder, or an
+embedding net), and the paper's figures.
 
   python -m pixelcnn_jax.main --config=configs/default.py --workdir=/tmp/pcnn
   python -m pixelcnn_jax.main --config=configs/default.py --workdir=/tmp/pcnn --mode=eval
   python -m pixelcnn_jax.main --config=configs/default.py --workdir=/tmp/pcnn --mode=sample
 
 Running the same train command again resumes from the latest checkpoint.
+--mode=reconstruct draws Fig. 6 from an auto-encoder's workdir; --mode=embed,
+portraits and interpolate are section 3.3 (configs/olivetti_*.py).
 """
 
 import os
@@ -13,13 +16,19 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from pixelcnn_jax import distributed, evaluate, grids, logs, preemption, train
+from pixelcnn_jax import distributed, evaluate, grids, logs, portraits, preemption
+from pixelcnn_jax import reconstruction, train
 from pixelcnn_jax.errors import UserError
 
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cifar10.py "
                                 "or configs/cifar10.py:smoke.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Checkpoints, metrics, samples and eval results.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
+MODES = {"train": train.train_and_evaluate, "eval": evaluate.run, "sample": grids.run,
+         "reconstruct": reconstruction.run, "embed": portraits.run_embed,
+         "portraits": portraits.run_portraits, "interpolate": portraits.run_interpolate}
+flags.DEFINE_enum("mode", "train", list(MODES),
+                  "train, eval, sample; reconstruct (an auto-encoder's Fig. 6 grid); "
+                  "embed, portraits, interpolate (section 3.3).")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -32,9 +41,7 @@ def main(argv):
                       "(everything is a --flag or a --config.key=value)")
     config = _load_config()
     distributed.initialize()
-    run = {"train": train.train_and_evaluate, "eval": evaluate.run,
-           "sample": grids.run}[FLAGS.mode]
-    run(config, FLAGS.workdir)
+    MODES[FLAGS.mode](config, FLAGS.workdir)
   except UserError as e:
     _exit(f"error: {e}", 2)
   except OSError as e:  # A full disk or a vanished mount, mid-run.

@@ -33,7 +33,8 @@ METHODS = ("cached", "naive")
 
 def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
            method: str = "cached", temperature: float = 1.0, prefix=None,
-           mesh: Optional[jax.sharding.Mesh] = None) -> np.ndarray:
+           mesh: Optional[jax.sharding.Mesh] = None,
+           shared_noise: bool = False) -> np.ndarray:
   """Draws `num` images, uint8 [num, H, W, C], H, W = model.image_size.
 
   prefix: known content to keep exactly and complete, either uint8
@@ -41,6 +42,9 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
     tuple or a list, whose first n sub-pixels in raster-then-colour order are
     known.
   mesh: the batch is split over its batch axes; default all devices.
+  shared_noise: every image gets the Gumbel noise that a one-image draw with
+    this key gets, so images that differ only in h differ only through h:
+    the rows of an interpolation.
   """
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -72,7 +76,7 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
   variables = jax.device_put(variables, mesh_lib.replicated(mesh))
   fn = _naive if method == "naive" else _cached
   out = fn(model, variables, key, put(canvas), put(h), jnp.int32(n_known),
-           jnp.float32(temperature))
+           jnp.float32(temperature), shared_noise)
   # Every process gets the whole batch, also when the mesh spans several hosts.
   return np.asarray(multihost_utils.process_allgather(out, tiled=True))[:num]
 
@@ -129,13 +133,14 @@ def _redraw(model, variables, key, images, h, temperature):
   return draws_TB.T.reshape(B, H, W, C)
 
 
-def _draw(logits_BK, key, t, temperature):
-  gumbel = jax.random.gumbel(jax.random.fold_in(key, t), logits_BK.shape)
+def _draw(logits_BK, key, t, temperature, shared=False):
+  shape = (1, logits_BK.shape[1]) if shared else logits_BK.shape
+  gumbel = jax.random.gumbel(jax.random.fold_in(key, t), shape)
   return jnp.argmax(logits_BK / temperature + gumbel, axis=-1).astype(jnp.uint8)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _naive(model, variables, key, canvas, h, n_known, temperature):
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def _naive(model, variables, key, canvas, h, n_known, temperature, shared):
   _, height, width, channels = canvas.shape
 
   def body(t, canvas):
@@ -146,14 +151,14 @@ def _naive(model, variables, key, canvas, h, n_known, temperature):
             jax.lax.dynamic_index_in_dim(logits, i, 1, False), j, 1, False),
         c, 1, False)
     known = canvas[jnp.arange(canvas.shape[0]), i, j, c]
-    value = jnp.where(t < n_known, known, _draw(logits_BK, key, t, temperature))
+    value = jnp.where(t < n_known, known, _draw(logits_BK, key, t, temperature, shared))
     return canvas.at[:, i, j, c].set(value)
 
   return jax.lax.fori_loop(0, height * width * channels, body, canvas)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _cached(model, variables, key, canvas, h, n_known, temperature):
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def _cached(model, variables, key, canvas, h, n_known, temperature, shared):
   net = model.bind(variables)
   B, H, W, C = canvas.shape
   (m, k), L, p = model.extents, model.num_layers, model.features
@@ -191,7 +196,8 @@ def _cached(model, variables, key, canvas, h, n_known, temperature):
         logits_BK = net.head(sum(skips) if model.skip else x)[:, 0, 0, c]
         t = (i * W + j) * C + c
         known = canvas[:, i, j, c]
-        value = jnp.where(t < n_known, known, _draw(logits_BK, key, t, temperature))
+        value = jnp.where(t < n_known, known,
+                          _draw(logits_BK, key, t, temperature, shared))
         canvas = canvas.at[:, i, j, c].set(value)
       # The last colour pass saw every colour its features depend on; layer 0's
       # input is the pixel itself, now complete.

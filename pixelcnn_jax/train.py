@@ -11,25 +11,20 @@ import optax
 from jax.experimental import multihost_utils
 
 from pixelcnn_jax import budget, checkpoint, config_base, datasets, evaluate, grids
-from pixelcnn_jax import input_pipeline, preemption
+from pixelcnn_jax import input_pipeline, objectives, preemption
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train_state as ts
 from pixelcnn_jax.errors import UserError
-from pixelcnn_jax.likelihood import bits_per_dim
 from pixelcnn_jax.metric_writer import MetricWriter
 from pixelcnn_jax.progress import Progress, format_duration
 
 log = logging.getLogger(__name__)
 
-# Far above the 8 bits/dim of a uniform model: a loss past it has run away.
-MAX_TRAIN_BPD = 64.0
-
-
 class Diverged(UserError):
   """A non-finite or runaway loss or gradient norm; nothing after it is saved."""
 
 
-def make_train_step(model, tx, train_cfg, mesh, state_sharding):
+def make_train_step(model, objective, tx, train_cfg, mesh, state_sharding):
   """The jitted step(state, images, h, dropout_key); `state_sharding` is a
   TrainState of shardings."""
   batch = mesh_lib.batch_sharding(mesh)
@@ -37,9 +32,9 @@ def make_train_step(model, tx, train_cfg, mesh, state_sharding):
 
   def step(state: ts.TrainState, images, h, dropout_key):
     def loss_fn(params):
-      logits = model.apply({"params": params}, images, h=h, train=True,
-                           rngs={"dropout": jax.random.fold_in(dropout_key, state.step)})
-      return jnp.mean(bits_per_dim(logits, images))
+      rngs = {"dropout": jax.random.fold_in(dropout_key, state.step)}
+      return jnp.mean(objective.per_example(model, {"params": params}, images, h,
+                                            True, rngs))
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     direction, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -52,13 +47,14 @@ def make_train_step(model, tx, train_cfg, mesh, state_sharding):
     grad_norm = optax.tree.norm(grads)
     # A finite loss and gradient can still step to inf weights (or weights
     # whose norm overflows): that state must not be saved either.
-    healthy = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (loss < MAX_TRAIN_BPD)
-               & jnp.isfinite(optax.tree.norm(params)))
+    healthy = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+               & (loss < objective.runaway) & jnp.isfinite(optax.tree.norm(params)))
     diverged_at = jnp.where((state.diverged_at == 0) & ~healthy, state.step + 1,
                             state.diverged_at)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               ema_params=ema, diverged_at=diverged_at)
-    return new_state, {"train_bpd": loss, "grad_norm": grad_norm, "learning_rate": lr}
+    return new_state, {f"train_{objective.name}": loss, "grad_norm": grad_norm,
+                       "learning_rate": lr}
 
   return jax.jit(step, in_shardings=(state_sharding, batch, batch, replicated),
                  out_shardings=(state_sharding, replicated), donate_argnums=0)
@@ -70,7 +66,8 @@ def setup(config, mesh):
   model = ts.make_model(config.model, config.data.image_size)
   tx = ts.make_optimizer(config.train)
   shardings = mesh_lib.state_sharding(mesh, ts.state_shapes(config, model, tx))
-  step = make_train_step(model, tx, config.train, mesh, shardings)
+  step = make_train_step(model, objectives.for_model(config.model), tx, config.train,
+                         mesh, shardings)
   return model, tx, shardings, step
 
 
@@ -80,15 +77,15 @@ def fresh_state(config, model, tx, shardings) -> ts.TrainState:
                  out_shardings=shardings)(jax.random.PRNGKey(config.seed))
 
 
-def stop_if_diverged(state, mngr) -> None:
+def stop_if_diverged(state, mngr, objective) -> None:
   """Raises Diverged if any step so far was unhealthy (one scalar read)."""
   bad = int(state.diverged_at)
   if bad:
     checkpoint.wait(mngr)
     latest = mngr.latest_step()
     raise Diverged(
-        f"training diverged at step {bad}: non-finite or runaway (> {MAX_TRAIN_BPD:g} "
-        f"bits/dim) loss, gradient or weights; "
+        f"training diverged at step {bad}: non-finite or runaway (> "
+        f"{objective.runaway:g} {objective.label}) loss, gradient or weights; "
         + (f"checkpoint {latest} is the latest and is intact" if latest is not None
            else "no checkpoint was saved")
         + "; lower train.learning_rate or raise train.warmup_steps")
@@ -112,6 +109,7 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
   eval_split = datasets.open_for_model(config, config.data.eval_split)
 
   model, tx, shardings, train_step = setup(config, mesh)
+  objective = objectives.for_model(config.model)
   batch_sharding = mesh_lib.batch_sharding(mesh)
   writer = MetricWriter(workdir)
   with contextlib.ExitStack() as stack:
@@ -135,9 +133,9 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
              jax.process_count())
     writer.write(first_step, {"num_params": ts.param_count(state.params)})
 
-    eval_step = evaluate.make_eval_step(model, mesh, shardings.params)
+    eval_step = evaluate.make_eval_step(model, objective, mesh, shardings.params)
     stream = input_pipeline.TrainStream(train_split, t.batch_size, config.seed,
-                                        config.model)
+                                        config.model, config.data.random_flip)
     batches = stream.iterate(first_step)
     dropout_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
     sample_key = jax.random.PRNGKey(config.sample.seed)
@@ -168,7 +166,7 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
           (sigterm.requested, deadline is not None and time.monotonic() > deadline),
           step, t.log_every)
       if preempted:
-        stop_if_diverged(state, mngr)
+        stop_if_diverged(state, mngr, objective)
         checkpoint.save(mngr, step, state, config, force=True)
         checkpoint.wait(mngr)
         writer.close()
@@ -180,36 +178,38 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
 
       if step % t.log_every == 0 or last:
         means = progress.close_window(step)
-        stop_if_diverged(state, mngr)
+        stop_if_diverged(state, mngr, objective)
         writer.write(step, {**means, "img_per_s": means["steps_per_s"] * t.batch_size})
-        log.info("step %d/%d  train_bpd %.4f  grad_norm %.3f  lr %.2e  %.2f steps/s  "
-                 "%.0f img/s  ETA %s", step, end, means["train_bpd"],
+        log.info("step %d/%d  train_%s %.4f  grad_norm %.3f  lr %.2e  %.2f steps/s  "
+                 "%.0f img/s  ETA %s", step, end, objective.name,
+                 means[f"train_{objective.name}"],
                  means["grad_norm"], means["learning_rate"], means["steps_per_s"],
                  means["steps_per_s"] * t.batch_size,
                  format_duration(progress.eta_s(step, end, means["steps_per_s"])))
 
       side_start = time.perf_counter()
       if step % t.eval_every == 0 or last or probing:
-        stop_if_diverged(state, mngr)
+        stop_if_diverged(state, mngr, objective)
         results, count = evaluate_both()
         metrics = evaluate.as_metrics(results)
         chosen = checkpoint.choose_weights(metrics, state.ema_params is not None)
-        writer.write(step, metrics)
-        evaluate.write_result(workdir, step, config.data.eval_split, results, count,
-                              chosen)
-        log.info("step %d  eval_bpd %.6f over %d %s examples (%s; %.1f s)", step,
-                 results[chosen], count, config.data.eval_split,
+        writer.write(step, evaluate.as_metrics(results, f"eval_{objective.name}"))
+        evaluate.write_result(workdir, step, config.data.eval_split, objective.label,
+                              results, count, chosen)
+        log.info("step %d  eval_%s %.6f over %d %s examples (%s; %.1f s)", step,
+                 objective.name, results[chosen], count, config.data.eval_split,
                  evaluate.describe(results, chosen), time.perf_counter() - side_start)
         checkpoint.save(mngr, step, state, config, metrics, force=True)
       elif mngr.should_save(step):
-        stop_if_diverged(state, mngr)
+        stop_if_diverged(state, mngr, objective)
         checkpoint.save(mngr, step, state, config)
 
       if step % t.sample_every == 0 or last or probing:
         grid_start = time.perf_counter()
         path = draw_grid()
-        log.info("step %d  samples (%s weights; %.1f s) -> %s", step, chosen,
-                 time.perf_counter() - grid_start, path)
+        if path:
+          log.info("step %d  samples (%s weights; %.1f s) -> %s", step, chosen,
+                   time.perf_counter() - grid_start, path)
 
       if probing:
         # Timed again now that both are compiled: later ones cost this much.

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from pixelcnn_jax import autoencoder, embedding
 from pixelcnn_jax.model import GatedPixelCNN
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -44,18 +45,29 @@ class TrainState:
         else self.params
 
 
-def make_model(model_cfg, image_size, precision=None) -> GatedPixelCNN:
+def make_model(model_cfg, image_size, precision=None):
+  """The network of `model.kind`: a GatedPixelCNN, an auto-encoder with a
+  PixelCNN decoder or its MSE baseline, or an embedding net."""
   if model_cfg.dtype not in DTYPES:
     raise ValueError(f"model.dtype must be one of {list(DTYPES)}, got "
                      f"{model_cfg.dtype!r}")
-  return GatedPixelCNN(
+  dtype = DTYPES[model_cfg.dtype]
+  encoder = autoencoder.Encoder(model_cfg.code_dim, model_cfg.encoder_features, dtype)
+  if model_cfg.kind == "embedding":
+    return embedding.EmbeddingNet(encoder)
+  if model_cfg.kind == "mse_autoencoder":
+    return autoencoder.MSEAutoEncoder(encoder, autoencoder.DeconvDecoder(
+        tuple(image_size), model_cfg.channels, model_cfg.encoder_features, dtype))
+  coded = model_cfg.kind == "autoencoder"
+  pixelcnn = GatedPixelCNN(
       num_layers=model_cfg.num_layers, features=model_cfg.features,
       kernel_size=model_cfg.kernel_size, channels=model_cfg.channels,
       skip=model_cfg.skip, head_features=model_cfg.head_features,
       conditioning=model_cfg.conditioning, num_classes=model_cfg.num_classes,
-      cond_dim=model_cfg.cond_dim, spatial_features=model_cfg.spatial_features,
-      dropout=model_cfg.dropout, image_size=tuple(image_size),
-      dtype=DTYPES[model_cfg.dtype], precision=precision)
+      cond_dim=model_cfg.code_dim if coded else model_cfg.cond_dim,
+      spatial_features=model_cfg.spatial_features, dropout=model_cfg.dropout,
+      image_size=tuple(image_size), dtype=dtype, precision=precision)
+  return autoencoder.PixelCNNAutoEncoder(encoder, pixelcnn) if coded else pixelcnn
 
 
 def make_optimizer(train_cfg) -> optax.GradientTransformation:
@@ -102,7 +114,7 @@ def example_inputs(config, batch: int = 1):
   """Dummy (x, h) with the shapes the model is trained on, for init."""
   m = config.model
   x = jnp.zeros((batch, *config.data.image_size, m.channels), jnp.uint8)
-  if m.conditioning == "none":
+  if m.kind != "pixelcnn" or m.conditioning == "none":
     return x, None
   if m.num_classes > 0:
     return x, jnp.zeros((batch,), jnp.int32)

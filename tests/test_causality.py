@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import pixelcnn_jax as pj
+
 from conftest import example_h, expected_dependencies, random_model
 
 H, W = 7, 9
@@ -101,3 +103,29 @@ def test_float_input_matches_integer_input_and_has_gradients():
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   g = jax.grad(lambda xf: model.apply(variables, xf).sum())(x.astype(jnp.float32))
   assert np.abs(np.asarray(g)).sum() > 0
+
+
+@pytest.mark.parametrize("conditioning", ["vector", "spatial"])
+def test_autoencoder_decoder_is_causal_in_x_for_a_fixed_code(conditioning):
+  """The decoder of an auto-encoder, given a code, obeys the same order and
+  receptive field; the whole auto-encoder does not (its code sees all of x)."""
+  from pixelcnn_jax import autoencoder
+  decoder = pj.GatedPixelCNN(num_layers=2, features=18, kernel_size=3, channels=3,
+                             conditioning=conditioning, cond_dim=5, spatial_features=4,
+                             image_size=(H, W))
+  model = autoencoder.PixelCNNAutoEncoder(autoencoder.Encoder(5, 8), decoder)
+  x = jax.random.randint(jax.random.PRNGKey(3), (1, H, W, 3), 0, 256)
+  variables = model.init(jax.random.PRNGKey(0), x)
+  leaves, tree = jax.tree_util.tree_flatten(variables)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  variables = jax.tree_util.tree_unflatten(
+      tree, [a + 0.2 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)])
+  code = model.apply(variables, x, method="encode")
+  dec_vars = {"params": variables["params"]["decoder"]}
+  jac = _jacobian(decoder, dec_vars, x, code)
+  order = np.arange(H * W * 3).reshape(H, W, 3)
+  at_or_after = order[None, None, None] >= order[..., None, None, None]
+  assert np.all(jac[at_or_after] == 0.0)
+  assert np.all(jac[~expected_dependencies(H, W, 3, 2, 3)] == 0.0)
+  whole = _jacobian(model, variables, x, None)
+  assert np.abs(whole[at_or_after]).max() > 0  # Through the code: not causal.

@@ -17,8 +17,8 @@ def _data_cfg(**kw):
   return ConfigDict(cfg)
 
 
-def _model_cfg(conditioning="none", num_classes=0):
-  return ConfigDict(dict(conditioning=conditioning, num_classes=num_classes))
+def _model_cfg(conditioning="none", num_classes=0, kind="pixelcnn"):
+  return ConfigDict(dict(kind=kind, conditioning=conditioning, num_classes=num_classes))
 
 
 def _write(folder, name, n, shape=(4, 4, 3), labels=None):
@@ -149,3 +149,15 @@ def test_out_of_range_labels_are_refused():
   stream = input_pipeline.TrainStream(split, 4, 0, _model_cfg("class", 10))
   with pytest.raises(UserError, match="label 10 is outside 0..9"):
     stream.batch(0)
+
+
+def test_random_flip_mirrors_half_the_batch_as_a_function_of_the_step():
+  images = np.arange(64 * 2 * 3).reshape(64, 2, 3, 1).astype(np.uint8)
+  split = datasets.ArraySplit(images, np.zeros(64, np.int64))
+  flip = lambda: input_pipeline.TrainStream(split, 32, 0, _model_cfg(), random_flip=True)
+  plain = input_pipeline.TrainStream(split, 32, 0, _model_cfg()).batch(5)["image"]
+  a, b = flip().batch(5)["image"], flip().batch(5)["image"]
+  np.testing.assert_array_equal(a, b)
+  mirrored = np.all(a == plain[:, :, ::-1], axis=(1, 2, 3))
+  assert np.all(mirrored | np.all(a == plain, axis=(1, 2, 3)))
+  assert 4 < mirrored.sum() < 28

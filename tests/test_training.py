@@ -99,7 +99,7 @@ def test_best_checkpoint_is_kept_next_to_the_latest(tmp_path):
     for step in range(1, 8):
       state = state.replace(step=jnp.int32(step), params=jax.tree_util.tree_map(
           lambda p: p + 1.0, state.params))
-      metrics = ({"eval_bpd": evals[step], "eval_bpd_live": evals[step]}
+      metrics = ({"eval_loss": evals[step], "eval_loss_live": evals[step]}
                  if step in evals else None)
       checkpoint.save(mngr, step, state, c, metrics, force=True)
       if step == 4:

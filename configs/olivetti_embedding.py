@@ -1,0 +1,42 @@
+"""Section 3.3, step 1: a face embedding trained with FaceNet's triplet loss.
+
+A small conv net (4 strided convolutions, 32 to 256 maps, then a dense map to
+32 numbers, normalised to unit length) on the Olivetti faces of the 30
+training people; semi-hard negatives are mined in each batch of 64, and half
+the images are mirrored. The eval split holds the 10 other people, whom the
+net never sees: --mode=embed reports the nearest-mean identification accuracy
+on them and writes the vectors that configs/olivetti_portraits.py reads.
+
+Command:  python experiments/olivetti_split.py ../shared/data/olivetti_faces/all.npz $D
+          python -m pixelcnn_jax.main --config=configs/olivetti_embedding.py \
+            --workdir=$E --config.data.npz_dir=$D
+          python -m pixelcnn_jax.main --config=configs/olivetti_embedding.py \
+            --workdir=$E --config.data.npz_dir=$D --mode=embed
+          The whole of section 3.3: experiments/olivetti_h100.sh.
+Hardware: one GPU (a minute or two), or a CPU (slowly).
+Expected: not yet run (experiments/RESULTS.md once measured).
+"""
+
+from pixelcnn_jax import config_base
+
+
+def get_config(arg=None):
+  c = config_base.base()
+  c.data.dataset = "npz"
+  c.data.image_size = (64, 64)
+  c.data.train_split = "train"
+  c.data.eval_split = "heldout"
+  c.data.random_flip = True
+  c.model.kind = "embedding"
+  c.model.channels = 1
+  c.model.code_dim = 32
+  c.model.encoder_features = 32
+  c.train.batch_size = 64
+  c.train.num_steps = 3_000
+  c.train.learning_rate = 1e-3
+  c.train.warmup_steps = 100
+  c.train.log_every = 100
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 500
+  c.eval.batch_size = 100
+  return config_base.finish(c, arg)

@@ -1,0 +1,53 @@
+"""Section 3.3, step 2: portraits conditioned on a face embedding (eq. 4).
+
+A Gated PixelCNN on the 64x64 grey faces of the 30 training people, with
+h = f(x), the configs/olivetti_embedding.py net's vector of the image itself
+(read from data.vector_file, written by that config's --mode=embed). 300
+images are little data: half of each batch is mirrored (its vector stays:
+a mirrored face is the same person), dropout 0.3, and the best checkpoint by
+the held-out people's bits/dim is what the figures use.
+Then --mode=portraits draws 8 new portraits from one photo of each held-out
+person and checks, with the embedding net, that they keep the identity;
+--mode=interpolate draws Fig. 5.
+
+Command:  python -m pixelcnn_jax.main --config=configs/olivetti_portraits.py \
+            --workdir=$P --config.data.npz_dir=$D \
+            --config.data.vector_file=$D/vec_{split}.npy
+          ... --mode=portraits --config.sample.embedding_workdir=$E --config.eval.step=best
+          ... --mode=interpolate --config.sample.embedding_workdir=$E --config.eval.step=best
+          The whole of section 3.3: experiments/olivetti_h100.sh.
+Hardware: one GPU.
+Expected: not yet run; target: the identity kept in >= 50% of portraits
+          (chance 10%) (experiments/RESULTS.md once measured).
+"""
+
+from pixelcnn_jax import config_base
+
+
+def get_config(arg=None):
+  c = config_base.base()
+  c.data.dataset = "npz"
+  c.data.image_size = (64, 64)
+  c.data.train_split = "train"
+  c.data.eval_split = "heldout"
+  c.data.random_flip = True
+  c.model.channels = 1
+  c.model.num_layers = 12
+  c.model.features = 96
+  c.model.kernel_size = 5
+  c.model.conditioning = "vector"
+  c.model.cond_dim = 32
+  c.model.dropout = 0.3
+  c.model.dtype = "bfloat16"
+  c.train.batch_size = 32
+  c.train.num_steps = 8_000
+  c.train.learning_rate = 1e-3
+  c.train.ema_decay = 0.999
+  c.train.log_every = 100
+  c.train.eval_every = 1_000
+  c.train.checkpoint_every = 1_000
+  c.train.sample_every = 100_000
+  c.eval.batch_size = 100
+  c.sample.num = 16
+  c.sample.per_image = 8
+  return config_base.finish(c, arg)

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Section 3.4 on CIFAR-10: PixelCNN auto-encoders at m = 10 and 100, their MSE
+# baselines, and the unconditional PixelCNN at the same steps and data.
+#
+#   experiments/autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR
+#
+# DATA_DIR   npz folder: train_*.npz, plus EVAL_SPLIT*.npz unless EVAL_SPLIT is
+#            "holdout" (the last 5,000 training images, which are then not
+#            trained on; they are held out in every case).
+# OUT_DIR    one workdir per model (unconditional, ae10, ae100, mse10, mse100),
+#            each with eval/*.json; the Fig. 6 grids of ae10 and ae100 under
+#            their samples/; summary.txt with every number.
+# STEPS (default 5000) and BATCH (64) are the same for the three PixelCNNs.
+# GPUS (default "0") lists the GPUs: the five runs go to them in turn, and run
+# in parallel when there are several. VARIANT=:smoke tries it all on a CPU.
+set -euo pipefail
+data=${1:?usage: autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR}
+split=${2:?usage: autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR}
+out=${3:?usage: autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR}
+read -r -a gpus <<< "${GPUS:-0}"
+mkdir -p "$out"
+common=(--config.data.dataset=npz --config.data.npz_dir="$data" --config.data.holdout=5000
+        --config.data.eval_split=holdout --config.train.num_steps="${STEPS:-5000}"
+        --config.train.batch_size="${BATCH:-64}" --config.eval.batch_size=500)
+run() {  # NAME GPU CONFIG ARGS...: train, then evaluate the best step on $split.
+  local name=$1 gpu=$2 config=$3
+  shift 3
+  local args=(--config="$config${VARIANT:-}" --workdir="$out/$name" "${common[@]}" "$@")
+  CUDA_VISIBLE_DEVICES=$gpu python3 -m pixelcnn_jax.main "${args[@]}" >"$out/$name.log" 2>&1
+  CUDA_VISIBLE_DEVICES=$gpu python3 -m pixelcnn_jax.main "${args[@]}" --mode=eval \
+    --config.eval.step=best --config.data.eval_split="$split" >>"$out/$name.log" 2>&1
+}
+jobs=("unconditional configs/cifar10.py"
+      "ae10 configs/cifar10_autoencoder.py --config.model.code_dim=10"
+      "ae100 configs/cifar10_autoencoder.py --config.model.code_dim=100"
+      "mse10 configs/cifar10_mse_autoencoder.py --config.model.code_dim=10"
+      "mse100 configs/cifar10_mse_autoencoder.py --config.model.code_dim=100")
+for i in "${!jobs[@]}"; do
+  # shellcheck disable=SC2086  # Each job is NAME CONFIG ARGS, split on purpose.
+  run ${jobs[$i]%% *} "${gpus[$((i % ${#gpus[@]}))]}" ${jobs[$i]#* } &
+  if (( (i + 1) % ${#gpus[@]} == 0 )); then wait; fi
+done
+wait
+for m in 10 100; do
+  python3 -m pixelcnn_jax.main --config=configs/cifar10_autoencoder.py${VARIANT:-} \
+    --workdir="$out/ae$m" "${common[@]}" --config.model.code_dim=$m --mode=reconstruct \
+    --config.eval.step=best --config.sample.baseline_workdir="$out/mse$m" \
+    >>"$out/ae$m.log" 2>&1
+done
+for log in "$out"/*.log; do
+  echo "$(basename "$log" .log): $(grep -E "^$split (bits/dim|mse)" "$log" | tail -1)"
+done | tee "$out/summary.txt"

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Section 3.3 on the Olivetti faces: the embedding, the portrait PixelCNN,
+# Fig. 4 (portraits and the identity they keep) and Fig. 5 (interpolation).
+#
+#   experiments/olivetti_h100.sh FACES_NPZ OUT_DIR
+#
+# FACES_NPZ  image uint8 [N, 64, 64, 1], label = person (e.g. all.npz).
+# OUT_DIR    data/ (the split and the embedding vectors), embedding/ and
+#            portraits/ workdirs; the grids under portraits/samples/, the
+#            identity rate in portraits/eval/portraits_<step>.json.
+# HELDOUT (default 30-39) names the people held out of both networks.
+set -euo pipefail
+faces=${1:?usage: olivetti_h100.sh FACES_NPZ OUT_DIR}
+out=${2:?usage: olivetti_h100.sh FACES_NPZ OUT_DIR}
+mkdir -p "$out"
+python3 experiments/olivetti_split.py "$faces" "$out/data" --heldout="${HELDOUT:-30-39}"
+main() { python3 -m pixelcnn_jax.main "$@" --config.data.npz_dir="$out/data"; }
+embedding=(--config=configs/olivetti_embedding.py --workdir="$out/embedding")
+portraits=(--config=configs/olivetti_portraits.py --workdir="$out/portraits"
+           --config.data.vector_file="$out/data/vec_{split}.npy")
+figures=(--config.sample.embedding_workdir="$out/embedding" --config.eval.step=best)
+
+main "${embedding[@]}" 2>&1 | tee "$out/embedding.log"
+main "${embedding[@]}" --mode=embed --config.eval.step=best 2>&1 | tee -a "$out/embedding.log"
+main "${portraits[@]}" 2>&1 | tee "$out/portraits.log"
+main "${portraits[@]}" --mode=portraits "${figures[@]}" 2>&1 | tee -a "$out/portraits.log"
+main "${portraits[@]}" --mode=interpolate "${figures[@]}" 2>&1 | tee -a "$out/portraits.log"
+python3 experiments/plot_curves.py "$out/portraits" "$out/portraits/curves.png" \
+  --title="Olivetti portraits, configs/olivetti_portraits.py"

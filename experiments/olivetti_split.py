@@ -1,0 +1,60 @@
+"""Split the Olivetti faces by person for section 3.3: train.npz and heldout.npz.
+
+  python experiments/olivetti_split.py IN.npz OUT_DIR [--heldout=30-39] [--size=64]
+
+IN.npz has `image` uint8 [N, H, W, 1] and `label` = person. The people named
+by --heldout (ids, or ranges a-b, comma-separated) go to heldout.npz whole:
+neither the embedding net nor the PixelCNN sees any of their images. --size
+resizes by block averaging (64 keeps the originals; 32 halves them).
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+
+def parse_people(text: str) -> list[int]:
+  people = []
+  for part in text.split(","):
+    low, _, high = part.partition("-")
+    people.extend(range(int(low), int(high or low) + 1))
+  return people
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("input")
+  p.add_argument("out_dir")
+  p.add_argument("--heldout", default="30-39")
+  p.add_argument("--size", type=int, default=64)
+  args = p.parse_args()
+  try:
+    with np.load(args.input, allow_pickle=False) as f:
+      images, labels = f["image"], f["label"].astype(np.int64)
+    heldout = parse_people(args.heldout)
+  except (OSError, KeyError, ValueError) as e:
+    sys.exit(f"error: {e}")
+  if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] % args.size:
+    sys.exit(f"error: images must be uint8 [N, H, W, C] with H a multiple of "
+             f"--size={args.size}, got {images.dtype} {images.shape}")
+  unknown = sorted(set(heldout) - set(labels.tolist()))
+  if unknown or len(set(heldout)) == len(set(labels.tolist())):
+    sys.exit(f"error: --heldout must name some, not all, of the people "
+             f"{sorted(set(labels.tolist()))}; unknown: {unknown}")
+  factor = images.shape[1] // args.size
+  if factor > 1:
+    n, h, w, c = images.shape
+    blocks = images.reshape(n, h // factor, factor, w // factor, factor, c)
+    images = np.round(blocks.mean(axis=(2, 4))).astype(np.uint8)
+  out = np.isin(labels, heldout)
+  os.makedirs(args.out_dir, exist_ok=True)
+  for name, keep in (("train", ~out), ("heldout", out)):
+    np.savez(os.path.join(args.out_dir, f"{name}.npz"), image=images[keep],
+             label=labels[keep])
+    print(f"{name}: {keep.sum()} images of {len(np.unique(labels[keep]))} people")
+
+
+if __name__ == "__main__":
+  main()
