@@ -28,7 +28,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from pixelcnn_jax import logs
+from pixelcnn_jax import config_base, logs
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train_state as ts
 from pixelcnn_jax.errors import UserError
@@ -188,11 +188,15 @@ def _unreadable(mngr, step: int, e: Exception) -> CheckpointError:
 
 
 def read_config(mngr: ocp.CheckpointManager, step: int) -> ml_collections.ConfigDict:
+  """The config saved with `step`, over today's defaults, so that a key
+  added since the checkpoint was written reads as its default."""
   try:
     saved = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-    return ml_collections.ConfigDict(saved.config)
   except Exception as e:  # Orbax raises many types for a damaged item.
     raise _unreadable(mngr, step, e) from e
+  config = config_base.base()
+  config.update(ml_collections.ConfigDict(saved.config))
+  return config
 
 
 def check_architecture(saved, config, where: str) -> None:

@@ -88,6 +88,10 @@ def base() -> ml_collections.ConfigDict:
   c.sample.baseline_workdir = ""   # --mode=reconstruct: the MSE baseline's workdir.
   c.sample.embedding_workdir = ""  # --mode=portraits/interpolate: the embedding net.
   c.sample.people = ""             # --mode=portraits/interpolate: ids; "" = all.
+
+  c.compress = ml_collections.ConfigDict()
+  c.compress.input = ""            # --mode=compress: npz or PNG folder; decompress: file.
+  c.compress.output = ""           # --mode=compress: file; decompress: npz or folder.
   return c
 
 

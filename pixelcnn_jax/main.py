@@ -16,8 +16,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from pixelcnn_jax import distributed, evaluate, grids, logs, portraits, preemption
-from pixelcnn_jax import reconstruction, train
+from pixelcnn_jax import compress_files, distributed, evaluate, grids, logs, portraits
+from pixelcnn_jax import preemption, reconstruction, train
 from pixelcnn_jax.errors import UserError
 
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cifar10.py "
@@ -25,10 +25,12 @@ config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cifar
 flags.DEFINE_string("workdir", None, "Checkpoints, metrics, samples and eval results.")
 MODES = {"train": train.train_and_evaluate, "eval": evaluate.run, "sample": grids.run,
          "reconstruct": reconstruction.run, "embed": portraits.run_embed,
-         "portraits": portraits.run_portraits, "interpolate": portraits.run_interpolate}
+         "portraits": portraits.run_portraits, "interpolate": portraits.run_interpolate,
+         "compress": compress_files.run_compress,
+         "decompress": compress_files.run_decompress}
 flags.DEFINE_enum("mode", "train", list(MODES),
                   "train, eval, sample; reconstruct (an auto-encoder's Fig. 6 grid); "
-                  "embed, portraits, interpolate (section 3.3).")
+                  "embed, portraits, interpolate (section 3.3); compress, decompress.")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 

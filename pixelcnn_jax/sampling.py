@@ -159,6 +159,17 @@ def _naive(model, variables, key, canvas, h, n_known, temperature, shared):
 
 @functools.partial(jax.jit, static_argnums=(0, 7))
 def _cached(model, variables, key, canvas, h, n_known, temperature, shared):
+  def choose(logits_BK, t, known_B):
+    return jnp.where(t < n_known, known_B, _draw(logits_BK, key, t, temperature, shared))
+  return cached_loop(model, variables, canvas, h, choose)
+
+
+def cached_loop(model, variables, canvas, h, choose):
+  """The cached sampler's loop over sub-pixels t, in order: at each, the
+  logits given everything before t, then choose(logits [B, 256], t, the
+  canvas's value at t [B]) -> the value to set. Sampling draws; the lossless
+  coder (compression.py) encodes the known value or decodes a new one, on
+  this very arithmetic. Call it under jit."""
   net = model.bind(variables)
   B, H, W, C = canvas.shape
   (m, k), L, p = model.extents, model.num_layers, model.features
@@ -195,10 +206,7 @@ def _cached(model, variables, key, canvas, h, n_known, temperature, shared):
           skips.append(skip)
         logits_BK = net.head(sum(skips) if model.skip else x)[:, 0, 0, c]
         t = (i * W + j) * C + c
-        known = canvas[:, i, j, c]
-        value = jnp.where(t < n_known, known,
-                          _draw(logits_BK, key, t, temperature, shared))
-        canvas = canvas.at[:, i, j, c].set(value)
+        canvas = canvas.at[:, i, j, c].set(choose(logits_BK, t, canvas[:, i, j, c]))
       # The last colour pass saw every colour its features depend on; layer 0's
       # input is the pixel itself, now complete.
       inputs[0] = normalize(jax.lax.dynamic_slice(canvas, (0, i, j, 0), (B, 1, 1, C)))
