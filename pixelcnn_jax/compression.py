@@ -17,8 +17,10 @@ version, a fingerprint of the parameters, the shape and count of the images,
 their conditioning, and a SHA-256 of the images, checked after decoding.
 """
 
+import functools
 import hashlib
 import struct
+import threading
 
 import constriction
 import jax
@@ -57,20 +59,38 @@ def _frequencies(logits_BK):
   return jnp.floor(probs * (1 << PRECISION_BITS)).astype(jnp.int32) + 1
 
 
+# The coder of the call in flight. The jitted loop calls it back through
+# _dispatch, so that one compilation per model and shape serves every call
+# (a callback closed over each call's coder would recompile each time).
+_coder = {"step": None}
+_coder_lock = threading.Lock()
+
+
+def _dispatch(freqs_BK, known_B):
+  return _coder["step"](freqs_BK, known_B)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _coding_loop(model, variables, canvas, h):
+  def choose(logits_BK, t, known_B):
+    del t
+    return io_callback(_dispatch, jax.ShapeDtypeStruct(known_B.shape, jnp.uint8),
+                       _frequencies(logits_BK), known_B, ordered=True)
+  return sampling.cached_loop(model, variables, canvas, h, choose)
+
+
 def _run(model, variables, canvas, h, host_step):
   """The cached loop on one device, with host_step(freqs [B, K], known [B]) ->
   values [B] as the choice at every sub-pixel."""
   device = jax.devices()[0]
   canvas, variables = jax.device_put((canvas, variables), device)
   h = None if h is None else jax.device_put(h, device)
-
-  def choose(logits_BK, t, known_B):
-    del t
-    return io_callback(host_step, jax.ShapeDtypeStruct(known_B.shape, jnp.uint8),
-                       _frequencies(logits_BK), known_B, ordered=True)
-
-  run = jax.jit(lambda v, x, c: sampling.cached_loop(model, v, x, c, choose))
-  return np.asarray(run(variables, canvas, h))
+  with _coder_lock:
+    _coder["step"] = host_step
+    try:
+      return np.asarray(_coding_loop(model, variables, canvas, h))
+    finally:
+      _coder["step"] = None
 
 
 def _condition(model, h, num: int):

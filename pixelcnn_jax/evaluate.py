@@ -77,8 +77,8 @@ def write_result(workdir: str, step: int, split: str, label: str, results: dict,
 
 
 def describe(results: dict, chosen: str) -> str:
-  return ", ".join(f"{name} {bpd:.6f}{' *' if name == chosen else ''}"
-                   for name, bpd in results.items())
+  return ", ".join(f"{name} {value:.6f}{' *' if name == chosen else ''}"
+                   for name, value in results.items())
 
 
 def run(config, workdir: str) -> float:

@@ -21,7 +21,7 @@ from pixelcnn_jax.progress import Progress, format_duration
 log = logging.getLogger(__name__)
 
 class Diverged(UserError):
-  """A non-finite or runaway loss or gradient norm; nothing after it is saved."""
+  """A non-finite or runaway loss, gradient or weight; nothing after it is saved."""
 
 
 def make_train_step(model, objective, tx, train_cfg, mesh, state_sharding):
@@ -145,7 +145,7 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
         eval_step, {"live": state.params, "ema": state.ema_params}, eval_split, config,
         mesh)
     draw_grid = lambda: grids.draw_grid(model, state.weights(chosen), config,
-                                           eval_split, mesh, step, workdir, sample_key)
+                                        eval_split, mesh, step, workdir, sample_key)
     progress = Progress(first_step)
     probe = budget.probe_step(t.log_every) if t.time_budget_s > 0 and not fixed else None
     deadline = time.monotonic() + t.time_limit_s if t.time_limit_s > 0 else None
