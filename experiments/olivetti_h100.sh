@@ -8,13 +8,19 @@
 # OUT_DIR    data/ (the split and the embedding vectors), embedding/ and
 #            portraits/ workdirs; the grids under portraits/samples/, the
 #            identity rate in portraits/eval/portraits_<step>.json.
-# HELDOUT (default 30-39) names the people held out of both networks.
+# HELDOUT (default 30-39) names the people held out of both networks; SIZE
+# (default 64) the side both networks see (32 halves the faces by averaging).
 set -euo pipefail
 faces=${1:?usage: olivetti_h100.sh FACES_NPZ OUT_DIR}
 out=${2:?usage: olivetti_h100.sh FACES_NPZ OUT_DIR}
 mkdir -p "$out"
-python3 experiments/olivetti_split.py "$faces" "$out/data" --heldout="${HELDOUT:-30-39}"
-main() { python3 -m pixelcnn_jax.main "$@" --config.data.npz_dir="$out/data"; }
+size=${SIZE:-64}
+python3 experiments/olivetti_split.py "$faces" "$out/data" --heldout="${HELDOUT:-30-39}" \
+  --size="$size"
+main() {
+  python3 -m pixelcnn_jax.main "$@" --config.data.npz_dir="$out/data" \
+    --config.data.image_size="($size, $size)"
+}
 embedding=(--config=configs/olivetti_embedding.py --workdir="$out/embedding")
 portraits=(--config=configs/olivetti_portraits.py --workdir="$out/portraits"
            --config.data.vector_file="$out/data/vec_{split}.npy")

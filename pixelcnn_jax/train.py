@@ -1,6 +1,7 @@
 """`train_and_evaluate(config, workdir)`: the training loop, top to bottom."""
 
 import contextlib
+import dataclasses
 import logging
 import time
 
@@ -148,6 +149,8 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
                                         eval_split, mesh, step, workdir, sample_key)
     progress = Progress(first_step)
     probe = budget.probe_step(t.log_every) if t.time_budget_s > 0 and not fixed else None
+    costs, speed, refit_at = None, None, None  # Set at the probe.
+    last_logged = first_step
     deadline = time.monotonic() + t.time_limit_s if t.time_limit_s > 0 else None
     sigterm = stack.enter_context(preemption.StopOnSigterm())
     step = first_step
@@ -178,6 +181,9 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
 
       if step % t.log_every == 0 or last:
         means = progress.close_window(step)
+        if speed is not None:
+          speed.add(step - last_logged, means["steps_per_s"])
+        last_logged = step
         stop_if_diverged(state, mngr, objective)
         writer.write(step, {**means, "img_per_s": means["steps_per_s"] * t.batch_size})
         log.info("step %d/%d  train_%s %.4f  grad_norm %.3f  lr %.2e  %.2f steps/s  "
@@ -211,18 +217,27 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
           log.info("step %d  samples (%s weights; %.1f s) -> %s", step, chosen,
                    time.perf_counter() - grid_start, path)
 
-      if probing:
-        # Timed again now that both are compiled: later ones cost this much.
-        costs = budget.Costs(step_s=1.0 / means["steps_per_s"],
-                             eval_s=_seconds(evaluate_both), sample_s=_seconds(draw_grid))
-        end = budget.fit_horizon(time.perf_counter() - start, step, t.time_budget_s,
-                                 costs, t.eval_every, t.sample_every, t.num_steps)
+      refit = step == refit_at and not last
+      if probing or refit:
+        if probing:  # Timed again now that both are compiled: later ones cost this much.
+          costs = budget.Costs(step_s=1.0 / means["steps_per_s"],
+                               eval_s=_seconds(evaluate_both), sample_s=_seconds(draw_grid))
+          speed = budget.Speed()
+        else:
+          costs = dataclasses.replace(costs, step_s=speed.seconds / speed.steps)
+        elapsed = time.perf_counter() - start
+        end = budget.fit_horizon(elapsed, step, t.time_budget_s, costs, t.eval_every,
+                                 t.sample_every, t.num_steps)
+        refit_at = budget.refit_step(elapsed, step, t.time_budget_s, costs.step_s,
+                                     t.log_every) if probing else None
         if jax.process_count() > 1:  # Each process timed its own: stop together.
-          end = int(multihost_utils.broadcast_one_to_all(np.int32(end)))
+          end, refit_at = (int(v) for v in multihost_utils.broadcast_one_to_all(
+              np.array([end, refit_at or 0], np.int64)))
         state = state.replace(horizon=jax.device_put(jnp.int32(end), shardings.horizon))
-        log.info("time budget %.0f s: %.2f steps/s, eval %.1f s, sample grid %.1f s "
+        log.info("time budget %.0f s (%s): %.2f steps/s, eval %.1f s, sample grid %.1f s "
                  "-> learning-rate horizon fixed at step %d", t.time_budget_s,
-                 1.0 / costs.step_s, costs.eval_s, costs.sample_s, end)
+                 "probe" if probing else "refit", 1.0 / costs.step_s, costs.eval_s,
+                 costs.sample_s, end)
         writer.write(step, {"horizon": end})
         last = last or step >= end
       progress.exclude(time.perf_counter() - side_start)

@@ -108,3 +108,18 @@ def test_progress_speed_excludes_side_work_and_eta_is_steady():
     assert means["train_bpd"] == 5.0
   # Wall-clock rate since the first window: 30 steps in 30 s, side work included.
   assert progress.eta_s(40, 100, means["steps_per_s"]) == pytest.approx(60.0)
+
+
+def test_the_refit_comes_at_a_logging_step_after_a_quarter_of_the_budget():
+  # 60 s in at step 200 and 0.1 s a step: a quarter of 600 s is 900 steps on.
+  assert budget.refit_step(60.0, 200, 600.0, 0.1, log_every=100) == 1100
+  assert budget.refit_step(60.0, 200, 600.0, 0.1, log_every=300) == 1200
+  # Already past the quarter: the next logging step.
+  assert budget.refit_step(200.0, 200, 600.0, 0.1, log_every=100) == 300
+
+
+def test_speed_counts_training_time_only():
+  speed = budget.Speed()
+  speed.add(100, 50.0)
+  speed.add(100, 25.0)
+  assert (speed.steps, speed.seconds) == (200, pytest.approx(6.0))
