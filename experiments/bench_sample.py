@@ -1,6 +1,6 @@
 """Naive vs cached sampling of 32x32x3 images, and how far each is from its floor.
 
-  python experiments/bench_sample.py [--batches=1,16,64,256] [--out=FILE]
+  python experiments/bench_sample.py [--batches=1,16,64,256] [--out=FILE] [--plot=FILE.png]
 
 For each model shape and batch: the cached sampler's wall time (median of 3
 after compile); the naive sampler's, measured in full where --naive_full_limit
@@ -8,7 +8,8 @@ allows and otherwise extrapolated as 3,072 x the time of one full forward pass
 (the naive loop's body), marked "extrapolated". Floors use the H100 SXM
 datasheet (3.35 TB/s HBM, 989 TFLOP/s dense bf16): the weight bytes that one
 sampling step must read / bandwidth, and the FLOPs of one step / the bf16
-rate, each times the 3,072 steps. Also: the rate at which cached and naive
+rate, each times the 3,072 steps; --plot draws images/s against batch per
+shape. Also: the rate at which cached and naive
 differ: per step, where the cached sampler's draw differs from what the naive
 one draws with the same past (`pj.sampling.redraw`, one forward pass), and over
 whole images from the two samplers (identical in fp32; in bf16 one early
@@ -28,7 +29,7 @@ import numpy as np
 
 import pixelcnn_jax as pj
 
-SHAPES = ((15, 129, 3), (20, 384, 5))
+SHAPES = ((15, 132, 3), (20, 384, 5))
 HBM_BYTES_PER_S, BF16_FLOPS = 3.35e12, 989e12
 STEPS = 32 * 32 * 3
 
@@ -55,7 +56,8 @@ def floors(variables, batch, dtype_bytes):
   """Seconds: (weight bytes per step / HBM, FLOPs per step / bf16 rate) x steps.
 
   Every sub-pixel step reads each horizontal-stack and head weight once; the
-  vertical stack's weights are read once per row and spread over its W*C steps.
+  vertical stack's weights are read once per row and spread over its W*C steps,
+  and its work (W positions a row) comes to per_row / C multiply-adds a step.
   """
   params = variables["params"]
   per_step, per_row = 0, 0
@@ -69,9 +71,25 @@ def floors(variables, batch, dtype_bytes):
     else:
       per_step += n
   weights = per_step + per_row / (32 * 3)
-  flops = 2 * batch * (per_step + per_row * 32 / (32 * 32 * 3))
+  flops = 2 * batch * (per_step + per_row * 32 * 32 / STEPS)
   return (weights * dtype_bytes / HBM_BYTES_PER_S * STEPS,
           flops / BF16_FLOPS * STEPS)
+
+
+def plot(rows, path):
+  import matplotlib  # Only for --plot.
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for shape in dict.fromkeys(r["shape"] for r in rows):
+    points = [(r["batch"], r["batch"] / r["cached_s"]) for r in rows if r["shape"] == shape]
+    ax.plot(*zip(*points), "o-", label=f"{shape}, cached")
+  ax.set(xscale="log", yscale="log", xlabel="batch (images)", ylabel="images/s",
+         title=f"32x32x3 sampling, bf16, {rows[0]['device']}")
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
 
 
 def main():
@@ -80,12 +98,13 @@ def main():
   p.add_argument("--naive_full_limit", type=float, default=20.0,
                  help="run naive in full when its estimate is below this (s)")
   p.add_argument("--out", default="")
+  p.add_argument("--plot", default="")
   p.add_argument("--agreement_dtypes", default="float32:highest,float32,bfloat16",
                  help="DTYPE[:PRECISION],... to check cached against the reference; "
                  "empty: skip")
   p.add_argument("--agreement_naive", type=int, default=1,
                  help="also run the whole naive sampler (0: the one-pass redraw only)")
-  p.add_argument("--agreement_shape", default="15x129k3")
+  p.add_argument("--agreement_shape", default="15x132k3")
   p.add_argument("--agreement_num", type=int, default=16)
   p.add_argument("--shapes", default=",".join(f"{l}x{f}k{k}" for l, f, k in SHAPES),
                  help="comma-separated LAYERSxFEATURESkKERNEL")
@@ -147,6 +166,8 @@ def main():
     print(f"{r['shape']:>10} {r['batch']:5d} {r['cached_s']:9.3f} {r['naive_s']:9.1f} "
           f"{r['naive'][:5]:>5} {r['speedup']:8.0f} {r['floor_bytes_s']:10.4f} "
           f"{r['floor_flops_s']:10.4f}")
+  if args.plot and rows:
+    plot(rows, args.plot)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Each sub-pixel is range-coded (constriction's queue coder, so that symbols
 are written in the order the model predicts them) with the model's 256-way
 distribution, quantised on the device to integer frequencies: floor(p * 2^16)
 + 1, so that no value has zero frequency. Encoder and decoder compute these
-frequencies on one code path, the cached sampler's loop (sampling.cached_loop)
+frequencies on one code path, the cached sampler's loop (cached_loop.py)
 in float32: teacher-forced with the known pixels when encoding, fed the
 decoded pixels when decoding; a host callback does the coding at every step.
 
@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import io_callback
 
-from pixelcnn_jax import conditioning, sampling
+from pixelcnn_jax import conditioning
+from pixelcnn_jax.cached_loop import cached_loop
 from pixelcnn_jax.errors import UserError
 
 MAGIC = b"PCNNZ\0"
@@ -72,11 +73,11 @@ def _dispatch(freqs_BK, known_B):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _coding_loop(model, variables, canvas, h):
-  def choose(logits_BK, t, known_B):
+  def choose(logits_BK, t, known_B, _):
     del t
     return io_callback(_dispatch, jax.ShapeDtypeStruct(known_B.shape, jnp.uint8),
                        _frequencies(logits_BK), known_B, ordered=True)
-  return sampling.cached_loop(model, variables, canvas, h, choose)
+  return cached_loop(model, variables, canvas, h, choose)
 
 
 def _run(model, variables, canvas, h, host_step):

@@ -5,12 +5,9 @@ draw sub-pixel t as argmax(logits / T + Gumbel(fold_in(key, t))), so with the
 same key and the same logits they return the same bytes.
 
 `naive` runs the whole network on the canvas once per sub-pixel.
-`cached` runs the same layers on windows: once per row, each vertical layer
-computes that row from a cache of the k-1 rows of its input above it; once per
-sub-pixel, each horizontal layer computes one position from a cache of the m
-positions to its left. Features at a pixel never depend on its own last
-colour, so the final colour pass leaves exactly the features the next
-positions need.
+`cached` runs the same arithmetic incrementally (cached_loop.py): a row of
+the vertical stack at a time, and one colour group of the horizontal stack
+and one colour's logits per sub-pixel.
 
 `redraw` recomputes, from one forward pass, what `naive` draws at every
 sub-pixel given finished images as the past: a cheap check of any sampler.
@@ -26,7 +23,9 @@ from jax.experimental import multihost_utils
 
 from pixelcnn_jax import conditioning
 from pixelcnn_jax import mesh as mesh_lib
-from pixelcnn_jax.model import GatedPixelCNN, normalize
+from pixelcnn_jax.cached_loop import cached_loop
+from pixelcnn_jax.likelihood import NUM_LEVELS
+from pixelcnn_jax.model import GatedPixelCNN
 
 METHODS = ("cached", "naive")
 
@@ -159,66 +158,17 @@ def _naive(model, variables, key, canvas, h, n_known, temperature, shared):
 
 @functools.partial(jax.jit, static_argnums=(0, 7))
 def _cached(model, variables, key, canvas, h, n_known, temperature, shared):
-  def choose(logits_BK, t, known_B):
-    return jnp.where(t < n_known, known_B, _draw(logits_BK, key, t, temperature, shared))
-  return cached_loop(model, variables, canvas, h, choose)
+  B, _, W, C = canvas.shape
 
+  def row_noise(i):
+    """Row i's Gumbel noise [W, C, B or 1, 256] in one call: the very values
+    that _draw makes at each t of the row."""
+    t_WC = (i * W + jnp.arange(W))[:, None] * C + jnp.arange(C)[None, :]
+    shape = (1 if shared else B, NUM_LEVELS)
+    return jax.vmap(jax.vmap(lambda t: jax.random.gumbel(jax.random.fold_in(key, t),
+                                                         shape)))(t_WC)
 
-def cached_loop(model, variables, canvas, h, choose):
-  """The cached sampler's loop over sub-pixels t, in order: at each, the
-  logits given everything before t, then choose(logits [B, 256], t, the
-  canvas's value at t [B]) -> the value to set. Sampling draws; the lossless
-  coder (compression.py) encodes the known value or decodes a new one, on
-  this very arithmetic. Call it under jit."""
-  net = model.bind(variables)
-  B, H, W, C = canvas.shape
-  (m, k), L, p = model.extents, model.num_layers, model.features
-  cond = net.embed_condition(h, B, H, W)
-  dtype = model.dtype
-  no_pad = ((0, 0), (0, 0))
-
-  def row_step(carry, i):
-    canvas, v_caches = carry
-    x_pad = jnp.pad(normalize(canvas), ((0, 0), (k, 0), (m, m), (0, 0)))
-    v_in = jax.lax.dynamic_slice_in_dim(x_pad, i, k, axis=1)   # rows i-k .. i-1
-    cond_row = cond
-    if cond is not None and cond.shape[1] > 1:
-      cond_row = jax.lax.dynamic_slice_in_dim(cond, i, 1, axis=1)
-    links, new_caches = [], []
-    for l in range(L):
-      v_out, link = net.vertical(l, v_in, no_pad, cond_row)
-      links.append(link)
-      if l + 1 < L:
-        v_in = jnp.concatenate(
-            [v_caches[l], jnp.pad(v_out, ((0, 0), (0, 0), (m, m), (0, 0)))], axis=1)
-        new_caches.append(v_in[:, 1:])
-
-    def col_step(carry, j):
-      canvas, h_caches = carry
-      for c in range(C):
-        pixel = normalize(jax.lax.dynamic_slice(canvas, (0, i, j, 0), (B, 1, 1, C)))
-        inputs, x, skips = [], pixel, []
-        for l in range(L):
-          inputs.append(x)
-          window = jnp.concatenate([h_caches[l], x.astype(h_caches[l].dtype)], axis=2)
-          link = jax.lax.dynamic_slice_in_dim(links[l], j, 1, axis=2)
-          x, skip = net.horizontal(l, window, link, no_pad)
-          skips.append(skip)
-        logits_BK = net.head(sum(skips) if model.skip else x)[:, 0, 0, c]
-        t = (i * W + j) * C + c
-        canvas = canvas.at[:, i, j, c].set(choose(logits_BK, t, canvas[:, i, j, c]))
-      # The last colour pass saw every colour its features depend on; layer 0's
-      # input is the pixel itself, now complete.
-      inputs[0] = normalize(jax.lax.dynamic_slice(canvas, (0, i, j, 0), (B, 1, 1, C)))
-      h_caches = [jnp.concatenate([hc[:, :, 1:], x_in.astype(hc.dtype)], axis=2)
-                  for hc, x_in in zip(h_caches, inputs)]
-      return (canvas, h_caches), None
-
-    h_caches = [jnp.zeros((B, 1, m, C if l == 0 else p), jnp.float32 if l == 0 else dtype)
-                for l in range(L)]
-    (canvas, _), _ = jax.lax.scan(col_step, (canvas, h_caches), jnp.arange(W))
-    return (canvas, new_caches), None
-
-  v_caches = [jnp.zeros((B, k - 1, W + 2 * m, p), dtype) for _ in range(L - 1)]
-  (canvas, _), _ = jax.lax.scan(row_step, (canvas, v_caches), jnp.arange(H))
-  return canvas
+  def choose(logits_BK, t, known_B, gumbel):
+    drawn = jnp.argmax(logits_BK / temperature + gumbel, axis=-1).astype(jnp.uint8)
+    return jnp.where(t < n_known, known_B, drawn)
+  return cached_loop(model, variables, canvas, h, choose, row_noise)

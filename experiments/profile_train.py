@@ -1,0 +1,114 @@
+"""Where a training step's device time goes: the top XLA ops of a traced step.
+
+  python experiments/profile_train.py [--shape=15x132k3] [--dtype=bfloat16]
+      [--batch=256] [--steps=5] [--top=25] [--out=FILE.json]
+
+Traces --steps steps of the train step (after compiling and warming it) with
+jax.profiler, then reads the trace where it was written and sums device time
+per XLA op (the "XLA Ops" line of each GPU plane; each op is one fusion,
+convolution or library call; per CUDA kernel where a trace has no such line). Prints the top ops with their share of the
+device time and time per step, and the op kinds (fusion, convolution, ...)
+summed. The trace itself stays on the machine (it is ~100 MB for 5 steps).
+"""
+
+import argparse
+import collections
+import datetime
+import glob
+import json
+import re
+import tempfile
+
+import jax
+import numpy as np
+
+from pixelcnn_jax import mesh as mesh_lib
+from pixelcnn_jax import train
+
+import bench_train
+
+
+def op_times(trace_dir: str, line_name) -> tuple[collections.Counter, collections.Counter]:
+  """Device ns and occurrences per event name on the GPU planes' lines for
+  which line_name(name) holds."""
+  from jax.profiler import ProfileData
+  total_ns, count = collections.Counter(), collections.Counter()
+  for path in glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True):
+    for plane in ProfileData.from_file(path).planes:
+      if not plane.name.startswith("/device:GPU"):
+        continue
+      for line in plane.lines:
+        if line_name(line.name):
+          for event in line.events:
+            total_ns[event.name] += event.duration_ns
+            count[event.name] += 1
+  return total_ns, count
+
+
+def kind(op: str) -> str:
+  """'loop_fusion.12' -> 'loop_fusion', 'convolution.3' -> 'convolution'."""
+  return re.sub(r"[.\d]+$", "", op.split(" ")[0])
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--shape", default="15x132k3")
+  p.add_argument("--dtype", default="bfloat16")
+  p.add_argument("--batch", type=int, default=256)
+  p.add_argument("--steps", type=int, default=5)
+  p.add_argument("--top", type=int, default=25)
+  p.add_argument("--out", default="")
+  args = p.parse_args()
+  layers, features, kernel = (int(v) for v in re.fullmatch(
+      r"(\d+)x(\d+)k(\d+)", args.shape).groups())
+  cfg = bench_train.config_for(layers, features, kernel, args.dtype, args.batch)
+  mesh = bench_train.make_mesh(1, 1)
+  model, tx, shardings, step = train.setup(cfg, mesh)
+  state = train.fresh_state(cfg, model, tx, shardings)
+  key = jax.random.PRNGKey(1)
+  images = jax.device_put(
+      np.random.default_rng(0).integers(0, 256, (args.batch, 32, 32, 3), np.uint8),
+      mesh_lib.batch_sharding(mesh))
+  for _ in range(3):
+    state, m = step(state, images, None, key)
+  jax.block_until_ready(m)
+  trace_dir = tempfile.mkdtemp(prefix="profile_train_")
+  with jax.profiler.trace(trace_dir):
+    for _ in range(args.steps):
+      state, m = step(state, images, None, key)
+    jax.block_until_ready(m)
+  total_ns, count = op_times(trace_dir, lambda name: name == "XLA Ops")
+  if not total_ns:  # Traces without op lines still list the CUDA kernels per stream.
+    total_ns, count = op_times(trace_dir, lambda name: name.startswith("Stream"))
+  if not total_ns:
+    raise SystemExit(f"error: no GPU ops in the trace under {trace_dir} "
+                     f"(devices: {jax.devices()})")
+  all_ns = sum(total_ns.values())
+  rows = [{"op": op, "ms_per_step": ns / 1e6 / args.steps, "share": ns / all_ns,
+           "calls_per_step": count[op] / args.steps}
+          for op, ns in total_ns.most_common(args.top)]
+  kinds = collections.Counter()
+  for op, ns in total_ns.items():
+    kinds[kind(op)] += ns
+  summary = {"shape": args.shape, "dtype": args.dtype, "batch": args.batch,
+             "device_ms_per_step": all_ns / 1e6 / args.steps,
+             "ops_per_step": sum(count.values()) / args.steps,
+             "kinds": {k: v / all_ns for k, v in kinds.most_common()},
+             "top": rows, "trace_dir": trace_dir,
+             "device": jax.devices()[0].device_kind,
+             "date": datetime.date.today().isoformat(), "jax": jax.__version__}
+  print(f"{args.shape} {args.dtype} batch {args.batch}: "
+        f"{summary['device_ms_per_step']:.2f} ms of device time a step, "
+        f"{summary['ops_per_step']:.0f} ops")
+  for k, share in list(summary["kinds"].items())[:8]:
+    print(f"  {share:6.1%}  {k}")
+  for r in rows:
+    print(f"  {r['share']:6.1%} {r['ms_per_step']:8.3f} ms x{r['calls_per_step']:.0f}  "
+          f"{r['op'][:90]}")
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(summary, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()

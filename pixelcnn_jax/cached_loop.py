@@ -1,0 +1,185 @@
+"""The cached sampler's loop: the model's arithmetic, one sub-pixel at a time.
+
+Sub-pixels t = ((i * W) + j) * C + c are visited in raster-then-R,G,B order.
+Once per row, each vertical layer computes that row from a cache of the k-1
+rows of its input above it (a window convolution), which gives every
+horizontal layer its link for the row. Once per pixel, each horizontal
+layer's m left taps are applied to a cache of its input at the m positions to
+the left: one dot per layer, shared by the pixel's C colour passes. Colour
+pass c then computes only colour group c of each horizontal layer and only
+colour c's 256 logits: by the colour masks, group c reads groups <= c of the
+centre tap (< c in layer 0) and of every 1x1, so only those rows of each
+weight are read, and groups < c come from the pass that made them. These
+blocks are exactly the ones the masks leave whole, so no mask is applied.
+
+The sums are the model's (GatedPixelCNN), regrouped: partial dots accumulate
+in float32 and are rounded to the compute dtype where the model rounds its
+convolution, then bias and link are added as the model adds them. In float32
+the logits agree with the full network's to rounding, and the draws with the
+naive sampler's (tests/test_sampling.py).
+"""
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from pixelcnn_jax.likelihood import NUM_LEVELS
+from pixelcnn_jax.model import GatedPixelCNN, normalize
+
+Choose = Callable[[jax.Array, jax.Array, jax.Array, Optional[jax.Array]], jax.Array]
+
+
+def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
+                per_row: Optional[Callable[[jax.Array], jax.Array]] = None):
+  """At each sub-pixel t, in order: the logits [B, 256] given everything
+  before t, then choose(logits, t, the canvas's value at t [B], extra) -> the
+  value to set. extra is per_row(i)[j, c] (per_row(i) [W, C, ...]: e.g. a
+  row's noise drawn in one call), or None without per_row. Sampling draws;
+  the lossless coder (compression.py) encodes the known value or decodes a
+  new one, on this very arithmetic. Call it under jit."""
+  net = model.bind(variables)
+  B, H, W, C = canvas.shape
+  (m, k), L, p = model.extents, model.num_layers, model.features
+  cond = net.embed_condition(h, B, H, W)
+  no_pad = ((0, 0), (0, 0))
+  passes = _ColourPasses(model, variables["params"])
+
+  def row_step(carry, i):
+    canvas, v_caches = carry
+    x_pad = jnp.pad(normalize(canvas), ((0, 0), (k, 0), (m, m), (0, 0)))
+    v_in = jax.lax.dynamic_slice_in_dim(x_pad, i, k, axis=1)   # rows i-k .. i-1
+    cond_row = cond
+    if cond is not None and cond.shape[1] > 1:
+      cond_row = jax.lax.dynamic_slice_in_dim(cond, i, 1, axis=1)
+    links_LBW2p, new_caches = [], []
+    for l in range(L):
+      v_out, link = net.vertical(l, v_in, no_pad, cond_row)
+      links_LBW2p.append(link[:, 0])
+      if l + 1 < L:
+        v_in = jnp.concatenate(
+            [v_caches[l], jnp.pad(v_out, ((0, 0), (0, 0), (m, m), (0, 0)))], axis=1)
+        new_caches.append(v_in[:, 1:])
+
+    def col_step(carry, xs):
+      canvas, h_caches = carry
+      j, extra_C = xs
+      links = [jax.lax.dynamic_index_in_dim(lk, j, 1, keepdims=False)
+               for lk in links_LBW2p]
+      lefts = passes.left_taps(h_caches)
+      state = passes.start()
+      for c in range(C):
+        pixel_BC = normalize(canvas[:, i, j])
+        logits_BK, state = passes.colour(c, pixel_BC, lefts, links, state)
+        t = (i * W + j) * C + c
+        canvas = canvas.at[:, i, j, c].set(
+            choose(logits_BK, t, canvas[:, i, j, c], None if extra_C is None else extra_C[c]))
+      # Every layer's input at this pixel is now final: it joins the caches.
+      inputs = [normalize(canvas[:, i, j])] + passes.outputs(state)[:-1]
+      h_caches = [jnp.concatenate([hc[:, 1:], x[:, None].astype(hc.dtype)], axis=1)
+                  for hc, x in zip(h_caches, inputs)]
+      return (canvas, h_caches), None
+
+    h_caches = [jnp.zeros((B, m, C if l == 0 else p),
+                          jnp.float32 if l == 0 else model.dtype) for l in range(L)]
+    extra = None if per_row is None else per_row(i)
+    (canvas, _), _ = jax.lax.scan(col_step, (canvas, h_caches), (jnp.arange(W), extra))
+    return (canvas, new_caches), None
+
+  v_caches = [jnp.zeros((B, k - 1, W + 2 * m, p), model.dtype) for _ in range(L - 1)]
+  (canvas, _), _ = jax.lax.scan(row_step, (canvas, v_caches), jnp.arange(H))
+  return canvas
+
+
+class _ColourPasses:
+  """The horizontal stack and the head at one pixel, one colour group at a time.
+
+  The state of a pixel holds, per layer, the colour groups made so far of its
+  gate output and of its output (and skip), and of the head's hidden layer.
+  """
+
+  def __init__(self, model: GatedPixelCNN, params):
+    self.model, self.C, self.L = model, model.channels, model.num_layers
+    self.dtype, self.precision = model.dtype, model.precision
+    self.p = model.features
+    self.P = self.p // self.C                    # Features per colour group.
+    self.head = model.head_features or model.features
+    self.layers = [params[f"layers_{l}"] for l in range(self.L)]
+    self.head_params = (params["head_hidden"], params["head_out"])
+    self.m = model.extents[0]
+
+  def _dot(self, x, w, dtype=None):
+    """x @ w in the compute dtype, accumulated in float32."""
+    dtype = dtype or self.dtype
+    return jnp.einsum("...i,io->...o", x.astype(dtype), w.astype(dtype),
+                      precision=self.precision, preferred_element_type=jnp.float32)
+
+  def _gate_cols(self, c: int) -> np.ndarray:
+    """Columns of colour group c in both halves of the 2p pre-activations."""
+    cols = np.arange(c * self.P, (c + 1) * self.P)
+    return np.concatenate([cols, cols + self.p])
+
+  def left_taps(self, h_caches):
+    """Per layer, the m left taps' sum over the cached inputs, float32 [B, 2p]."""
+    lefts = []
+    for layer, cache in zip(self.layers, h_caches):
+      w_tio = layer["h_conv"]["kernel"][0, :self.m]
+      lefts.append(jnp.einsum("bti,tio->bo", cache.astype(self.dtype),
+                              w_tio.astype(self.dtype), precision=self.precision,
+                              preferred_element_type=jnp.float32))
+    return lefts
+
+  def start(self):
+    return {"gated": [[] for _ in range(self.L)], "out": [[] for _ in range(self.L)],
+            "skip": [[] for _ in range(self.L)], "hidden": []}
+
+  def outputs(self, state):
+    """Each layer's whole output [B, p], once every colour pass has run."""
+    return [jnp.concatenate(groups, axis=-1) for groups in state["out"]]
+
+  def colour(self, c: int, pixel_BC, lefts, links, state):
+    """Colour pass c: group c of every layer, then colour c's logits [B, 256]."""
+    P, dt = self.P, self.dtype
+    own = slice(c * P, (c + 1) * P)
+    cols = self._gate_cols(c)
+    x = pixel_BC
+    for l, layer in enumerate(self.layers):
+      centre = layer["h_conv"]["kernel"][0, self.m]
+      # Layer 0 reads the colours before c; later layers the groups up to c.
+      rows = c if l == 0 else (c + 1) * P
+      conv = lefts[l][:, cols]
+      if rows:
+        conv = conv + self._dot(x[:, :rows], centre[:rows][:, cols])
+      pre = (conv.astype(dt) + layer["h_conv"]["bias"][cols].astype(dt)
+             + links[l][:, cols])
+      state["gated"][l].append(jnp.tanh(pre[:, :P]) * jax.nn.sigmoid(pre[:, P:]))
+      gated = jnp.concatenate(state["gated"][l], axis=-1)
+      out = self._dense(layer["h_out"], gated, own)
+      if l > 0:
+        out = out + x[:, own]
+      state["out"][l].append(out)
+      if self.model.skip:
+        state["skip"][l].append(self._dense(layer["skip_out"], gated, own))
+      x = jnp.concatenate(state["out"][l], axis=-1)
+    if self.model.skip:
+      x = sum(jnp.concatenate(groups, axis=-1) for groups in state["skip"])
+    return self._logits(c, x, state), state
+
+  def _dense(self, params, x, own: slice):
+    """Columns `own` of a colour-grouped 1x1 (MaskedDense), from x's groups <= c."""
+    w = params["kernel"][:x.shape[-1], own]
+    return self._dot(x, w).astype(self.dtype) + params["bias"][own].astype(self.dtype)
+
+  def _logits(self, c: int, features, state):
+    hidden_p, out_p = self.head_params
+    Ph = self.head // self.C
+    own = slice(c * Ph, (c + 1) * Ph)
+    w = hidden_p["kernel"][:features.shape[-1], own]
+    state["hidden"].append(self._dot(nn.relu(features), w).astype(self.dtype)
+                           + hidden_p["bias"][own].astype(self.dtype))
+    hidden = nn.relu(jnp.concatenate(state["hidden"], axis=-1)).astype(jnp.float32)
+    levels = slice(c * NUM_LEVELS, (c + 1) * NUM_LEVELS)
+    return (self._dot(hidden, out_p["kernel"][:hidden.shape[-1], levels], jnp.float32)
+            + out_p["bias"][levels])
