@@ -5,7 +5,8 @@ Once per row, each vertical layer computes that row from a cache of the k-1
 rows of its input above it (a window convolution), which gives every
 horizontal layer its link for the row. Once per pixel, each horizontal
 layer's m left taps are applied to a cache of its input at the m positions to
-the left: one dot per layer, shared by the pixel's C colour passes. Colour
+the left, layers 1..L-1 in one batched dot, shared by the pixel's C colour
+passes. Colour
 pass c then computes only colour group c of each horizontal layer and only
 colour c's 256 logits: by the colour masks, group c reads groups <= c of the
 centre tap (< c in layer 0) and of every 1x1, so only those rows of each
@@ -64,11 +65,11 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
         new_caches.append(v_in[:, 1:])
 
     def col_step(carry, xs):
-      canvas, h_caches = carry
+      canvas, caches = carry
       j, extra_C = xs
       links = [jax.lax.dynamic_index_in_dim(lk, j, 1, keepdims=False)
                for lk in links_LBW2p]
-      lefts = passes.left_taps(h_caches)
+      lefts = passes.left_taps(caches)
       state = passes.start()
       for c in range(C):
         pixel_BC = normalize(canvas[:, i, j])
@@ -77,15 +78,12 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
         canvas = canvas.at[:, i, j, c].set(
             choose(logits_BK, t, canvas[:, i, j, c], None if extra_C is None else extra_C[c]))
       # Every layer's input at this pixel is now final: it joins the caches.
-      inputs = [normalize(canvas[:, i, j])] + passes.outputs(state)[:-1]
-      h_caches = [jnp.concatenate([hc[:, 1:], x[:, None].astype(hc.dtype)], axis=1)
-                  for hc, x in zip(h_caches, inputs)]
-      return (canvas, h_caches), None
+      caches = passes.push(caches, normalize(canvas[:, i, j]), passes.outputs(state))
+      return (canvas, caches), None
 
-    h_caches = [jnp.zeros((B, m, C if l == 0 else p),
-                          jnp.float32 if l == 0 else model.dtype) for l in range(L)]
+    caches = passes.empty_caches(B)
     extra = None if per_row is None else per_row(i)
-    (canvas, _), _ = jax.lax.scan(col_step, (canvas, h_caches), (jnp.arange(W), extra))
+    (canvas, _), _ = jax.lax.scan(col_step, (canvas, caches), (jnp.arange(W), extra))
     return (canvas, new_caches), None
 
   v_caches = [jnp.zeros((B, k - 1, W + 2 * m, p), model.dtype) for _ in range(L - 1)]
@@ -109,6 +107,8 @@ class _ColourPasses:
     self.layers = [params[f"layers_{l}"] for l in range(self.L)]
     self.head_params = (params["head_hidden"], params["head_out"])
     self.m = model.extents[0]
+    kernels = [layer["h_conv"]["kernel"][0, :self.m] for layer in self.layers]
+    self.left_w = (kernels[0], jnp.stack(kernels[1:]) if self.L > 1 else None)
 
   def _dot(self, x, w, dtype=None):
     """x @ w in the compute dtype, accumulated in float32."""
@@ -121,14 +121,30 @@ class _ColourPasses:
     cols = np.arange(c * self.P, (c + 1) * self.P)
     return np.concatenate([cols, cols + self.p])
 
-  def left_taps(self, h_caches):
+  def empty_caches(self, batch: int):
+    """Each layer's input at the m positions left of the pixel: layer 0's
+    (the pixels, float32 [B, m, C]) and layers 1..L-1's stacked [L-1, B, m, p]."""
+    return (jnp.zeros((batch, self.m, self.C), jnp.float32),
+            jnp.zeros((self.L - 1, batch, self.m, self.p), self.dtype))
+
+  def push(self, caches, pixel_BC, outputs):
+    """The caches one position on: the pixel and layers 0..L-2's outputs join."""
+    first, rest = caches
+    first = jnp.concatenate([first[:, 1:], pixel_BC[:, None]], axis=1)
+    if self.L > 1:
+      new = jnp.stack(outputs[:-1]).astype(self.dtype)[:, :, None]
+      rest = jnp.concatenate([rest[:, :, 1:], new], axis=2)
+    return first, rest
+
+  def left_taps(self, caches):
     """Per layer, the m left taps' sum over the cached inputs, float32 [B, 2p]."""
-    lefts = []
-    for layer, cache in zip(self.layers, h_caches):
-      w_tio = layer["h_conv"]["kernel"][0, :self.m]
-      lefts.append(jnp.einsum("bti,tio->bo", cache.astype(self.dtype),
-                              w_tio.astype(self.dtype), precision=self.precision,
-                              preferred_element_type=jnp.float32))
+    first, rest = caches
+    dot = dict(precision=self.precision, preferred_element_type=jnp.float32)
+    lefts = [jnp.einsum("bti,tio->bo", first.astype(self.dtype),
+                        self.left_w[0].astype(self.dtype), **dot)]
+    if self.L > 1:
+      lefts += list(jnp.einsum("lbti,ltio->lbo", rest, self.left_w[1].astype(self.dtype),
+                               **dot))
     return lefts
 
   def start(self):
