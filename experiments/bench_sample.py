@@ -1,9 +1,11 @@
 """Naive vs cached sampling of 32x32x3 images, and how far each is from its floor.
 
-  python experiments/bench_sample.py [--batches=1,16,64,256] [--out=FILE] [--plot=FILE.png]
+  python experiments/bench_sample.py [--batches=1,16,64,256] [--kernels=xla,pallas]
+      [--out=FILE] [--plot=FILE.png]
 
-For each model shape and batch: the cached sampler's wall time (median of 3
-after compile); the naive sampler's, measured in full where --naive_full_limit
+For each model shape, batch and kernel of the cached sampler (xla: XLA's ops;
+pallas: one fused kernel per colour pass): its wall time (median of 3 after
+compile); the naive sampler's, measured in full where --naive_full_limit
 allows and otherwise extrapolated as 3,072 x the time of one full forward pass
 (the naive loop's body), marked "extrapolated". Floors use the H100 SXM
 datasheet (3.35 TB/s HBM, 989 TFLOP/s dense bf16): the weight bytes that one
@@ -26,6 +28,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 import pixelcnn_jax as pj
 
@@ -82,8 +85,10 @@ def plot(rows, path):
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6, 4))
   for shape in dict.fromkeys(r["shape"] for r in rows):
-    points = [(r["batch"], r["batch"] / r["cached_s"]) for r in rows if r["shape"] == shape]
-    ax.plot(*zip(*points), "o-", label=f"{shape}, cached")
+    for kernel in dict.fromkeys(r["kernel"] for r in rows):
+      points = [(r["batch"], r["batch"] / r["cached_s"]) for r in rows
+                if r["shape"] == shape and r["kernel"] == kernel]
+      ax.plot(*zip(*points), "o-", label=f"{shape}, {kernel}")
   ax.set(xscale="log", yscale="log", xlabel="batch (images)", ylabel="images/s",
          title=f"32x32x3 sampling, bf16, {rows[0]['device']}")
   ax.grid(True, which="both", alpha=0.3)
@@ -99,6 +104,7 @@ def main():
                  help="run naive in full when its estimate is below this (s)")
   p.add_argument("--out", default="")
   p.add_argument("--plot", default="")
+  p.add_argument("--kernels", default="xla,pallas")
   p.add_argument("--agreement_dtypes", default="float32:highest,float32,bfloat16",
                  help="DTYPE[:PRECISION],... to check cached against the reference; "
                  "empty: skip")
@@ -113,27 +119,30 @@ def main():
   shapes = [parse(s) for s in args.shapes.split(",") if s]
   key = jax.random.PRNGKey(1)
   rows = []
-  for layers, features, kernel in shapes:
-    model, variables = make(layers, features, kernel, jnp.bfloat16)
+  one_device = Mesh(np.array(jax.devices()[:1]), ("data",))
+  for layers, features, kernel_size in shapes:
+    model, variables = make(layers, features, kernel_size, jnp.bfloat16)
     forward = jax.jit(model.apply)
     for batch in [int(b) for b in args.batches.split(",")]:
       x = jnp.zeros((batch, 32, 32, 3), jnp.uint8)
       fwd = timed(lambda: jax.block_until_ready(forward(variables, x)))
       naive_est = fwd * STEPS
-      cached = timed(lambda: pj.sample(model, variables, key, batch))
       if naive_est < args.naive_full_limit:
         naive, how = timed(lambda: pj.sample(model, variables, key, batch,
                                              method="naive"), 1), "measured"
       else:
         naive, how = naive_est, "extrapolated"
       bw_floor, flop_floor = floors(variables, batch, 2)
-      r = {"shape": f"{layers}x{features} k{kernel}", "dtype": "bfloat16",
-           "batch": batch, "cached_s": cached, "naive_s": naive, "naive": how,
-           "speedup": naive / cached, "floor_bytes_s": bw_floor,
-           "floor_flops_s": flop_floor, "device": jax.devices()[0].device_kind,
-           "date": datetime.date.today().isoformat()}
-      print(json.dumps(r), flush=True)
-      rows.append(r)
+      for kernel in args.kernels.split(","):
+        cached = timed(lambda: pj.sample(model, variables, key, batch, kernel=kernel,
+                                         mesh=one_device))
+        r = {"shape": f"{layers}x{features} k{kernel_size}", "dtype": "bfloat16",
+             "kernel": kernel, "batch": batch, "cached_s": cached, "naive_s": naive,
+             "naive": how, "speedup": naive / cached, "floor_bytes_s": bw_floor,
+             "floor_flops_s": flop_floor, "device": jax.devices()[0].device_kind,
+             "date": datetime.date.today().isoformat()}
+        print(json.dumps(r), flush=True)
+        rows.append(r)
 
   agree = []
   for spec in filter(None, args.agreement_dtypes.split(",")):
@@ -141,29 +150,31 @@ def main():
     model, variables = make(*parse(args.agreement_shape), jnp.dtype(dtype),
                             precision or None)
     num = args.agreement_num
-    cached = pj.sample(model, variables, key, num, method="cached")
-    redrawn = pj.sampling.redraw(model, variables, key, cached)
-    r = {"agreement": dtype, "precision": precision or "default",
-         "shape": args.agreement_shape, "num": num, "subpixels": cached.size,
-         "per_step_disagreement": float((redrawn != cached).mean()),
-         "per_step_disagreements": int((redrawn != cached).sum()),
-         "device": jax.devices()[0].device_kind,
-         "date": datetime.date.today().isoformat()}
-    if args.agreement_naive:
-      naive = pj.sample(model, variables, key, num, method="naive")
-      first = np.flatnonzero((naive != cached).reshape(num, -1).any(0))
-      r.update(identical=bool((naive == cached).all()),
-               differing_subpixel_rate=float((naive != cached).mean()),
-               first_difference_at=int(first[0]) if len(first) else None)
-    print(json.dumps(r), flush=True)
-    agree.append(r)
+    naive = (pj.sample(model, variables, key, num, method="naive", mesh=one_device)
+             if args.agreement_naive else None)
+    for kernel in args.kernels.split(","):
+      cached = pj.sample(model, variables, key, num, kernel=kernel, mesh=one_device)
+      redrawn = pj.sampling.redraw(model, variables, key, cached)
+      r = {"agreement": dtype, "precision": precision or "default", "kernel": kernel,
+           "shape": args.agreement_shape, "num": num, "subpixels": cached.size,
+           "per_step_disagreement": float((redrawn != cached).mean()),
+           "per_step_disagreements": int((redrawn != cached).sum()),
+           "device": jax.devices()[0].device_kind,
+           "date": datetime.date.today().isoformat()}
+      if naive is not None:
+        first = np.flatnonzero((naive != cached).reshape(num, -1).any(0))
+        r.update(identical=bool((naive == cached).all()),
+                 differing_subpixel_rate=float((naive != cached).mean()),
+                 first_difference_at=int(first[0]) if len(first) else None)
+      print(json.dumps(r), flush=True)
+      agree.append(r)
   if args.out:
     with open(args.out, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows + agree)
-  print(f"\n{'shape':>10} {'batch':>5} {'cached s':>9} {'naive s':>9} {'':>5} "
+  print(f"\n{'shape':>10} {'kernel':>7} {'batch':>5} {'cached s':>9} {'naive s':>9} {'':>5} "
         f"{'speedup':>8} {'floor(B) s':>10} {'floor(F) s':>10}")
   for r in rows:
-    print(f"{r['shape']:>10} {r['batch']:5d} {r['cached_s']:9.3f} {r['naive_s']:9.1f} "
+    print(f"{r['shape']:>10} {r['kernel']:>7} {r['batch']:5d} {r['cached_s']:9.3f} {r['naive_s']:9.1f} "
           f"{r['naive'][:5]:>5} {r['speedup']:8.0f} {r['floor_bytes_s']:10.4f} "
           f"{r['floor_flops_s']:10.4f}")
   if args.plot and rows:

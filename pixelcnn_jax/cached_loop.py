@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from pixelcnn_jax import fused_pass
 from pixelcnn_jax.likelihood import NUM_LEVELS
 from pixelcnn_jax.model import GatedPixelCNN, normalize
 
@@ -34,11 +35,14 @@ Choose = Callable[[jax.Array, jax.Array, jax.Array, Optional[jax.Array]], jax.Ar
 
 
 def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
-                per_row: Optional[Callable[[jax.Array], jax.Array]] = None):
+                per_row: Optional[Callable[[jax.Array], jax.Array]] = None,
+                kernel: str = "xla"):
   """At each sub-pixel t, in order: the logits [B, 256] given everything
   before t, then choose(logits, t, the canvas's value at t [B], extra) -> the
   value to set. extra is per_row(i)[j, c] (per_row(i) [W, C, ...]: e.g. a
-  row's noise drawn in one call), or None without per_row. Sampling draws;
+  row's noise drawn in one call), or None without per_row. kernel: "xla",
+  or "pallas" for one fused kernel per colour pass (fused_pass.py;
+  "pallas_interpret" runs it through Pallas's interpreter, as on a CPU). Sampling draws;
   the lossless coder (compression.py) encodes the known value or decodes a
   new one, on this very arithmetic. Call it under jit."""
   net = model.bind(variables)
@@ -47,6 +51,8 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
   cond = net.embed_condition(h, B, H, W)
   no_pad = ((0, 0), (0, 0))
   passes = _ColourPasses(model, variables["params"])
+  fused = None if kernel == "xla" else fused_pass.FusedPasses(
+      model, variables["params"], interpret=kernel == "pallas_interpret")
 
   def row_step(carry, i):
     canvas, v_caches = carry
@@ -70,15 +76,19 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
       links = [jax.lax.dynamic_index_in_dim(lk, j, 1, keepdims=False)
                for lk in links_LBW2p]
       lefts = passes.left_taps(caches)
-      state = passes.start()
+      state = passes.start() if fused is None else fused.start(B)
       for c in range(C):
         pixel_BC = normalize(canvas[:, i, j])
-        logits_BK, state = passes.colour(c, pixel_BC, lefts, links, state)
+        if fused is None:
+          logits_BK, state = passes.colour(c, pixel_BC, lefts, links, state)
+        else:
+          logits_BK, state = fused.colour(c, pixel_BC, fused.base(c, lefts, links), state)
         t = (i * W + j) * C + c
         canvas = canvas.at[:, i, j, c].set(
             choose(logits_BK, t, canvas[:, i, j, c], None if extra_C is None else extra_C[c]))
       # Every layer's input at this pixel is now final: it joins the caches.
-      caches = passes.push(caches, normalize(canvas[:, i, j]), passes.outputs(state))
+      outputs = (passes if fused is None else fused).outputs(state)
+      caches = passes.push(caches, normalize(canvas[:, i, j]), outputs)
       return (canvas, caches), None
 
     caches = passes.empty_caches(B)

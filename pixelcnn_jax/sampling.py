@@ -28,12 +28,13 @@ from pixelcnn_jax.likelihood import NUM_LEVELS
 from pixelcnn_jax.model import GatedPixelCNN
 
 METHODS = ("cached", "naive")
+KERNELS = ("xla", "pallas")
 
 
 def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
            method: str = "cached", temperature: float = 1.0, prefix=None,
            mesh: Optional[jax.sharding.Mesh] = None,
-           shared_noise: bool = False) -> np.ndarray:
+           shared_noise: bool = False, kernel: str = "xla") -> np.ndarray:
   """Draws `num` images, uint8 [num, H, W, C], H, W = model.image_size.
 
   prefix: known content to keep exactly and complete, either uint8
@@ -41,6 +42,10 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
     tuple or a list, whose first n sub-pixels in raster-then-colour order are
     known.
   mesh: the batch is split over its batch axes; default all devices.
+  kernel: how the cached sampler runs a colour pass: "xla" (XLA's ops) or
+    "pallas" (one fused kernel per pass; on CPU through Pallas's interpreter,
+    which is slow and only for tests), on one device. Models with skip
+    connections need "xla".
   shared_noise: every image gets the Gumbel noise that a one-image draw with
     this key gets, so images that differ only in h differ only through h:
     the rows of an interpolation.
@@ -51,6 +56,10 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
     raise ValueError(f"num must be a positive integer, got {num!r}")
   if not temperature > 0:
     raise ValueError(f"temperature must be > 0, got {temperature}")
+  if kernel not in KERNELS:
+    raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+  if kernel == "pallas" and model.skip:
+    raise ValueError("kernel='pallas' does not support skip connections; use 'xla'")
   height, width = model.image_size
   canvas, n_known = _prefix_canvas(prefix, num, height, width, model.channels)
   # Checked here, on the host, so that bad h fails before any compilation.
@@ -61,6 +70,9 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
 
   if mesh is None:
     mesh = mesh_lib.make_mesh({mesh_lib.DATA: -1})
+  if kernel == "pallas" and mesh.size > 1:
+    raise ValueError(f"kernel='pallas' runs on one device, the mesh has {mesh.size}; "
+                     "pass mesh= over one device, or kernel='xla'")
   shards = mesh_lib.batch_devices(mesh)
   padded = -(-num // shards) * shards  # Pad to a multiple of the devices, trim after.
 
@@ -73,9 +85,14 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
 
   # pj.load puts the weights on one device; jit needs them on the mesh's.
   variables = jax.device_put(variables, mesh_lib.replicated(mesh))
-  fn = _naive if method == "naive" else _cached
-  out = fn(model, variables, key, put(canvas), put(h), jnp.int32(n_known),
-           jnp.float32(temperature), shared_noise)
+  args = (model, variables, key, put(canvas), put(h), jnp.int32(n_known),
+          jnp.float32(temperature), shared_noise)
+  if method == "naive":
+    out = _naive(*args)
+  else:
+    if kernel == "pallas" and jax.default_backend() != "gpu":
+      kernel = "pallas_interpret"
+    out = _cached(*args, kernel)
   # Every process gets the whole batch, also when the mesh spans several hosts.
   return np.asarray(multihost_utils.process_allgather(out, tiled=True))[:num]
 
@@ -156,8 +173,8 @@ def _naive(model, variables, key, canvas, h, n_known, temperature, shared):
   return jax.lax.fori_loop(0, height * width * channels, body, canvas)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 7))
-def _cached(model, variables, key, canvas, h, n_known, temperature, shared):
+@functools.partial(jax.jit, static_argnums=(0, 7, 8))
+def _cached(model, variables, key, canvas, h, n_known, temperature, shared, kernel):
   B, _, W, C = canvas.shape
 
   def row_noise(i):
@@ -171,4 +188,4 @@ def _cached(model, variables, key, canvas, h, n_known, temperature, shared):
   def choose(logits_BK, t, known_B, gumbel):
     drawn = jnp.argmax(logits_BK / temperature + gumbel, axis=-1).astype(jnp.uint8)
     return jnp.where(t < n_known, known_B, drawn)
-  return cached_loop(model, variables, canvas, h, choose, row_noise)
+  return cached_loop(model, variables, canvas, h, choose, row_noise, kernel)

@@ -140,6 +140,14 @@ def test_loaded_weights_sample_on_three_devices_with_padding(tmp_path):
       assert four.shape == (4, 8, 8, 1), four.shape
       # The padding rows copy row 0 and leave the others' draws unchanged.
       np.testing.assert_array_equal(four, six[:4])
+      # The fused pass runs on one device, and says so on a mesh of three.
+      fused = pj.sample(model, variables, key, 6, mesh=one_device, kernel="pallas")
+      np.testing.assert_array_equal(fused, six)
+      try:
+        pj.sample(model, variables, key, 4, kernel="pallas")
+        raise AssertionError("no error")
+      except ValueError as e:
+        assert "runs on one device, the mesh has 3" in str(e), e
       """)
   done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                         timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu",
@@ -156,6 +164,7 @@ def test_loaded_weights_sample_on_three_devices_with_padding(tmp_path):
     (dict(num=2, prefix=np.zeros((3, 2, 5, 3), np.uint8)), "prefix rows"),
     (dict(num=2, prefix=(np.zeros((2, 6, 5, 3), np.uint8), 10**6)), "prefix length"),
     (dict(num=2, h=jnp.array([0, 1])), "unconditional"),
+    (dict(num=2, kernel="cuda"), "kernel must be one of"),
 ])
 def test_bad_input(kwargs, message):
   model, variables = random_model(3, 3, 1, size=(6, 5))
@@ -202,9 +211,43 @@ def test_cached_logits_are_the_full_networks(channels, skip, conditioning, head)
   np.testing.assert_allclose(cached_BTK, full_BTK, rtol=1e-5, atol=1e-5)
 
 
-def test_cached_bf16_draws_mostly_agree_with_the_reference():
+@pytest.mark.parametrize("kernel", ["xla", "pallas"])
+def test_cached_bf16_draws_mostly_agree_with_the_reference(kernel):
   model, variables = random_model(3, 3, 4, False, "none", (6, 6), dtype=jnp.bfloat16)
   key = jax.random.PRNGKey(0)
-  cached = pj.sample(model, variables, key, 8)
+  cached = pj.sample(model, variables, key, 8, kernel=kernel)
   redrawn = pj.sampling.redraw(model, variables, key, cached)
   assert (redrawn != cached).mean() < 0.02
+
+
+@pytest.mark.parametrize("channels,kernel,layers,conditioning,size,head", [
+    (1, 3, 1, "none", (5, 6), 0),
+    (3, 3, 2, "none", (4, 5), 0),
+    (3, 5, 2, "class", (4, 5), 12),
+    (1, 3, 2, "vector", (5, 5), 0),
+    (3, 5, 1, "spatial", (5, 6), 0),
+])
+def test_fused_pallas_pass_matches_naive_bit_for_bit(channels, kernel, layers,
+                                                    conditioning, size, head):
+  """The fused colour pass (Pallas; its interpreter on CPU) draws what the
+  naive sampler draws, in float32."""
+  model, variables = random_model(channels, kernel, layers, False, conditioning, size,
+                                  head_features=head)
+  h = example_h(model, 3)
+  key = jax.random.PRNGKey(42)
+  naive = pj.sample(model, variables, key, 3, h=h, method="naive")
+  np.testing.assert_array_equal(pj.sample(model, variables, key, 3, h=h, kernel="pallas"),
+                                naive)
+
+
+def test_fused_pallas_pass_splits_large_batches_into_blocks():
+  model, variables = random_model(3, 3, 1, False, "none", (2, 3))
+  key = jax.random.PRNGKey(0)
+  np.testing.assert_array_equal(pj.sample(model, variables, key, 70, kernel="pallas"),
+                                pj.sample(model, variables, key, 70, kernel="xla"))
+
+
+def test_fused_pallas_pass_refuses_skip_connections():
+  model, variables = random_model(3, 3, 1, True, "none", (4, 4))
+  with pytest.raises(ValueError, match="does not support skip connections"):
+    pj.sample(model, variables, jax.random.PRNGKey(0), 2, kernel="pallas")

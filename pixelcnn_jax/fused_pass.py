@@ -1,0 +1,211 @@
+"""One colour pass of the cached sampler as one kernel (Pallas).
+
+Colour pass c runs every horizontal layer's colour group c and colour c's
+logits (cached_loop.py). On a GPU that is some 4L small launches per
+sub-pixel; here it is one launch per pass and batch block. Feature vectors
+use a padded layout, since Triton's blocks have power-of-two sides: colour
+group g occupies slots g*G .. g*G+P-1 of S = G * (C rounded up to a power of
+two), G being the group width P rounded up to a power of two; stacks of
+per-layer weights are padded to a power-of-two count likewise. And
+each weight is cut, once per model, into the blocks that pass c reads:
+rows of groups < c ("prev", from earlier passes) and of group c ("own", made
+in this pass), columns of group c. Blocks the colour masks zero stay zero.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import pallas as pl
+
+from pixelcnn_jax.likelihood import NUM_LEVELS
+
+
+def _pow2(n: int) -> int:
+  return 1 << max(int(n) - 1, 0).bit_length()
+
+
+class FusedPasses:
+  """Weights cut for the fused kernel, and the kernel call for pass c."""
+
+  def __init__(self, model, params, interpret: bool):
+    self.C, self.L, self.p = model.channels, model.num_layers, model.features
+    self.P = self.p // self.C
+    self.head = model.head_features or model.features
+    self.Ph = self.head // self.C
+    self.G, self.Gh = _pow2(max(self.P, 16)), _pow2(max(self.Ph, 16))
+    self.S, self.Sh = _pow2(self.C) * self.G, _pow2(self.C) * self.Gh  # Slots.
+    self.Lp = _pow2(self.L)                      # Layers, padded.
+    if model.skip:
+      raise ValueError("the fused colour pass does not support skip connections")
+    self.dtype, self.precision = model.dtype, model.precision
+    self.interpret = interpret
+    m = model.extents[0]
+    self.bias = jnp.stack([params[f"layers_{l}"]["h_conv"]["bias"] for l in range(self.L)])
+    self.weights = [self._cut(params, c, m) for c in range(self.C)]
+
+  def _slots(self, c_groups, width, slot):
+    """Indices in the padded layout of the features of groups `c_groups`."""
+    return np.concatenate([g * slot + np.arange(width) for g in c_groups]) \
+        if len(c_groups) else np.zeros(0, int)
+
+  def _block(self, w, rows_from, rows_to, cols_from, shape):
+    """A zero [shape] array with w[rows_from, cols_from] at [rows_to, :len(cols)]."""
+    out = jnp.zeros(shape, jnp.float32)
+    if len(rows_from) == 0:
+      return out
+    return out.at[np.ix_(rows_to, np.arange(len(cols_from)))].set(
+        w[np.ix_(rows_from, cols_from)])
+
+  def _cut(self, params, c: int, m: int):
+    P, G, S, L = self.P, self.G, self.S, self.L
+    own_cols = c * P + np.arange(P)
+    prev_groups = list(range(c))
+    prev_from = np.arange(c * P)
+    prev_to = self._slots(prev_groups, P, G)
+    own_from, own_to = own_cols, np.arange(P)
+    w = {k: [] for k in ("cen_prev", "cen_own", "out_prev", "out_own", "out_b")}
+    for l in range(L):
+      layer = params[f"layers_{l}"]
+      centre = layer["h_conv"]["kernel"][0, m]
+      halves_prev, halves_own = [], []
+      for half in (0, 1):
+        cols = half * self.p + own_cols
+        if l == 0:  # The pixel's channels before c, at slots 0..c-1.
+          halves_prev.append(self._block(centre, np.arange(c), np.arange(c), cols, (S, G)))
+          halves_own.append(jnp.zeros((G, G), jnp.float32))
+        else:
+          halves_prev.append(self._block(centre, prev_from, prev_to, cols, (S, G)))
+          halves_own.append(self._block(centre, own_from, own_to, cols, (G, G)))
+      w["cen_prev"].append(jnp.stack(halves_prev))
+      w["cen_own"].append(jnp.stack(halves_own))
+      k = layer["h_out"]["kernel"]
+      w["out_prev"].append(self._block(k, prev_from, prev_to, own_cols, (S, G)))
+      w["out_own"].append(self._block(k, own_from, own_to, own_cols, (G, G)))
+      w["out_b"].append(jnp.zeros((1, G)).at[0, :P].set(layer["h_out"]["bias"][own_cols]))
+    pad = lambda xs: jnp.stack(xs + [jnp.zeros_like(xs[0])] * (self.Lp - L))
+    cut = {k: pad(v).astype(jnp.float32 if k == "out_b" else self.dtype)
+           for k, v in w.items()}
+    hh, ho = params["head_hidden"], params["head_out"]
+    Ph, Gh, Sh = self.Ph, self.Gh, self.Sh
+    own_h = c * Ph + np.arange(Ph)
+    cut["hh_prev"] = self._block(hh["kernel"], prev_from, prev_to, own_h, (S, Gh)).astype(
+        self.dtype)
+    cut["hh_own"] = self._block(hh["kernel"], own_from, own_to, own_h, (G, Gh)).astype(
+        self.dtype)
+    cut["hh_b"] = jnp.zeros((1, Gh)).at[0, :Ph].set(hh["bias"][own_h])
+    levels = c * NUM_LEVELS + np.arange(NUM_LEVELS)
+    cut["ho_prev"] = self._block(ho["kernel"], np.arange(c * Ph),
+                                 self._slots(prev_groups, Ph, Gh), levels, (Sh, NUM_LEVELS))
+    cut["ho_own"] = self._block(ho["kernel"], own_h, np.arange(Ph), levels,
+                                (Gh, NUM_LEVELS))
+    cut["ho_b"] = ho["bias"][levels][None]
+    return cut
+
+  def start(self, batch: int):
+    """A pixel's state: each layer's output and gate output, and the head's
+    hidden layer, in the padded layout, filled one colour group per pass."""
+    return {"out": jnp.zeros((self.Lp, batch, self.S), self.dtype),
+            "gated": jnp.zeros((self.Lp, batch, self.S), self.dtype),
+            "hidden": jnp.zeros((batch, self.Sh), self.dtype)}
+
+  def outputs(self, state):
+    """Each layer's whole output [B, p] once every pass has run."""
+    idx = self._slots(range(self.C), self.P, self.G)
+    return list(state["out"][:self.L, :, idx])
+
+  def base(self, c: int, lefts, links):
+    """Per layer, left taps + bias + link of group c's f and g columns,
+    float32 [L, B, 2, G]."""
+    cols = np.concatenate([c * self.P + np.arange(self.P),
+                           self.p + c * self.P + np.arange(self.P)])
+    pre = (jnp.stack(lefts)[..., cols] + self.bias[:, None, cols]
+           + jnp.stack(links)[..., cols].astype(jnp.float32))
+    pre = pre.reshape(self.L, -1, 2, self.P)
+    return jnp.pad(pre, ((0, 0), (0, 0), (0, 0), (0, self.G - self.P)))
+
+  def colour(self, c: int, pixel_BC, base_L_B_2_G, state):
+    """Pass c: base is, per layer, the left taps + bias + link of group c's
+    f and g columns (float32 [L, B, 2, G]). Returns logits [B, 256], state."""
+    B = pixel_BC.shape[0]
+    Bb = min(_pow2(max(B, 16)), 64)
+    Bp = -(-B // Bb) * Bb
+    x0 = jnp.zeros((Bp, self.S), jnp.float32).at[:B, :self.C].set(pixel_BC)
+    base = jnp.zeros((self.Lp, Bp, 2, self.G), jnp.float32).at[:self.L, :B].set(
+        base_L_B_2_G)
+    pad_b = lambda a, axis: jnp.pad(a, [(0, Bp - B if d == axis else 0)
+                                        for d in range(a.ndim)])
+    prev = (pad_b(state["out"], 1), pad_b(state["gated"], 1), pad_b(state["hidden"], 0))
+    out, gated, hidden, logits = self._call(c, Bb, Bp)(
+        x0, base, *prev, *[self.weights[c][k] for k in self.WEIGHTS])
+    sl = slice(c * self.G, (c + 1) * self.G)
+    slh = slice(c * self.Gh, (c + 1) * self.Gh)
+    state = {"out": state["out"].at[:, :, sl].set(out[:, :B]),
+             "gated": state["gated"].at[:, :, sl].set(gated[:, :B]),
+             "hidden": state["hidden"].at[:, slh].set(hidden[:B])}
+    return logits[:B], state
+
+  WEIGHTS = ("cen_prev", "cen_own", "out_prev", "out_own", "out_b",
+             "hh_prev", "hh_own", "hh_b", "ho_prev", "ho_own", "ho_b")
+
+  @functools.lru_cache(maxsize=None)
+  def _call(self, c: int, Bb: int, Bp: int):
+    Lp, S, G, Sh, Gh = self.Lp, self.S, self.G, self.Sh, self.Gh
+    full = lambda shape: pl.BlockSpec(shape, lambda b: (0,) * len(shape))
+    batch_spec = lambda shape, axis: pl.BlockSpec(
+        shape, lambda b: tuple(b if d == axis else 0 for d in range(len(shape))))
+    in_specs = [batch_spec((Bb, S), 0), batch_spec((Lp, Bb, 2, G), 1),
+                batch_spec((Lp, Bb, S), 1), batch_spec((Lp, Bb, S), 1),
+                batch_spec((Bb, Sh), 0)]
+    in_specs += [full(self.weights[c][k].shape) for k in self.WEIGHTS]
+    out_specs = [batch_spec((Lp, Bb, G), 1), batch_spec((Lp, Bb, G), 1),
+                 batch_spec((Bb, Gh), 0), batch_spec((Bb, NUM_LEVELS), 0)]
+    out_shape = [jax.ShapeDtypeStruct((Lp, Bp, G), self.dtype),
+                 jax.ShapeDtypeStruct((Lp, Bp, G), self.dtype),
+                 jax.ShapeDtypeStruct((Bp, Gh), self.dtype),
+                 jax.ShapeDtypeStruct((Bp, NUM_LEVELS), jnp.float32)]
+    kernel = functools.partial(_pass_kernel, L=self.L, dtype=self.dtype,
+                               precision=self.precision)
+    return pl.pallas_call(kernel, out_shape=out_shape, grid=(Bp // Bb,),
+                          in_specs=in_specs, out_specs=out_specs,
+                          interpret=self.interpret)
+
+
+def _pass_kernel(x0_ref, base_ref, out_prev_ref, gated_prev_ref, hidden_prev_ref,
+                 cen_prev, cen_own, o_prev, o_own, o_b, hh_prev, hh_own, hh_b, ho_prev,
+                 ho_own, ho_b, out_ref, gated_ref, hidden_ref, logits_ref, *, L, dtype,
+                 precision):
+  """All L layers' group c, the head's group c and colour c's logits, for a
+  block of the batch: inputs, the cut weights (FusedPasses.WEIGHTS), outputs."""
+  dot = lambda a, b: jnp.dot(a.astype(dtype), b, precision=precision,
+                             preferred_element_type=jnp.float32)
+  own = None  # Group c of the previous layer's output, [Bb, G].
+  for l in range(L):
+    x_prev = x0_ref[...] if l == 0 else out_prev_ref[l - 1]
+    halves = []
+    for half in (0, 1):
+      pre = base_ref[l, :, half, :] + dot(x_prev, cen_prev[l, half])
+      if l > 0:
+        pre = pre + dot(own, cen_own[l, half])
+      halves.append(pre.astype(dtype))
+    # Each op in float32 and rounded to the compute dtype, as XLA does for bf16
+    # (and as Triton needs: its tanh takes float32).
+    f32 = lambda v: v.astype(jnp.float32)
+    gated = (f32(jnp.tanh(f32(halves[0])).astype(dtype))
+             * f32(jax.nn.sigmoid(f32(halves[1])).astype(dtype))).astype(dtype)
+    out = (dot(gated_prev_ref[l], o_prev[l]) + dot(gated, o_own[l])).astype(dtype) \
+        + o_b[l].astype(dtype)
+    if l > 0:
+      out = out + own
+    out_ref[l] = out.astype(out_ref.dtype)
+    gated_ref[l] = gated.astype(gated_ref.dtype)
+    own = out
+  relu = lambda v: jnp.maximum(v, 0)
+  hidden = (dot(relu(out_prev_ref[L - 1]), hh_prev[...]) + dot(relu(own), hh_own[...])
+            ).astype(dtype) + hh_b[...].astype(dtype)
+  hidden_ref[...] = hidden.astype(hidden_ref.dtype)
+  dot32 = lambda a, b: jnp.dot(a.astype(jnp.float32), b, precision=precision,
+                               preferred_element_type=jnp.float32)
+  logits_ref[...] = (dot32(relu(hidden_prev_ref[...]), ho_prev[...])
+                     + dot32(relu(hidden), ho_own[...]) + ho_b[...])
