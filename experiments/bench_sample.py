@@ -134,8 +134,13 @@ def main():
         naive, how = naive_est, "extrapolated"
       bw_floor, flop_floor = floors(variables, batch, 2)
       for kernel in args.kernels.split(","):
-        cached = timed(lambda: pj.sample(model, variables, key, batch, kernel=kernel,
-                                         mesh=one_device))
+        try:
+          cached = timed(lambda: pj.sample(model, variables, key, batch, kernel=kernel,
+                                           mesh=one_device))
+        except Exception as e:  # A kernel that fails to build must not end the sweep.
+          print(json.dumps({"shape": f"{layers}x{features} k{kernel_size}", "kernel": kernel,
+                            "batch": batch, "error": repr(e)[:2000]}), flush=True)
+          continue
         r = {"shape": f"{layers}x{features} k{kernel_size}", "dtype": "bfloat16",
              "kernel": kernel, "batch": batch, "cached_s": cached, "naive_s": naive,
              "naive": how, "speedup": naive / cached, "floor_bytes_s": bw_floor,
@@ -153,7 +158,12 @@ def main():
     naive = (pj.sample(model, variables, key, num, method="naive", mesh=one_device)
              if args.agreement_naive else None)
     for kernel in args.kernels.split(","):
-      cached = pj.sample(model, variables, key, num, kernel=kernel, mesh=one_device)
+      try:
+        cached = pj.sample(model, variables, key, num, kernel=kernel, mesh=one_device)
+      except Exception as e:
+        print(json.dumps({"agreement": dtype, "kernel": kernel, "error": repr(e)[:2000]}),
+              flush=True)
+        continue
       redrawn = pj.sampling.redraw(model, variables, key, cached)
       r = {"agreement": dtype, "precision": precision or "default", "kernel": kernel,
            "shape": args.agreement_shape, "num": num, "subpixels": cached.size,
