@@ -133,14 +133,17 @@ def test_a_damaged_checkpoint_is_one_line(trained, tmp_path, damage):
 @pytest.mark.skipif(sys.platform != "linux", reason="ulimit -f as a full disk")
 def test_a_full_disk_is_one_line_and_the_rerun_finishes(tmp_path):
   """Files may not grow past 40 kB, as on a disk that fills up. (bash sets the
-  limit: a preexec_fn would run Python in a forked copy of a threaded process.)"""
+  limit: a preexec_fn would run Python in a forked copy of a threaded process.)
+  A 96-wide head makes one array of 96 kB, so that the checkpoint trips the
+  limit however orbax packs its arrays into files."""
+  head = "--config.model.head_features=96"
   command = (f"ulimit -f 40 && exec {sys.executable} -m pixelcnn_jax.main {SMOKE} "
-             f"--workdir={tmp_path}")
+             f"{head} --workdir={tmp_path}")
   full = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True,
                         text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
   one_line_error(full, "cannot save a checkpoint in")
   assert "File too large" in full.stderr
-  again = run_cli(SMOKE, f"--workdir={tmp_path}")
+  again = run_cli(SMOKE, head, f"--workdir={tmp_path}")
   assert again.returncode == 0, again.stderr[-3000:]
   assert "20" in os.listdir(tmp_path / "ckpt")
 
