@@ -25,7 +25,6 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 
 from pixelcnn_jax import fused_pass
 from pixelcnn_jax.likelihood import NUM_LEVELS
@@ -61,33 +60,34 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
     cond_row = cond
     if cond is not None and cond.shape[1] > 1:
       cond_row = jax.lax.dynamic_slice_in_dim(cond, i, 1, axis=1)
-    links_LBW2p, new_caches = [], []
+    links, new_caches = [], []
     for l in range(L):
       v_out, link = net.vertical(l, v_in, no_pad, cond_row)
-      links_LBW2p.append(link[:, 0])
+      links.append(link[:, 0])
       if l + 1 < L:
         v_in = jnp.concatenate(
             [v_caches[l], jnp.pad(v_out, ((0, 0), (0, 0), (m, m), (0, 0)))], axis=1)
         new_caches.append(v_in[:, 1:])
+    links_LBW2p = jnp.stack(links)
 
     def col_step(carry, xs):
       canvas, caches = carry
       j, extra_C = xs
-      links = [jax.lax.dynamic_index_in_dim(lk, j, 1, keepdims=False)
-               for lk in links_LBW2p]
-      lefts = passes.left_taps(caches)
+      links_LB2p = jax.lax.dynamic_index_in_dim(links_LBW2p, j, 2, keepdims=False)
+      lefts_LB2p = passes.left_taps(caches)
       state = passes.start() if fused is None else fused.start(B)
       for c in range(C):
         pixel_BC = normalize(canvas[:, i, j])
         if fused is None:
-          logits_BK, state = passes.colour(c, pixel_BC, lefts, links, state)
+          logits_BK, state = passes.colour(c, pixel_BC, lefts_LB2p, links_LB2p, state)
         else:
-          logits_BK, state = fused.colour(c, pixel_BC, fused.base(c, lefts, links), state)
+          logits_BK, state = fused.colour(c, pixel_BC, fused.base(c, lefts_LB2p, links_LB2p),
+                                          state)
         t = (i * W + j) * C + c
         canvas = canvas.at[:, i, j, c].set(
             choose(logits_BK, t, canvas[:, i, j, c], None if extra_C is None else extra_C[c]))
       # Every layer's input at this pixel is now final: it joins the caches.
-      outputs = (passes if fused is None else fused).outputs(state)
+      outputs = passes.outputs(state) if fused is None else fused.outputs(state, B)
       caches = passes.push(caches, normalize(canvas[:, i, j]), outputs)
       return (canvas, caches), None
 
@@ -104,32 +104,54 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
 class _ColourPasses:
   """The horizontal stack and the head at one pixel, one colour group at a time.
 
-  The state of a pixel holds, per layer, the colour groups made so far of its
-  gate output and of its output (and skip), and of the head's hidden layer.
+  The weights are cut into the blocks each pass reads and cast once, outside
+  the loop. The state of a pixel holds, per layer, the colour groups made so
+  far of its gate output and of its output (and skip), and of the head's
+  hidden layer.
   """
 
   def __init__(self, model: GatedPixelCNN, params):
-    self.model, self.C, self.L = model, model.channels, model.num_layers
+    self.C, self.L, self.skip = model.channels, model.num_layers, model.skip
     self.dtype, self.precision = model.dtype, model.precision
     self.p = model.features
     self.P = self.p // self.C                    # Features per colour group.
-    self.head = model.head_features or model.features
-    self.layers = [params[f"layers_{l}"] for l in range(self.L)]
-    self.head_params = (params["head_hidden"], params["head_out"])
     self.m = model.extents[0]
-    kernels = [layer["h_conv"]["kernel"][0, :self.m] for layer in self.layers]
+    layers = [params[f"layers_{l}"] for l in range(self.L)]
+    kernels = [layer["h_conv"]["kernel"][0, :self.m].astype(self.dtype) for layer in layers]
     self.left_w = (kernels[0], jnp.stack(kernels[1:]) if self.L > 1 else None)
+    self.cut = [self._cut(layers, params, model, c) for c in range(self.C)]
+
+  def _cut(self, layers, params, model, c: int):
+    """Pass c's blocks: rows of the groups <= c (colours < c in layer 0's
+    centre tap), columns of group c; exactly what the masks leave whole."""
+    P, dt = self.P, self.dtype
+    own = slice(c * P, (c + 1) * P)
+    cols = np.arange(c * P, (c + 1) * P)
+    cols = np.concatenate([cols, cols + self.p])   # Group c of both gate halves.
+    rows = (c + 1) * P
+    dense = lambda d: (d["kernel"][:rows, own].astype(dt), d["bias"][own].astype(dt))
+    cut = {"cols": cols, "layers": []}
+    for l, layer in enumerate(layers):
+      centre_rows = c if l == 0 else rows
+      cut["layers"].append({
+          "centre": (layer["h_conv"]["kernel"][0, self.m, :centre_rows][:, cols].astype(dt)
+                     if centre_rows else None),
+          "bias": layer["h_conv"]["bias"][cols].astype(dt),
+          "out": dense(layer["h_out"]),
+          "skip": dense(layer["skip_out"]) if self.skip else None})
+    hidden_p, out_p = params["head_hidden"], params["head_out"]
+    Ph = (model.head_features or model.features) // self.C
+    own_h = slice(c * Ph, (c + 1) * Ph)
+    levels = slice(c * NUM_LEVELS, (c + 1) * NUM_LEVELS)
+    cut["hidden"] = (hidden_p["kernel"][:rows, own_h].astype(dt),
+                     hidden_p["bias"][own_h].astype(dt))
+    cut["logits"] = (out_p["kernel"][:(c + 1) * Ph, levels], out_p["bias"][levels])
+    return cut
 
   def _dot(self, x, w, dtype=None):
-    """x @ w in the compute dtype, accumulated in float32."""
-    dtype = dtype or self.dtype
-    return jnp.einsum("...i,io->...o", x.astype(dtype), w.astype(dtype),
+    """x @ w in the compute dtype (w is cast already), accumulated in float32."""
+    return jnp.einsum("...i,io->...o", x.astype(dtype or self.dtype), w,
                       precision=self.precision, preferred_element_type=jnp.float32)
-
-  def _gate_cols(self, c: int) -> np.ndarray:
-    """Columns of colour group c in both halves of the 2p pre-activations."""
-    cols = np.arange(c * self.P, (c + 1) * self.P)
-    return np.concatenate([cols, cols + self.p])
 
   def empty_caches(self, batch: int):
     """Each layer's input at the m positions left of the pixel: layer 0's
@@ -147,15 +169,14 @@ class _ColourPasses:
     return first, rest
 
   def left_taps(self, caches):
-    """Per layer, the m left taps' sum over the cached inputs, float32 [B, 2p]."""
+    """Every layer's m left taps summed over its cached inputs, float32 [L, B, 2p]."""
     first, rest = caches
     dot = dict(precision=self.precision, preferred_element_type=jnp.float32)
-    lefts = [jnp.einsum("bti,tio->bo", first.astype(self.dtype),
-                        self.left_w[0].astype(self.dtype), **dot)]
-    if self.L > 1:
-      lefts += list(jnp.einsum("lbti,ltio->lbo", rest, self.left_w[1].astype(self.dtype),
-                               **dot))
-    return lefts
+    first = jnp.einsum("bti,tio->bo", first.astype(self.dtype), self.left_w[0], **dot)
+    if self.L == 1:
+      return first[None]
+    rest = jnp.einsum("lbti,ltio->lbo", rest, self.left_w[1], **dot)
+    return jnp.concatenate([first[None], rest])
 
   def start(self):
     return {"gated": [[] for _ in range(self.L)], "out": [[] for _ in range(self.L)],
@@ -165,47 +186,37 @@ class _ColourPasses:
     """Each layer's whole output [B, p], once every colour pass has run."""
     return [jnp.concatenate(groups, axis=-1) for groups in state["out"]]
 
-  def colour(self, c: int, pixel_BC, lefts, links, state):
+  def colour(self, c: int, pixel_BC, lefts_LB2p, links_LB2p, state):
     """Colour pass c: group c of every layer, then colour c's logits [B, 256]."""
-    P, dt = self.P, self.dtype
+    P, dt, cut = self.P, self.dtype, self.cut[c]
     own = slice(c * P, (c + 1) * P)
-    cols = self._gate_cols(c)
+    cols = cut["cols"]
     x = pixel_BC
-    for l, layer in enumerate(self.layers):
-      centre = layer["h_conv"]["kernel"][0, self.m]
-      # Layer 0 reads the colours before c; later layers the groups up to c.
-      rows = c if l == 0 else (c + 1) * P
-      conv = lefts[l][:, cols]
-      if rows:
-        conv = conv + self._dot(x[:, :rows], centre[:rows][:, cols])
-      pre = (conv.astype(dt) + layer["h_conv"]["bias"][cols].astype(dt)
-             + links[l][:, cols])
+    for l, w in enumerate(cut["layers"]):
+      conv = lefts_LB2p[l][:, cols]
+      if w["centre"] is not None:
+        conv = conv + self._dot(x[:, :w["centre"].shape[0]], w["centre"])
+      pre = conv.astype(dt) + w["bias"] + links_LB2p[l][:, cols]
       state["gated"][l].append(jnp.tanh(pre[:, :P]) * jax.nn.sigmoid(pre[:, P:]))
       gated = jnp.concatenate(state["gated"][l], axis=-1)
-      out = self._dense(layer["h_out"], gated, own)
+      out = self._dense(w["out"], gated)
       if l > 0:
         out = out + x[:, own]
       state["out"][l].append(out)
-      if self.model.skip:
-        state["skip"][l].append(self._dense(layer["skip_out"], gated, own))
+      if self.skip:
+        state["skip"][l].append(self._dense(w["skip"], gated))
       x = jnp.concatenate(state["out"][l], axis=-1)
-    if self.model.skip:
+    if self.skip:
       x = sum(jnp.concatenate(groups, axis=-1) for groups in state["skip"])
-    return self._logits(c, x, state), state
+    return self._logits(cut, x, state), state
 
-  def _dense(self, params, x, own: slice):
-    """Columns `own` of a colour-grouped 1x1 (MaskedDense), from x's groups <= c."""
-    w = params["kernel"][:x.shape[-1], own]
-    return self._dot(x, w).astype(self.dtype) + params["bias"][own].astype(self.dtype)
+  def _dense(self, w_b, x):
+    """Group c of a colour-grouped 1x1 (MaskedDense), from x's groups <= c."""
+    w, b = w_b
+    return self._dot(x, w).astype(self.dtype) + b
 
-  def _logits(self, c: int, features, state):
-    hidden_p, out_p = self.head_params
-    Ph = self.head // self.C
-    own = slice(c * Ph, (c + 1) * Ph)
-    w = hidden_p["kernel"][:features.shape[-1], own]
-    state["hidden"].append(self._dot(nn.relu(features), w).astype(self.dtype)
-                           + hidden_p["bias"][own].astype(self.dtype))
-    hidden = nn.relu(jnp.concatenate(state["hidden"], axis=-1)).astype(jnp.float32)
-    levels = slice(c * NUM_LEVELS, (c + 1) * NUM_LEVELS)
-    return (self._dot(hidden, out_p["kernel"][:hidden.shape[-1], levels], jnp.float32)
-            + out_p["bias"][levels])
+  def _logits(self, cut, features, state):
+    state["hidden"].append(self._dense(cut["hidden"], jax.nn.relu(features)))
+    hidden = jax.nn.relu(jnp.concatenate(state["hidden"], axis=-1))
+    w, b = cut["logits"]
+    return self._dot(hidden, w, jnp.float32) + b

@@ -42,7 +42,10 @@ class FusedPasses:
     self.dtype, self.precision = model.dtype, model.precision
     self.interpret = interpret
     m = model.extents[0]
-    self.bias = jnp.stack([params[f"layers_{l}"]["h_conv"]["bias"] for l in range(self.L)])
+    bias = jnp.stack([params[f"layers_{l}"]["h_conv"]["bias"] for l in range(self.L)])
+    own = lambda c: c * self.P + np.arange(self.P)
+    self.cols = [np.concatenate([own(c), self.p + own(c)]) for c in range(self.C)]
+    self.bias = [bias[:, None, cols] for cols in self.cols]   # [L, 1, 2P] per pass.
     self.weights = [self._cut(params, c, m) for c in range(self.C)]
 
   def _slots(self, c_groups, width, slot):
@@ -103,47 +106,49 @@ class FusedPasses:
     cut["ho_b"] = ho["bias"][levels][None]
     return cut
 
+  @staticmethod
+  def blocks(batch: int) -> tuple[int, int]:
+    """(images per kernel instance, the batch padded to a multiple of it)."""
+    block = min(_pow2(max(batch, 16)), 64)
+    return block, -(-batch // block) * block
+
   def start(self, batch: int):
     """A pixel's state: each layer's output and gate output, and the head's
-    hidden layer, in the padded layout, filled one colour group per pass."""
-    return {"out": jnp.zeros((self.Lp, batch, self.S), self.dtype),
-            "gated": jnp.zeros((self.Lp, batch, self.S), self.dtype),
-            "hidden": jnp.zeros((batch, self.Sh), self.dtype)}
+    hidden layer, in the padded layout and for the padded batch, filled one
+    colour group per pass."""
+    Bp = self.blocks(batch)[1]
+    return {"out": jnp.zeros((self.Lp, Bp, self.S), self.dtype),
+            "gated": jnp.zeros((self.Lp, Bp, self.S), self.dtype),
+            "hidden": jnp.zeros((Bp, self.Sh), self.dtype)}
 
-  def outputs(self, state):
+  def outputs(self, state, batch: int):
     """Each layer's whole output [B, p] once every pass has run."""
     idx = self._slots(range(self.C), self.P, self.G)
-    return list(state["out"][:self.L, :, idx])
+    return list(state["out"][:self.L, :batch, idx])
 
-  def base(self, c: int, lefts, links):
-    """Per layer, left taps + bias + link of group c's f and g columns,
-    float32 [L, B, 2, G]."""
-    cols = np.concatenate([c * self.P + np.arange(self.P),
-                           self.p + c * self.P + np.arange(self.P)])
-    pre = (jnp.stack(lefts)[..., cols] + self.bias[:, None, cols]
-           + jnp.stack(links)[..., cols].astype(jnp.float32))
-    pre = pre.reshape(self.L, -1, 2, self.P)
-    return jnp.pad(pre, ((0, 0), (0, 0), (0, 0), (0, self.G - self.P)))
+  def base(self, c: int, lefts_LB2p, links_LB2p):
+    """Per layer, left taps + bias + link of group c's f and g columns, in the
+    padded layout: float32 [Lp, Bp, 2, G]."""
+    L, B = lefts_LB2p.shape[:2]
+    cols = self.cols[c]
+    pre = lefts_LB2p[..., cols] + self.bias[c] + links_LB2p[..., cols].astype(jnp.float32)
+    pre = pre.reshape(L, B, 2, self.P)
+    return jnp.pad(pre, ((0, self.Lp - L), (0, self.blocks(B)[1] - B), (0, 0),
+                         (0, self.G - self.P)))
 
-  def colour(self, c: int, pixel_BC, base_L_B_2_G, state):
-    """Pass c: base is, per layer, the left taps + bias + link of group c's
-    f and g columns (float32 [L, B, 2, G]). Returns logits [B, 256], state."""
+  def colour(self, c: int, pixel_BC, base, state):
+    """Pass c, from base (FusedPasses.base). Returns logits [B, 256], state."""
     B = pixel_BC.shape[0]
-    Bb = min(_pow2(max(B, 16)), 64)
-    Bp = -(-B // Bb) * Bb
+    Bb, Bp = self.blocks(B)
     x0 = jnp.zeros((Bp, self.S), jnp.float32).at[:B, :self.C].set(pixel_BC)
-    base = jnp.zeros((self.Lp, Bp, 2, self.G), jnp.float32).at[:self.L, :B].set(
-        base_L_B_2_G)
-    pad_b = lambda a, axis: jnp.pad(a, [(0, Bp - B if d == axis else 0)
-                                        for d in range(a.ndim)])
-    prev = (pad_b(state["out"], 1), pad_b(state["gated"], 1), pad_b(state["hidden"], 0))
     out, gated, hidden, logits = self._call(c, Bb, Bp)(
-        x0, base, *prev, *[self.weights[c][k] for k in self.WEIGHTS])
+        x0, base, state["out"], state["gated"], state["hidden"],
+        *[self.weights[c][k] for k in self.WEIGHTS])
     sl = slice(c * self.G, (c + 1) * self.G)
     slh = slice(c * self.Gh, (c + 1) * self.Gh)
-    state = {"out": state["out"].at[:, :, sl].set(out[:, :B]),
-             "gated": state["gated"].at[:, :, sl].set(gated[:, :B]),
-             "hidden": state["hidden"].at[:, slh].set(hidden[:B])}
+    state = {"out": state["out"].at[:, :, sl].set(out),
+             "gated": state["gated"].at[:, :, sl].set(gated),
+             "hidden": state["hidden"].at[:, slh].set(hidden)}
     return logits[:B], state
 
   WEIGHTS = ("cen_prev", "cen_own", "out_prev", "out_own", "out_b",
