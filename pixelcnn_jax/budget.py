@@ -35,17 +35,6 @@ def probe_step(log_every: int) -> int:
   return 2 * log_every
 
 
-@dataclasses.dataclass
-class Speed:
-  """Training steps and seconds (side work excluded) since the probe."""
-  steps: int = 0
-  seconds: float = 0.0
-
-  def add(self, steps: int, steps_per_s: float) -> None:
-    self.steps += steps
-    self.seconds += steps / steps_per_s
-
-
 def refit_step(elapsed_s: float, step: int, budget_s: float, step_s: float,
                log_every: int) -> int:
   """The first logging step after REFIT_FRACTION of the budget, as the probe

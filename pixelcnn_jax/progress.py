@@ -22,6 +22,8 @@ class Progress:
     self._side_s = 0.0
     self._steady_from = None  # (step, time) at the end of the first window.
     self.first_step = first_step
+    # Steps and seconds of training in closed windows, side work excluded.
+    self.trained = (0, 0.0)
 
   def add(self, metrics: dict) -> None:
     self._window.append(metrics)
@@ -35,8 +37,9 @@ class Progress:
     now = self._clock()
     means = {k: float(jnp.mean(jnp.stack([m[k] for m in self._window])))
              for k in self._window[0]}
-    means["steps_per_s"] = len(self._window) / max(now - self._window_start
-                                                   - self._side_s, 1e-9)
+    seconds = max(now - self._window_start - self._side_s, 1e-9)
+    means["steps_per_s"] = len(self._window) / seconds
+    self.trained = (self.trained[0] + len(self._window), self.trained[1] + seconds)
     if self._steady_from is None:
       self._steady_from = (step, now)
     self._window, self._window_start, self._side_s = [], now, 0.0

@@ -149,8 +149,7 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
                                         eval_split, mesh, step, workdir, sample_key)
     progress = Progress(first_step)
     probe = budget.probe_step(t.log_every) if t.time_budget_s > 0 and not fixed else None
-    costs, speed, refit_at = None, None, None  # Set at the probe.
-    last_logged = first_step
+    costs, trained_at_probe, refit_at = None, None, None  # Set at the probe.
     deadline = time.monotonic() + t.time_limit_s if t.time_limit_s > 0 else None
     sigterm = stack.enter_context(preemption.StopOnSigterm())
     step = first_step
@@ -181,9 +180,6 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
 
       if step % t.log_every == 0 or last:
         means = progress.close_window(step)
-        if speed is not None:
-          speed.add(step - last_logged, means["steps_per_s"])
-        last_logged = step
         stop_if_diverged(state, mngr, objective)
         writer.write(step, {**means, "img_per_s": means["steps_per_s"] * t.batch_size})
         log.info("step %d/%d  train_%s %.4f  grad_norm %.3f  lr %.2e  %.2f steps/s  "
@@ -222,9 +218,10 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
         if probing:  # Timed again now that both are compiled: later ones cost this much.
           costs = budget.Costs(step_s=1.0 / means["steps_per_s"],
                                eval_s=_seconds(evaluate_both), sample_s=_seconds(draw_grid))
-          speed = budget.Speed()
-        else:
-          costs = dataclasses.replace(costs, step_s=speed.seconds / speed.steps)
+          trained_at_probe = progress.trained
+        else:  # The training speed since the probe.
+          steps, seconds = (a - b for a, b in zip(progress.trained, trained_at_probe))
+          costs = dataclasses.replace(costs, step_s=seconds / steps)
         elapsed = time.perf_counter() - start
         end = budget.fit_horizon(elapsed, step, t.time_budget_s, costs, t.eval_every,
                                  t.sample_every, t.num_steps)

@@ -119,7 +119,12 @@ def test_the_refit_comes_at_a_logging_step_after_a_quarter_of_the_budget():
 
 
 def test_speed_counts_training_time_only():
-  speed = budget.Speed()
-  speed.add(100, 50.0)
-  speed.add(100, 25.0)
-  assert (speed.steps, speed.seconds) == (200, pytest.approx(6.0))
+  now = [0.0]
+  progress = Progress(0, clock=lambda: now[0])
+  for window_s, side_s in ((2.0, 0.0), (5.0, 1.0)):  # 100 steps each.
+    for _ in range(100):
+      progress.add({"loss": jnp.float32(1.0)})
+    now[0] += window_s
+    progress.exclude(side_s)
+    progress.close_window(100)
+  assert progress.trained == (200, pytest.approx(6.0))
