@@ -38,7 +38,8 @@ class FusedPasses:
     self.S, self.Sh = _pow2(self.C) * self.G, _pow2(self.C) * self.Gh  # Slots.
     self.Lp = _pow2(self.L)                      # Layers, padded.
     if model.skip:
-      raise ValueError("the fused colour pass does not support skip connections")
+      raise ValueError("kernel='pallas' (the fused colour pass) does not support skip "
+                       "connections; use kernel='xla'")
     self.dtype, self.precision = model.dtype, model.precision
     self.interpret = interpret
     m = model.extents[0]

@@ -58,8 +58,6 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
     raise ValueError(f"temperature must be > 0, got {temperature}")
   if kernel not in KERNELS:
     raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-  if kernel == "pallas" and model.skip:
-    raise ValueError("kernel='pallas' does not support skip connections; use 'xla'")
   height, width = model.image_size
   canvas, n_known = _prefix_canvas(prefix, num, height, width, model.channels)
   # Checked here, on the host, so that bad h fails before any compilation.
