@@ -1,20 +1,23 @@
 """Where a training step's device time goes: the top XLA ops of a traced step.
 
   python experiments/profile_train.py [--shape=15x132k3] [--dtype=bfloat16]
-      [--batch=256] [--steps=5] [--top=25] [--out=FILE.json]
+      [--batch=256] [--steps=5] [--top=25] [--out=FILE.json] [--hlo=FILE.txt.gz]
 
 Traces --steps steps of the train step (after compiling and warming it) with
 jax.profiler, then reads the trace where it was written and sums device time
 per XLA op (the "XLA Ops" line of each GPU plane; each op is one fusion,
 convolution or library call; per CUDA kernel where a trace has no such line). Prints the top ops with their share of the
 device time and time per step, and the op kinds (fusion, convolution, ...)
-summed. The trace itself stays on the machine (it is ~100 MB for 5 steps).
+summed. The trace itself stays on the machine (it is ~100 MB for 5 steps);
+--hlo writes the compiled step's optimised HLO, gzipped, which says what each
+named fusion holds.
 """
 
 import argparse
 import collections
 import datetime
 import glob
+import gzip
 import json
 import re
 import tempfile
@@ -58,6 +61,7 @@ def main():
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--top", type=int, default=25)
   p.add_argument("--out", default="")
+  p.add_argument("--hlo", default="")
   args = p.parse_args()
   layers, features, kernel = (int(v) for v in re.fullmatch(
       r"(\d+)x(\d+)k(\d+)", args.shape).groups())
@@ -69,6 +73,9 @@ def main():
   images = jax.device_put(
       np.random.default_rng(0).integers(0, 256, (args.batch, 32, 32, 3), np.uint8),
       mesh_lib.batch_sharding(mesh))
+  if args.hlo:
+    with gzip.open(args.hlo, "wt") as f:
+      f.write(step.lower(state, images, None, key).compile().as_text())
   for _ in range(3):
     state, m = step(state, images, None, key)
   jax.block_until_ready(m)
