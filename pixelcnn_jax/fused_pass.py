@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
 
 from pixelcnn_jax.likelihood import NUM_LEVELS
 
@@ -175,6 +176,7 @@ class FusedPasses:
                                precision=self.precision)
     return pl.pallas_call(kernel, out_shape=out_shape, grid=(Bp // Bb,),
                           in_specs=in_specs, out_specs=out_specs,
+                          compiler_params=None if self.interpret else pltriton.CompilerParams(),
                           interpret=self.interpret)
 
 
