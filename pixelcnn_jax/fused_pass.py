@@ -23,6 +23,9 @@ from jax.experimental.pallas import triton as pltriton
 from pixelcnn_jax.likelihood import NUM_LEVELS
 
 
+LOGIT_COLUMNS = 64  # Logits per dot: a [Gh, 64] float32 block is at most 32 kB.
+
+
 def _pow2(n: int) -> int:
   return 1 << max(int(n) - 1, 0).bit_length()
 
@@ -172,8 +175,8 @@ class FusedPasses:
                  jax.ShapeDtypeStruct((Lp, Bp, G), self.dtype),
                  jax.ShapeDtypeStruct((Bp, Gh), self.dtype),
                  jax.ShapeDtypeStruct((Bp, NUM_LEVELS), jnp.float32)]
-    kernel = functools.partial(_pass_kernel, L=self.L, dtype=self.dtype,
-                               precision=self.precision)
+    kernel = functools.partial(_pass_kernel, c=c, G=G, Gh=Gh, L=self.L,
+                               dtype=self.dtype, precision=self.precision)
     return pl.pallas_call(kernel, out_shape=out_shape, grid=(Bp // Bb,),
                           in_specs=in_specs, out_specs=out_specs,
                           compiler_params=None if self.interpret else pltriton.CompilerParams(),
@@ -182,38 +185,71 @@ class FusedPasses:
 
 def _pass_kernel(x0_ref, base_ref, out_prev_ref, gated_prev_ref, hidden_prev_ref,
                  cen_prev, cen_own, o_prev, o_own, o_b, hh_prev, hh_own, hh_b, ho_prev,
-                 ho_own, ho_b, out_ref, gated_ref, hidden_ref, logits_ref, *, L, dtype,
-                 precision):
+                 ho_own, ho_b, out_ref, gated_ref, hidden_ref, logits_ref, *, c, G, Gh, L,
+                 dtype, precision):
   """All L layers' group c, the head's group c and colour c's logits, for a
-  block of the batch: inputs, the cut weights (FusedPasses.WEIGHTS), outputs."""
+  block of the batch: inputs, the cut weights (FusedPasses.WEIGHTS), outputs.
+
+  A "prev" weight's rows are zero outside groups < c, so only those groups'
+  slices are read: less work, and each dot's operands stay small enough for
+  a GPU block's shared memory (a whole [S, 256] float32 head block is not).
+  """
   dot = lambda a, b: jnp.dot(a.astype(dtype), b, precision=precision,
                              preferred_element_type=jnp.float32)
-  own = None  # Group c of the previous layer's output, [Bb, G].
-  for l in range(L):
-    x_prev = x0_ref[...] if l == 0 else out_prev_ref[l - 1]
-    halves = []
-    for half in (0, 1):
-      pre = base_ref[l, :, half, :] + dot(x_prev, cen_prev[l, half])
-      if l > 0:
-        pre = pre + dot(own, cen_own[l, half])
-      halves.append(pre.astype(dtype))
+  dot32 = lambda a, b: jnp.dot(a.astype(jnp.float32), b, precision=precision,
+                               preferred_element_type=jnp.float32)
+
+  def prev(x_ref, w_ref, width, groups, x_at=(), w_at=(), cols=slice(None), mul=dot):
+    """Sum over groups of x_ref[x_at][:, group] @ w_ref[w_at][group, cols]; None if none."""
+    total = None
+    for g in groups:
+      rows = pl.ds(g * width, width)
+      term = mul(x_ref[(*x_at, slice(None), rows)], w_ref[(*w_at, rows, cols)])
+      total = term if total is None else total + term
+    return total
+
+  add = lambda a, b: a if b is None else a + b
+  f32 = lambda v: v.astype(jnp.float32)
+
+  def layer(l, pres, own):
+    """Layer l's group c from its two pre-activations (float32); own: the
+    previous layer's group c (the residual), None for layer 0."""
+    f, g = (p.astype(dtype) for p in pres)
     # Each op in float32 and rounded to the compute dtype, as XLA does for bf16
     # (and as Triton needs: its tanh takes float32).
-    f32 = lambda v: v.astype(jnp.float32)
-    gated = (f32(jnp.tanh(f32(halves[0])).astype(dtype))
-             * f32(jax.nn.sigmoid(f32(halves[1])).astype(dtype))).astype(dtype)
-    out = (dot(gated_prev_ref[l], o_prev[l]) + dot(gated, o_own[l])).astype(dtype) \
-        + o_b[l].astype(dtype)
-    if l > 0:
+    gated = (f32(jnp.tanh(f32(f)).astype(dtype))
+             * f32(jax.nn.sigmoid(f32(g)).astype(dtype))).astype(dtype)
+    out = add(dot(gated, o_own[l]), prev(gated_prev_ref, o_prev, G, range(c), x_at=(l,),
+                                         w_at=(l,))).astype(dtype) + o_b[l].astype(dtype)
+    if own is not None:
       out = out + own
     out_ref[l] = out.astype(out_ref.dtype)
     gated_ref[l] = gated.astype(gated_ref.dtype)
-    own = out
+    return out
+
+  # Layer 0 reads the pixel's channels before c (at slots 0..c-1) and has no
+  # residual; layers 1.. are one loop, not unrolled, so that a deep model's
+  # kernel stays small enough to compile in seconds.
+  own = layer(0, [add(base_ref[0, :, h, :], prev(x0_ref, cen_prev, G, range(-(-c // G)),
+                                                 w_at=(0, h))) for h in (0, 1)], None)
+
+  def body(l, own):
+    pres = [add(base_ref[l, :, h, :], prev(out_prev_ref, cen_prev, G, range(c),
+                                           x_at=(l - 1,), w_at=(l, h)))
+            + dot(own, cen_own[l, h]) for h in (0, 1)]
+    return layer(l, pres, own)
+
+  own = jax.lax.fori_loop(1, L, body, own)
   relu = lambda v: jnp.maximum(v, 0)
-  hidden = (dot(relu(out_prev_ref[L - 1]), hh_prev[...]) + dot(relu(own), hh_own[...])
-            ).astype(dtype) + hh_b[...].astype(dtype)
+  relu_dot = lambda a, b: dot(relu(a), b)
+  hidden = add(dot(relu(own), hh_own[...]),
+               prev(out_prev_ref, hh_prev, G, range(c), x_at=(L - 1,), mul=relu_dot)
+               ).astype(dtype) + hh_b[...].astype(dtype)
   hidden_ref[...] = hidden.astype(hidden_ref.dtype)
-  dot32 = lambda a, b: jnp.dot(a.astype(jnp.float32), b, precision=precision,
-                               preferred_element_type=jnp.float32)
-  logits_ref[...] = (dot32(relu(hidden_prev_ref[...]), ho_prev[...])
-                     + dot32(relu(hidden), ho_own[...]) + ho_b[...])
+  relu_dot32 = lambda a, b: dot32(relu(a), b)
+  for n in range(0, NUM_LEVELS, LOGIT_COLUMNS):  # Column blocks, for shared memory too.
+    cols = pl.ds(n, LOGIT_COLUMNS)
+    logits_ref[:, cols] = add(
+        dot32(relu(hidden), ho_own[:, cols]),
+        prev(hidden_prev_ref, ho_prev, Gh, range(c), cols=cols, mul=relu_dot32)
+    ) + ho_b[:, cols]
