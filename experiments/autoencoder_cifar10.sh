@@ -12,12 +12,15 @@
 #            their samples/; summary.txt with every number.
 # STEPS (default 5000) and BATCH (64) are the same for the three PixelCNNs.
 # GPUS (default "0") lists the GPUs: the five runs go to them in turn, and run
-# in parallel when there are several. VARIANT=:smoke tries it all on a CPU.
+# in parallel when there are several; a GPU may be listed more than once to
+# hold several runs (XLA then allocates memory as needed instead of taking
+# 75% of the GPU per process). VARIANT=:smoke tries it all on a CPU.
 set -euo pipefail
 data=${1:?usage: autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR}
 split=${2:?usage: autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR}
 out=${3:?usage: autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR}
 read -r -a gpus <<< "${GPUS:-0}"
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
 mkdir -p "$out"
 common=(--config.data.dataset=npz --config.data.npz_dir="$data" --config.data.holdout=5000
         --config.data.eval_split=holdout --config.train.num_steps="${STEPS:-5000}"
@@ -42,7 +45,7 @@ for i in "${!jobs[@]}"; do
 done
 wait
 for m in 10 100; do
-  python3 -m pixelcnn_jax.main --config=configs/cifar10_autoencoder.py${VARIANT:-} \
+  CUDA_VISIBLE_DEVICES=${gpus[0]} python3 -m pixelcnn_jax.main --config=configs/cifar10_autoencoder.py${VARIANT:-} \
     --workdir="$out/ae$m" "${common[@]}" --config.model.code_dim=$m --mode=reconstruct \
     --config.eval.step=best --config.sample.baseline_workdir="$out/mse$m" \
     >>"$out/ae$m.log" 2>&1

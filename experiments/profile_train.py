@@ -6,11 +6,12 @@
 Traces --steps steps of the train step (after compiling and warming it) with
 jax.profiler, then reads the trace where it was written and sums device time
 per XLA op (the "XLA Ops" line of each GPU plane; each op is one fusion,
-convolution or library call; per CUDA kernel where a trace has no such line). Prints the top ops with their share of the
-device time and time per step, and the op kinds (fusion, convolution, ...)
-summed. The trace itself stays on the machine (it is ~100 MB for 5 steps);
---hlo writes the compiled step's optimised HLO, gzipped, which says what each
-named fusion holds.
+convolution or library call), or per CUDA kernel where a trace has no such
+line. Prints the top ops with their share of the device time and time per
+step, and their kinds (cuDNN convolution, cuDNN's channel padding, matmul,
+XLA fusion, memory) summed. The trace itself stays on the machine (~100 MB
+for 5 steps); --hlo writes the compiled step's optimised HLO, gzipped, which
+says what each named fusion holds.
 """
 
 import argparse
@@ -48,9 +49,18 @@ def op_times(trace_dir: str, line_name) -> tuple[collections.Counter, collection
   return total_ns, count
 
 
+KINDS = (  # (kind, pattern), first match wins; CUDA kernel names or XLA op names.
+    ("cuDNN convolution", r"implicit_gemm|ImplicitGemmConvolution|^convolution|cudnn.*conv"),
+    ("cuDNN channel padding", r"nhwcAddPadding"),
+    ("matmul", r"nvjet|gemm|cublas|^dot|^custom-call"),
+    ("XLA fusion", r"fusion|^wrapped_|triton_softmax|^loop_|^input_"),
+    ("memset/memcpy", r"Memset|memcpy|^copy"),
+)
+
+
 def kind(op: str) -> str:
-  """'loop_fusion.12' -> 'loop_fusion', 'convolution.3' -> 'convolution'."""
-  return re.sub(r"[.\d]+$", "", op.split(" ")[0])
+  """What an op is, from its name: KINDS' first matching kind, else its name."""
+  return next((k for k, pattern in KINDS if re.search(pattern, op)), op.split("(")[0][:40])
 
 
 def main():
