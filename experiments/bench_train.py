@@ -1,9 +1,10 @@
 """Train throughput of RGB 32x32 models: img/s, MFU and weak scaling.
 
   python experiments/bench_train.py [--shapes=15x132k3,20x384k5] [--dtypes=bfloat16]
-      [--batches=128,256] [--meshes=1] [--steps=20] [--out=FILE] [--plot=FILE.png]
+      [--aligns=1,8] [--batches=128,256] [--meshes=1] [--steps=20] [--out=FILE]
+      [--plot=FILE.png]
 
-One case per shape x dtype x batch x mesh. A mesh is DEVICES or DEVICESxFSDP
+One case per shape x dtype x channel_align x batch x mesh. A mesh is DEVICES or DEVICESxFSDP
 (e.g. 4x2: 4 devices, params split 2 ways, batch over all 4); --batches is per
 device, so the cases of one shape and batch are a weak-scaling series, whose
 efficiency img/s(N) / (N * img/s(1)) is printed. Time: the median step after
@@ -15,6 +16,7 @@ measured on this workplace's H100s and H200s).
 
 import argparse
 import datetime
+import itertools
 import json
 import re
 import statistics
@@ -30,10 +32,10 @@ from pixelcnn_jax import train
 from pixelcnn_jax import train_state as ts
 
 
-def config_for(layers, features, kernel, dtype, batch):
+def config_for(layers, features, kernel, dtype, batch, align=1):
   c = config_base.base()
   c.model.update(num_layers=layers, features=features, kernel_size=kernel, channels=3,
-                 dtype=dtype)
+                 dtype=dtype, channel_align=align)
   c.data.image_size = (32, 32)
   c.train.update(warmup_steps=10, num_steps=1000, batch_size=batch)
   return c
@@ -50,9 +52,9 @@ def make_mesh(devices: int, fsdp: int) -> Mesh:
 
 
 def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, steps,
-          peak_tflops):
+          peak_tflops, align=1):
   batch = per_device_batch * devices
-  cfg = config_for(layers, features, kernel, dtype, batch)
+  cfg = config_for(layers, features, kernel, dtype, batch, align)
   mesh = make_mesh(devices, fsdp)
   model, tx, shardings, step = train.setup(cfg, mesh)
   state = train.fresh_state(cfg, model, tx, shardings)
@@ -74,7 +76,7 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
   flops = train_flops_per_image(state.params, 32 * 32)
   return {"layers": layers, "features": features, "kernel": kernel, "dtype": dtype,
           "batch": batch, "per_device_batch": per_device_batch, "devices": devices,
-          "fsdp": fsdp, "img_per_s": batch / med, "median_step_s": med,
+          "fsdp": fsdp, "channel_align": align, "img_per_s": batch / med, "median_step_s": med,
           "compile_s": compile_s, "params": ts.param_count(state.params),
           "train_gflop_per_img": flops / 1e9,
           "mfu": batch / med * flops / (devices * peak_tflops * 1e12),
@@ -84,11 +86,11 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
 
 def add_efficiency(rows):
   """img/s(N) / (N * img/s(1)) against the one-device case of the same series."""
-  base = {(r["layers"], r["features"], r["kernel"], r["dtype"], r["per_device_batch"]):
-          r["img_per_s"] for r in rows if "error" not in r and r["devices"] == 1}
+  series = lambda r: (r["layers"], r["features"], r["kernel"], r["dtype"],
+                      r.get("per_device_batch"), r.get("channel_align"))
+  base = {series(r): r["img_per_s"] for r in rows if "error" not in r and r["devices"] == 1}
   for r in rows:
-    one = base.get((r["layers"], r["features"], r["kernel"], r["dtype"],
-                    r.get("per_device_batch")))
+    one = base.get(series(r))
     if one and "error" not in r:
       r["scaling_efficiency"] = r["img_per_s"] / (r["devices"] * one)
 
@@ -102,6 +104,7 @@ def plot(rows, path):
   for r in rows:
     if "error" not in r:
       name = (f"{r['layers']}x{r['features']} k{r['kernel']} {r['dtype']}, "
+              f"align {r['channel_align']}, "
               f"{r['per_device_batch']}/device, fsdp={r['fsdp']}")
       series.setdefault(name, []).append((r["devices"], r["img_per_s"]))
   for name, points in sorted(series.items()):
@@ -127,6 +130,9 @@ def main():
   p.add_argument("--batches", default="256", help="per-device batch sizes")
   p.add_argument("--meshes", default="1", help="DEVICES or DEVICESxFSDP, comma-separated")
   p.add_argument("--steps", type=int, default=20)
+  p.add_argument("--aligns", default="1",
+                 help="model.channel_align values, comma-separated (8: channels padded "
+                 "to multiples of 8 while computing)")
   p.add_argument("--peak_tflops", type=float, default=790.0)
   p.add_argument("--out", default="")
   p.add_argument("--plot", default="")
@@ -137,16 +143,18 @@ def main():
             for m in args.meshes.split(",")]
   rows = []
   for layers, features, kernel in shapes:
-    for dtype in args.dtypes.split(","):
+    for dtype, align in itertools.product(args.dtypes.split(","),
+                                          (int(a) for a in args.aligns.split(","))):
       for per_device in (int(b) for b in args.batches.split(",")):
         for devices, fsdp in meshes:
           try:
             r = bench(layers, features, kernel, dtype, per_device, devices, fsdp,
-                      args.steps, args.peak_tflops)
+                      args.steps, args.peak_tflops, align)
           except Exception as e:  # An OOM on one case should not hide the others.
             r = {"layers": layers, "features": features, "kernel": kernel,
                  "dtype": dtype, "per_device_batch": per_device, "devices": devices,
-                 "fsdp": fsdp, "error": str(e).splitlines()[0][:200]}
+                 "fsdp": fsdp, "channel_align": align,
+                 "error": str(e).splitlines()[0][:200]}
           print(json.dumps(r), flush=True)
           rows.append(r)
   add_efficiency(rows)
@@ -155,11 +163,11 @@ def main():
       f.writelines(json.dumps(r) + "\n" for r in rows)
   if args.plot:
     plot(rows, args.plot)
-  print(f"\n{'shape':>12} {'dtype':>8} {'batch':>6} {'GPUs':>4} {'fsdp':>4} "
+  print(f"\n{'shape':>12} {'dtype':>8} {'align':>5} {'batch':>6} {'GPUs':>4} {'fsdp':>4} "
         f"{'img/s':>8} {'MFU':>5} {'eff.':>5}  device")
   for r in rows:
     shape = f"{r['layers']}x{r['features']}k{r['kernel']}"
-    head = (f"{shape:>12} {r['dtype']:>8} "
+    head = (f"{shape:>12} {r['dtype']:>8} {r['channel_align']:>5} "
             f"{r['per_device_batch']:>6} {r['devices']:>4} {r['fsdp']:>4}")
     if "error" in r:
       print(f"{head}  error: {r['error'][:60]}")

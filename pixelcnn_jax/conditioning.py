@@ -28,6 +28,15 @@ def validate(mode: str, num_classes: int, cond_dim: int) -> None:
                      "or cond_dim > 0 (vectors)")
 
 
+def validate_noise(cond_noise: float, mode: str, num_classes: int) -> None:
+  if cond_noise < 0:
+    raise ValueError(f"cond_noise must be >= 0, got {cond_noise}")
+  if cond_noise > 0 and (mode not in ("vector", "spatial") or num_classes > 0):
+    raise ValueError("cond_noise > 0 perturbs a real vector h; it needs conditioning "
+                     f"'vector' or 'spatial' with vectors, got {mode!r}"
+                     + (" with labels" if num_classes > 0 else ""))
+
+
 def embed(h, mode: str, num_classes: int, cond_dim: int, batch: int):
   """Checks h against the model and returns it as float [B, 1, 1, D], or None."""
   if mode == "none":

@@ -44,6 +44,22 @@ def colour_mask(in_colours: np.ndarray, out_colours: np.ndarray,
   return allowed.astype(np.float32)
 
 
+def pad_channels(x: jax.Array, axis: int, multiple: int) -> jax.Array:
+  """x with zeros appended along `axis` up to a multiple of `multiple`.
+
+  GPU convolution and matmul kernels want channel counts that are multiples
+  of 8; given others, cuDNN pads every operand itself, in a pass of its own
+  before each call. Zeros appended here add nothing to any sum, and XLA can
+  fuse the padding into the op that makes x.
+  """
+  extra = -x.shape[axis] % multiple
+  if not extra:
+    return x
+  widths = [(0, 0)] * x.ndim
+  widths[axis] = (0, extra)
+  return jnp.pad(x, widths)
+
+
 def gate(pre: jax.Array) -> jax.Array:
   """y = tanh(f) * sigmoid(g), with [f | g] stacked on the last axis."""
   f, g = jnp.split(pre, 2, axis=-1)
@@ -59,12 +75,15 @@ class ShiftedConv(nn.Module):
 
   `centre_mask` ([in, out]) multiplies the last tap of the last kernel row,
   which is the current pixel for the horizontal stack's (1 x k) kernel.
+  `channel_align` > 1 computes with input and output channels padded to its
+  multiples (pad_channels); the parameters keep their true shapes.
   """
   features: int
   kernel_size: tuple[int, int]
   centre_mask: Optional[np.ndarray] = None
   dtype: Any = jnp.float32
   precision: Any = None
+  channel_align: int = 1
 
   @nn.compact
   def __call__(self, x: jax.Array, padding: Padding) -> jax.Array:
@@ -76,20 +95,24 @@ class ShiftedConv(nn.Module):
       tap_mask = np.ones(kernel.shape, np.float32)
       tap_mask[-1, -1] = self.centre_mask
       kernel = kernel * tap_mask
+    a = self.channel_align
     y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype), window_strides=(1, 1),
-        padding=tuple(padding), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        precision=self.precision)
-    return y + bias.astype(self.dtype)
+        pad_channels(x.astype(self.dtype), 3, a),
+        pad_channels(pad_channels(kernel.astype(self.dtype), 2, a), 3, a),
+        window_strides=(1, 1), padding=tuple(padding),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
+    return y[..., :self.features] + bias.astype(self.dtype)
 
 
 class MaskedDense(nn.Module):
-  """A 1x1 convolution with an optional [in, out] colour mask."""
+  """A 1x1 convolution with an optional [in, out] colour mask; `channel_align`
+  as in ShiftedConv."""
   features: int
   mask: Optional[np.ndarray] = None
   use_bias: bool = True
   dtype: Any = jnp.float32
   precision: Any = None
+  channel_align: int = 1
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -97,8 +120,10 @@ class MaskedDense(nn.Module):
                         (x.shape[-1], self.features), jnp.float32)
     if self.mask is not None:
       kernel = kernel * self.mask
-    y = jnp.einsum("...i,io->...o", x.astype(self.dtype), kernel.astype(self.dtype),
-                   precision=self.precision)
+    a = self.channel_align
+    y = jnp.einsum("...i,io->...o", pad_channels(x.astype(self.dtype), -1, a),
+                   pad_channels(pad_channels(kernel.astype(self.dtype), 0, a), 1, a),
+                   precision=self.precision)[..., :self.features]
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,),
                          jnp.float32).astype(self.dtype)

@@ -35,10 +35,12 @@ class GatedLayer(nn.Module):
   dropout: float
   dtype: Any
   precision: Any
+  channel_align: int = 1
 
   def setup(self):
     p, c, (_, k) = self.features, self.channels, extents(self.kernel_size)
-    kw = dict(dtype=self.dtype, precision=self.precision)
+    kw = dict(dtype=self.dtype, precision=self.precision,
+              channel_align=self.channel_align)
     in_colours = (np.arange(c) if self.first else layers.channel_colours(p, c))
     self.v_conv = layers.ShiftedConv(2 * p, (k, self.kernel_size), **kw)
     self.h_conv = layers.ShiftedConv(
@@ -92,7 +94,12 @@ class GatedPixelCNN(nn.Module):
   `train=True` turns on dropout (when `dropout > 0`) and needs
   `rngs={"dropout": key}`; eval and both samplers run without it.
   `image_size` is the (H, W) that samplers draw; the convolutions themselves
-  accept any size.
+  accept any size. `cond_noise` > 0 adds N(0, cond_noise^2) noise to a real
+  vector h (not to labels) when `train=True`, from the "dropout" rng, so that
+  a model trained on few images cannot recall each one from its own h.
+  `channel_align` > 1 pads every convolution's and 1x1's
+  channels to its multiples while computing (zeros: the same sums, the same
+  parameters); 8 is what GPU kernels want.
   """
   num_layers: int = 15
   features: int = 128
@@ -108,15 +115,19 @@ class GatedPixelCNN(nn.Module):
   image_size: tuple[int, int] = (32, 32)
   dtype: Any = jnp.float32
   precision: Any = None
+  channel_align: int = 1
+  cond_noise: float = 0.0
 
   def setup(self):
     validate_architecture(self.num_layers, self.features, self.kernel_size,
                           self.channels, self.head_features, self.dropout)
     cond_lib.validate(self.conditioning, self.num_classes, self.cond_dim)
+    cond_lib.validate_noise(self.cond_noise, self.conditioning, self.num_classes)
     self.layers = [
         GatedLayer(self.features, self.kernel_size, self.channels, first=(i == 0),
                    skip=self.skip, conditional=self.conditioning != "none",
-                   dropout=self.dropout, dtype=self.dtype, precision=self.precision)
+                   dropout=self.dropout, dtype=self.dtype, precision=self.precision,
+                   channel_align=self.channel_align)
         for i in range(self.num_layers)
     ]
     c = self.channels
@@ -124,12 +135,12 @@ class GatedPixelCNN(nn.Module):
     self.head_hidden = layers.MaskedDense(
         head, mask=layers.colour_mask(layers.channel_colours(self.features, c),
                                       layers.channel_colours(head, c), True),
-        dtype=self.dtype, precision=self.precision)
+        dtype=self.dtype, precision=self.precision, channel_align=self.channel_align)
     # Logits stay in float32: bf16 logits would cost ~0.01 bits/dim of rounding.
     self.head_out = layers.MaskedDense(
         c * NUM_LEVELS, mask=layers.colour_mask(
             layers.channel_colours(head, c), np.repeat(np.arange(c), NUM_LEVELS), True),
-        dtype=jnp.float32, precision=self.precision)
+        dtype=jnp.float32, precision=self.precision, channel_align=self.channel_align)
     if self.conditioning == "spatial":
       self.spatial_net = cond_lib.SpatialConditioner(self.spatial_features,
                                                      dtype=self.dtype)
@@ -145,7 +156,7 @@ class GatedPixelCNN(nn.Module):
                        f"{tuple(x_BHWC.shape)}")
     B, H, W, _ = x_BHWC.shape
     x = normalize(x_BHWC)
-    cond = self.embed_condition(h, B, H, W)
+    cond = self.embed_condition(h, B, H, W, train)
     m, k = self.extents
     # The vertical stack's input moves down one row (pad, then crop the last)
     # so that it never sees row i. A slice crops rather than negative conv
@@ -159,9 +170,11 @@ class GatedPixelCNN(nn.Module):
       skips.append(skip)
     return self.head(sum(skips) if self.skip else hs)
 
-  def embed_condition(self, h, batch: int, height: int, width: int):
+  def embed_condition(self, h, batch: int, height: int, width: int, train: bool = False):
     """None, a global vector [B, 1, 1, D], or a spatial map s = m(h) [B, H, W, k]."""
     vec = cond_lib.embed(h, self.conditioning, self.num_classes, self.cond_dim, batch)
+    if train and self.cond_noise > 0:
+      vec = vec + self.cond_noise * jax.random.normal(self.make_rng("dropout"), vec.shape)
     if vec is None or self.conditioning != "spatial":
       return vec
     return self.spatial_net(vec[:, 0, 0], height, width)

@@ -66,7 +66,8 @@ def make_model(model_cfg, image_size, precision=None):
       conditioning=model_cfg.conditioning, num_classes=model_cfg.num_classes,
       cond_dim=model_cfg.code_dim if coded else model_cfg.cond_dim,
       spatial_features=model_cfg.spatial_features, dropout=model_cfg.dropout,
-      image_size=tuple(image_size), dtype=dtype, precision=precision)
+      image_size=tuple(image_size), dtype=dtype, precision=precision,
+      channel_align=model_cfg.channel_align, cond_noise=model_cfg.cond_noise)
   return autoencoder.PixelCNNAutoEncoder(encoder, pixelcnn) if coded else pixelcnn
 
 

@@ -5,7 +5,7 @@ import pytest
 from flax import linen as nn
 
 import pixelcnn_jax as pj
-from conftest import random_model
+from conftest import example_h, random_model
 
 
 def _init(**kw):
@@ -37,6 +37,46 @@ def test_wrong_image_channels():
   model, variables = _init(num_layers=1, features=6, channels=3)
   with pytest.raises(ValueError, match="expected images"):
     model.apply(variables, jnp.zeros((1, 4, 4, 1), jnp.uint8))
+
+
+@pytest.mark.parametrize("conditioning,skip", [("none", False), ("class", True),
+                                                ("spatial", False)])
+def test_channel_align_changes_neither_params_nor_logits(conditioning, skip):
+  """Channels padded with zeros while computing: the same parameters, the same
+  sums (features 18, head 9, 3 image channels: none a multiple of 8)."""
+  model, variables = random_model(3, 3, 2, skip=skip, conditioning=conditioning,
+                                  head_features=9)
+  aligned = model.clone(channel_align=8)
+  x = jax.random.randint(jax.random.PRNGKey(0), (2, 6, 7, 3), 0, 256)
+  h = example_h(model, 2)
+  fresh = aligned.init(jax.random.PRNGKey(0), x, h=h)
+  assert (jax.tree_util.tree_map(jnp.shape, fresh)
+          == jax.tree_util.tree_map(jnp.shape, variables))
+  np.testing.assert_allclose(aligned.apply(variables, x, h=h),
+                             model.apply(variables, x, h=h), rtol=1e-5, atol=1e-5)
+
+
+def test_cond_noise_only_in_training():
+  model, variables = random_model(3, 3, 2, conditioning="vector", cond_noise=0.5)
+  plain = model.clone(cond_noise=0.0)
+  x = jax.random.randint(jax.random.PRNGKey(0), (2, 6, 7, 3), 0, 256)
+  h = example_h(model, 2)
+  run = lambda m, seed: m.apply(variables, x, h=h, train=True,
+                                rngs={"dropout": jax.random.PRNGKey(seed)})
+  assert np.abs(run(model, 0) - run(plain, 0)).max() > 1e-3
+  assert np.abs(run(model, 0) - run(model, 1)).max() > 1e-3
+  np.testing.assert_array_equal(model.apply(variables, x, h=h),
+                                plain.apply(variables, x, h=h))
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(conditioning="vector", cond_noise=-0.1), "cond_noise must be >= 0"),
+    (dict(conditioning="class", cond_noise=0.1), "perturbs a real vector h"),
+    (dict(conditioning="spatial", cond_noise=0.1), "with labels"),
+])
+def test_bad_cond_noise(kw, message):
+  with pytest.raises(ValueError, match=message):
+    random_model(3, 3, 1, **kw)
 
 
 def test_conditioning_changes_logits():

@@ -51,6 +51,16 @@ def test_prefix_pair_may_be_a_list():
   assert (as_tuple.reshape(2, -1)[:, :5] == images.reshape(2, -1)[:, :5]).all()
 
 
+def test_channel_align_leaves_the_draws_unchanged():
+  model, variables = random_model(3, 3, 2, True, "class", (4, 4))
+  key, h = jax.random.PRNGKey(3), example_h(model, 2)
+  plain = pj.sample(model, variables, key, 2, h=h, method="naive")
+  for method in ("naive", "cached"):
+    np.testing.assert_array_equal(
+        pj.sample(model.clone(channel_align=8), variables, key, 2, h=h, method=method),
+        plain)
+
+
 def test_samplers_ignore_dropout():
   model, variables = random_model(3, 3, 2, True, "none", (4, 4), dropout=0.5)
   key = jax.random.PRNGKey(5)
