@@ -1,10 +1,10 @@
 """Naive vs cached sampling of 32x32x3 images, and how far each is from its floor.
 
   python experiments/bench_sample.py [--batches=1,16,64,256] [--kernels=xla,pallas]
-      [--out=FILE] [--plot=FILE.png]
+      [--command_buffers=auto,on,off] [--out=FILE] [--plot=FILE.png]
 
-For each model shape, batch and kernel of the cached sampler (xla: XLA's ops;
-pallas: one fused kernel per colour pass): its wall time (median of 3 after
+For each model shape, batch, kernel of the cached sampler (xla: XLA's ops;
+pallas: one fused kernel per colour pass) and command-buffer choice: its wall time (median of 3 after
 compile); the naive sampler's, measured in full where --naive_full_limit
 allows and otherwise extrapolated as 3,072 x the time of one full forward pass
 (the naive loop's body), marked "extrapolated". Floors use the H100 SXM
@@ -20,6 +20,7 @@ difference changes everything after it).
 
 import argparse
 import datetime
+import itertools
 import json
 import re
 import statistics
@@ -33,6 +34,7 @@ from jax.sharding import Mesh
 import pixelcnn_jax as pj
 
 SHAPES = ((15, 132, 3), (20, 384, 5))
+CHOICES = {"auto": None, "on": True, "off": False}  # --command_buffers
 HBM_BYTES_PER_S, BF16_FLOPS = 3.35e12, 989e12
 STEPS = 32 * 32 * 3
 
@@ -84,11 +86,11 @@ def plot(rows, path):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6, 4))
-  for shape in dict.fromkeys(r["shape"] for r in rows):
-    for kernel in dict.fromkeys(r["kernel"] for r in rows):
-      points = [(r["batch"], r["batch"] / r["cached_s"]) for r in rows
-                if r["shape"] == shape and r["kernel"] == kernel]
-      ax.plot(*zip(*points), "o-", label=f"{shape}, {kernel}")
+  for shape, kernel, graphs in dict.fromkeys(
+      (r["shape"], r["kernel"], r["command_buffers"]) for r in rows):
+    points = [(r["batch"], r["batch"] / r["cached_s"]) for r in rows
+              if (r["shape"], r["kernel"], r["command_buffers"]) == (shape, kernel, graphs)]
+    ax.plot(*zip(*points), "o-", label=f"{shape}, {kernel}, command buffers {graphs}")
   ax.set(xscale="log", yscale="log", xlabel="batch (images)", ylabel="images/s",
          title=f"32x32x3 sampling, bf16, {rows[0]['device']}")
   ax.grid(True, which="both", alpha=0.3)
@@ -105,6 +107,8 @@ def main():
   p.add_argument("--out", default="")
   p.add_argument("--plot", default="")
   p.add_argument("--kernels", default="xla,pallas")
+  p.add_argument("--command_buffers", default="auto",
+                 help="comma-separated: auto (the library's choice), on, off")
   p.add_argument("--agreement_dtypes", default="float32:highest,float32,bfloat16",
                  help="DTYPE[:PRECISION],... to check cached against the reference; "
                  "empty: skip")
@@ -133,16 +137,20 @@ def main():
       else:
         naive, how = naive_est, "extrapolated"
       bw_floor, flop_floor = floors(variables, batch, 2)
-      for kernel in args.kernels.split(","):
+      for kernel, graphs in itertools.product(args.kernels.split(","),
+                                              args.command_buffers.split(",")):
         try:
           cached = timed(lambda: pj.sample(model, variables, key, batch, kernel=kernel,
-                                           mesh=one_device))
+                                           mesh=one_device,
+                                           command_buffers=CHOICES[graphs]))
         except Exception as e:  # A kernel that fails to build must not end the sweep.
           print(json.dumps({"shape": f"{layers}x{features} k{kernel_size}", "kernel": kernel,
-                            "batch": batch, "error": repr(e)[:2000]}), flush=True)
+                            "command_buffers": graphs, "batch": batch,
+                            "error": repr(e)[:2000]}), flush=True)
           continue
         r = {"shape": f"{layers}x{features} k{kernel_size}", "dtype": "bfloat16",
-             "kernel": kernel, "batch": batch, "cached_s": cached, "naive_s": naive,
+             "kernel": kernel, "command_buffers": graphs, "batch": batch,
+             "cached_s": cached, "naive_s": naive,
              "naive": how, "speedup": naive / cached, "floor_bytes_s": bw_floor,
              "floor_flops_s": flop_floor, "device": jax.devices()[0].device_kind,
              "date": datetime.date.today().isoformat()}
@@ -181,10 +189,11 @@ def main():
   if args.out:
     with open(args.out, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows + agree)
-  print(f"\n{'shape':>10} {'kernel':>7} {'batch':>5} {'cached s':>9} {'naive s':>9} {'':>5} "
-        f"{'speedup':>8} {'floor(B) s':>10} {'floor(F) s':>10}")
+  print(f"\n{'shape':>10} {'kernel':>7} {'graphs':>6} {'batch':>5} {'cached s':>9} "
+        f"{'naive s':>9} {'':>5} {'speedup':>8} {'floor(B) s':>10} {'floor(F) s':>10}")
   for r in rows:
-    print(f"{r['shape']:>10} {r['kernel']:>7} {r['batch']:5d} {r['cached_s']:9.3f} {r['naive_s']:9.1f} "
+    print(f"{r['shape']:>10} {r['kernel']:>7} {r['command_buffers']:>6} {r['batch']:5d} "
+          f"{r['cached_s']:9.3f} {r['naive_s']:9.1f} "
           f"{r['naive'][:5]:>5} {r['speedup']:8.0f} {r['floor_bytes_s']:10.4f} "
           f"{r['floor_flops_s']:10.4f}")
   if args.plot and rows:

@@ -61,6 +61,15 @@ def test_channel_align_leaves_the_draws_unchanged():
         plain)
 
 
+def test_command_buffers_leave_the_draws_unchanged():
+  """The GPU's compiler options are accepted everywhere and change no draw."""
+  model, variables = random_model(3, 3, 2, False, "none", (4, 4))
+  key = jax.random.PRNGKey(4)
+  np.testing.assert_array_equal(
+      pj.sample(model, variables, key, 2, command_buffers=True),
+      pj.sample(model, variables, key, 2, command_buffers=False))
+
+
 def test_samplers_ignore_dropout():
   model, variables = random_model(3, 3, 2, True, "none", (4, 4), dropout=0.5)
   key = jax.random.PRNGKey(5)

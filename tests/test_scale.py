@@ -75,10 +75,12 @@ def test_two_processes_train_identically_and_leave_a_checkpoint(tmp_path, fsdp):
   prints = dict(re.findall(r"process (\d): params fingerprint (\S+)", stdout))
   assert set(prints) == {"0", "1"} and prints["0"] == prints["1"]
   assert "over 2 processes" in stdout and f"'fsdp': {fsdp}" in stdout
-  in_training = re.findall(r"eval_bpd (\S+)", stdout)[-1]
+  in_training = float(re.findall(r"eval_bpd (\S+)", stdout)[-1])
   evaluated = run_cli(*args[:2], "--mode=eval")
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-  assert f"holdout bits/dim {in_training}" in evaluated.stdout
+  # One process sums the eval batch in another order than two: the last digit may move.
+  alone = float(re.search(r"holdout bits/dim (\S+)", evaluated.stdout).group(1))
+  assert abs(alone - in_training) <= 1e-5, (alone, in_training)
 
 
 def _free_port():
