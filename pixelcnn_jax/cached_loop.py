@@ -75,14 +75,16 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
       j, extra_C = xs
       links_LB2p = jax.lax.dynamic_index_in_dim(links_LBW2p, j, 2, keepdims=False)
       lefts_LB2p = passes.left_taps(caches)
-      state = passes.start() if fused is None else fused.start(B)
+      if fused is None:
+        state = passes.start()
+      else:
+        state, base = fused.start(B), fused.base(lefts_LB2p, links_LB2p)
       for c in range(C):
         pixel_BC = normalize(canvas[:, i, j])
         if fused is None:
           logits_BK, state = passes.colour(c, pixel_BC, lefts_LB2p, links_LB2p, state)
         else:
-          logits_BK, state = fused.colour(c, pixel_BC, fused.base(c, lefts_LB2p, links_LB2p),
-                                          state)
+          logits_BK, state = fused.colour(c, pixel_BC, base, state)
         t = (i * W + j) * C + c
         canvas = canvas.at[:, i, j, c].set(
             choose(logits_BK, t, canvas[:, i, j, c], None if extra_C is None else extra_C[c]))

@@ -2,7 +2,9 @@
 
 Colour pass c runs every horizontal layer's colour group c and colour c's
 logits (cached_loop.py). On a GPU that is some 4L small launches per
-sub-pixel; here it is one launch per pass and batch block. Feature vectors
+sub-pixel; here it is one launch per pass and batch block, which reads the
+pixel's left taps, links and biases (one array per pixel, all passes) and
+writes its group into the pixel's state in place. Feature vectors
 use a padded layout, since Triton's blocks have power-of-two sides: colour
 group g occupies slots g*G .. g*G+P-1 of S = G * (C rounded up to a power of
 two), G being the group width P rounded up to a power of two; stacks of
@@ -48,9 +50,7 @@ class FusedPasses:
     self.interpret = interpret
     m = model.extents[0]
     bias = jnp.stack([params[f"layers_{l}"]["h_conv"]["bias"] for l in range(self.L)])
-    own = lambda c: c * self.P + np.arange(self.P)
-    self.cols = [np.concatenate([own(c), self.p + own(c)]) for c in range(self.C)]
-    self.bias = [bias[:, None, cols] for cols in self.cols]   # [L, 1, 2P] per pass.
+    self.bias = bias[:, None, :]                               # [L, 1, 2p]
     self.weights = [self._cut(params, c, m) for c in range(self.C)]
 
   def _slots(self, c_groups, width, slot):
@@ -131,30 +131,26 @@ class FusedPasses:
     idx = self._slots(range(self.C), self.P, self.G)
     return list(state["out"][:self.L, :batch, idx])
 
-  def base(self, c: int, lefts_LB2p, links_LB2p):
-    """Per layer, left taps + bias + link of group c's f and g columns, in the
-    padded layout: float32 [Lp, Bp, 2, G]."""
+  def base(self, lefts_LB2p, links_LB2p):
+    """Per layer, left taps + bias + link of every f and g column, in the
+    padded layout, once per pixel for all its passes: float32 [Lp, Bp, 2, S]."""
     L, B = lefts_LB2p.shape[:2]
-    cols = self.cols[c]
-    pre = lefts_LB2p[..., cols] + self.bias[c] + links_LB2p[..., cols].astype(jnp.float32)
-    pre = pre.reshape(L, B, 2, self.P)
-    return jnp.pad(pre, ((0, self.Lp - L), (0, self.blocks(B)[1] - B), (0, 0),
-                         (0, self.G - self.P)))
+    pre = lefts_LB2p + self.bias + links_LB2p.astype(jnp.float32)
+    pre = jnp.pad(pre.reshape(L, B, 2, self.C, self.P),
+                  ((0, self.Lp - L), (0, self.blocks(B)[1] - B), (0, 0),
+                   (0, self.S // self.G - self.C), (0, self.G - self.P)))
+    return pre.reshape(self.Lp, -1, 2, self.S)
 
   def colour(self, c: int, pixel_BC, base, state):
-    """Pass c, from base (FusedPasses.base). Returns logits [B, 256], state."""
+    """Pass c, from base (FusedPasses.base). Returns logits [B, 256], state.
+    The kernel writes group c into the state's own buffers (aliased)."""
     B = pixel_BC.shape[0]
     Bb, Bp = self.blocks(B)
     x0 = jnp.zeros((Bp, self.S), jnp.float32).at[:B, :self.C].set(pixel_BC)
     out, gated, hidden, logits = self._call(c, Bb, Bp)(
         x0, base, state["out"], state["gated"], state["hidden"],
         *[self.weights[c][k] for k in self.WEIGHTS])
-    sl = slice(c * self.G, (c + 1) * self.G)
-    slh = slice(c * self.Gh, (c + 1) * self.Gh)
-    state = {"out": state["out"].at[:, :, sl].set(out),
-             "gated": state["gated"].at[:, :, sl].set(gated),
-             "hidden": state["hidden"].at[:, slh].set(hidden)}
-    return logits[:B], state
+    return logits[:B], {"out": out, "gated": gated, "hidden": hidden}
 
   WEIGHTS = ("cen_prev", "cen_own", "out_prev", "out_own", "out_b",
              "hh_prev", "hh_own", "hh_b", "ho_prev", "ho_own", "ho_b")
@@ -165,20 +161,20 @@ class FusedPasses:
     full = lambda shape: pl.BlockSpec(shape, lambda b: (0,) * len(shape))
     batch_spec = lambda shape, axis: pl.BlockSpec(
         shape, lambda b: tuple(b if d == axis else 0 for d in range(len(shape))))
-    in_specs = [batch_spec((Bb, S), 0), batch_spec((Lp, Bb, 2, G), 1),
-                batch_spec((Lp, Bb, S), 1), batch_spec((Lp, Bb, S), 1),
-                batch_spec((Bb, Sh), 0)]
+    state_specs = [batch_spec((Lp, Bb, S), 1), batch_spec((Lp, Bb, S), 1),
+                   batch_spec((Bb, Sh), 0)]
+    in_specs = [batch_spec((Bb, S), 0), batch_spec((Lp, Bb, 2, S), 1), *state_specs]
     in_specs += [full(self.weights[c][k].shape) for k in self.WEIGHTS]
-    out_specs = [batch_spec((Lp, Bb, G), 1), batch_spec((Lp, Bb, G), 1),
-                 batch_spec((Bb, Gh), 0), batch_spec((Bb, NUM_LEVELS), 0)]
-    out_shape = [jax.ShapeDtypeStruct((Lp, Bp, G), self.dtype),
-                 jax.ShapeDtypeStruct((Lp, Bp, G), self.dtype),
-                 jax.ShapeDtypeStruct((Bp, Gh), self.dtype),
+    out_specs = [*state_specs, batch_spec((Bb, NUM_LEVELS), 0)]
+    out_shape = [jax.ShapeDtypeStruct((Lp, Bp, S), self.dtype),
+                 jax.ShapeDtypeStruct((Lp, Bp, S), self.dtype),
+                 jax.ShapeDtypeStruct((Bp, Sh), self.dtype),
                  jax.ShapeDtypeStruct((Bp, NUM_LEVELS), jnp.float32)]
     kernel = functools.partial(_pass_kernel, c=c, G=G, Gh=Gh, L=self.L,
                                dtype=self.dtype, precision=self.precision)
     return pl.pallas_call(kernel, out_shape=out_shape, grid=(Bp // Bb,),
                           in_specs=in_specs, out_specs=out_specs,
+                          input_output_aliases={2: 0, 3: 1, 4: 2},
                           compiler_params=None if self.interpret else pltriton.CompilerParams(),
                           interpret=self.interpret)
 
@@ -210,6 +206,7 @@ def _pass_kernel(x0_ref, base_ref, out_prev_ref, gated_prev_ref, hidden_prev_ref
 
   add = lambda a, b: a if b is None else a + b
   f32 = lambda v: v.astype(jnp.float32)
+  own_slots = pl.ds(c * G, G)  # Group c in the padded layout of base and the state.
 
   def layer(l, pres, own):
     """Layer l's group c from its two pre-activations (float32); own: the
@@ -223,18 +220,18 @@ def _pass_kernel(x0_ref, base_ref, out_prev_ref, gated_prev_ref, hidden_prev_ref
                                          w_at=(l,))).astype(dtype) + o_b[l].astype(dtype)
     if own is not None:
       out = out + own
-    out_ref[l] = out.astype(out_ref.dtype)
-    gated_ref[l] = gated.astype(gated_ref.dtype)
+    out_ref[l, :, own_slots] = out.astype(out_ref.dtype)
+    gated_ref[l, :, own_slots] = gated.astype(gated_ref.dtype)
     return out
 
   # Layer 0 reads the pixel's channels before c (at slots 0..c-1) and has no
   # residual; layers 1.. are one loop, not unrolled, so that a deep model's
   # kernel stays small enough to compile in seconds.
-  own = layer(0, [add(base_ref[0, :, h, :], prev(x0_ref, cen_prev, G, range(-(-c // G)),
+  own = layer(0, [add(base_ref[0, :, h, own_slots], prev(x0_ref, cen_prev, G, range(-(-c // G)),
                                                  w_at=(0, h))) for h in (0, 1)], None)
 
   def body(l, own):
-    pres = [add(base_ref[l, :, h, :], prev(out_prev_ref, cen_prev, G, range(c),
+    pres = [add(base_ref[l, :, h, own_slots], prev(out_prev_ref, cen_prev, G, range(c),
                                            x_at=(l - 1,), w_at=(l, h)))
             + dot(own, cen_own[l, h]) for h in (0, 1)]
     return layer(l, pres, own)
@@ -245,7 +242,7 @@ def _pass_kernel(x0_ref, base_ref, out_prev_ref, gated_prev_ref, hidden_prev_ref
   hidden = add(dot(relu(own), hh_own[...]),
                prev(out_prev_ref, hh_prev, G, range(c), x_at=(L - 1,), mul=relu_dot)
                ).astype(dtype) + hh_b[...].astype(dtype)
-  hidden_ref[...] = hidden.astype(hidden_ref.dtype)
+  hidden_ref[:, pl.ds(c * Gh, Gh)] = hidden.astype(hidden_ref.dtype)
   relu_dot32 = lambda a, b: dot32(relu(a), b)
   for n in range(0, NUM_LEVELS, LOGIT_COLUMNS):  # Column blocks, for shared memory too.
     cols = pl.ds(n, LOGIT_COLUMNS)
