@@ -71,14 +71,14 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
     links_LBW2p = jnp.stack(links)
 
     def col_step(carry, xs):
-      canvas, caches = carry
+      canvas, caches, fused_state = carry
       j, extra_C = xs
       links_LB2p = jax.lax.dynamic_index_in_dim(links_LBW2p, j, 2, keepdims=False)
       lefts_LB2p = passes.left_taps(caches)
       if fused is None:
         state = passes.start()
       else:
-        state, base = fused.start(B), fused.base(lefts_LB2p, links_LB2p)
+        state, base = fused_state, fused.base(lefts_LB2p, links_LB2p)
       for c in range(C):
         pixel_BC = normalize(canvas[:, i, j])
         if fused is None:
@@ -91,11 +91,13 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
       # Every layer's input at this pixel is now final: it joins the caches.
       outputs = passes.outputs(state) if fused is None else fused.outputs(state, B)
       caches = passes.push(caches, normalize(canvas[:, i, j]), outputs)
-      return (canvas, caches), None
+      return (canvas, caches, None if fused is None else state), None
 
     caches = passes.empty_caches(B)
     extra = None if per_row is None else per_row(i)
-    (canvas, _), _ = jax.lax.scan(col_step, (canvas, caches), (jnp.arange(W), extra))
+    fused_state = None if fused is None else fused.start(B)
+    (canvas, _, _), _ = jax.lax.scan(col_step, (canvas, caches, fused_state),
+                                     (jnp.arange(W), extra))
     return (canvas, new_caches), None
 
   v_caches = [jnp.zeros((B, k - 1, W + 2 * m, p), model.dtype) for _ in range(L - 1)]

@@ -120,7 +120,8 @@ class FusedPasses:
   def start(self, batch: int):
     """A pixel's state: each layer's output and gate output, and the head's
     hidden layer, in the padded layout and for the padded batch, filled one
-    colour group per pass."""
+    colour group per pass. Pass c reads only groups < c, made by the same
+    pixel's earlier passes, so one state is carried from pixel to pixel."""
     Bp = self.blocks(batch)[1]
     return {"out": jnp.zeros((self.Lp, Bp, self.S), self.dtype),
             "gated": jnp.zeros((self.Lp, Bp, self.S), self.dtype),

@@ -97,9 +97,9 @@ class GatedPixelCNN(nn.Module):
   accept any size. `cond_noise` > 0 adds N(0, cond_noise^2) noise to a real
   vector h (not to labels) when `train=True`, from the "dropout" rng, so that
   a model trained on few images cannot recall each one from its own h.
-  `channel_align` > 1 pads every convolution's and 1x1's
-  channels to its multiples while computing (zeros: the same sums, the same
-  parameters); 8 is what GPU kernels want.
+  `channel_align` > 1 pads every convolution's and 1x1's channels to its
+  multiples while computing (zeros: the same sums, the same parameters); 8 is
+  what GPU kernels want.
   """
   num_layers: int = 15
   features: int = 128
