@@ -1,10 +1,11 @@
 """Naive vs cached sampling of 32x32x3 images, and how far each is from its floor.
 
-  python experiments/bench_sample.py [--batches=1,16,64,256] [--kernels=xla,pallas]
-      [--command_buffers=auto,on,off] [--out=FILE] [--plot=FILE.png]
+  python experiments/bench_sample.py [--batches=1,16,64,256] [--kernels=auto,xla,pallas]
+      [--command_buffers=off,on] [--out=FILE] [--plot=FILE.png]
 
 For each model shape, batch, kernel of the cached sampler (xla: XLA's ops;
-pallas: one fused kernel per colour pass) and command-buffer choice: its wall time (median of 3 after
+pallas: one fused kernel per colour pass; auto: the library's choice) and
+command-buffer choice (off: XLA's defaults; on: pj.sampling.COMMAND_BUFFERS): its wall time (median of 3 after
 compile); the naive sampler's, measured in full where --naive_full_limit
 allows and otherwise extrapolated as 3,072 x the time of one full forward pass
 (the naive loop's body), marked "extrapolated". Floors use the H100 SXM
@@ -34,7 +35,7 @@ from jax.sharding import Mesh
 import pixelcnn_jax as pj
 
 SHAPES = ((15, 132, 3), (20, 384, 5))
-CHOICES = {"auto": None, "on": True, "off": False}  # --command_buffers
+CHOICES = {"on": True, "off": False}  # --command_buffers
 HBM_BYTES_PER_S, BF16_FLOPS = 3.35e12, 989e12
 STEPS = 32 * 32 * 3
 
@@ -107,8 +108,8 @@ def main():
   p.add_argument("--out", default="")
   p.add_argument("--plot", default="")
   p.add_argument("--kernels", default="xla,pallas")
-  p.add_argument("--command_buffers", default="auto",
-                 help="comma-separated: auto (the library's choice), on, off")
+  p.add_argument("--command_buffers", default="off",
+                 help="comma-separated: off (XLA's defaults, the library's), on (all ops)")
   p.add_argument("--agreement_dtypes", default="float32:highest,float32,bfloat16",
                  help="DTYPE[:PRECISION],... to check cached against the reference; "
                  "empty: skip")

@@ -2,17 +2,20 @@
 # Section 3.3 on the Olivetti faces: the embedding, the portrait PixelCNN,
 # Fig. 4 (portraits and the identity they keep) and Fig. 5 (interpolation).
 #
-#   experiments/olivetti_h100.sh FACES_NPZ OUT_DIR
+#   experiments/olivetti_h100.sh FACES_NPZ OUT_DIR [PORTRAIT_FLAG ...]
 #
 # FACES_NPZ  image uint8 [N, 64, 64, 1], label = person (e.g. all.npz).
 # OUT_DIR    data/ (the split and the embedding vectors), embedding/ and
 #            portraits/ workdirs; the grids under portraits/samples/, the
 #            identity rate in portraits/eval/portraits_<step>.json.
+# Any further arguments go to the portrait model's training and figures,
+# e.g. --config.model.cond_noise=0.15.
 # HELDOUT (default 30-39) names the people held out of both networks; SIZE
 # (default 64) the side both networks see (32 halves the faces by averaging).
 set -euo pipefail
 faces=${1:?usage: olivetti_h100.sh FACES_NPZ OUT_DIR}
 out=${2:?usage: olivetti_h100.sh FACES_NPZ OUT_DIR}
+shift 2
 mkdir -p "$out"
 size=${SIZE:-64}
 python3 experiments/olivetti_split.py "$faces" "$out/data" --heldout="${HELDOUT:-30-39}" \
@@ -23,7 +26,7 @@ main() {
 }
 embedding=(--config=configs/olivetti_embedding.py --workdir="$out/embedding")
 portraits=(--config=configs/olivetti_portraits.py --workdir="$out/portraits"
-           --config.data.vector_file="$out/data/vec_{split}.npy")
+           --config.data.vector_file="$out/data/vec_{split}.npy" "$@")
 figures=(--config.sample.embedding_workdir="$out/embedding" --config.eval.step=best)
 
 main "${embedding[@]}" 2>&1 | tee "$out/embedding.log"

@@ -14,6 +14,7 @@ sub-pixel given finished images as the past: a cheap check of any sampler.
 """
 
 import functools
+import logging
 from typing import Optional
 
 import jax
@@ -28,20 +29,29 @@ from pixelcnn_jax.likelihood import NUM_LEVELS
 from pixelcnn_jax.model import GatedPixelCNN
 
 METHODS = ("cached", "naive")
-KERNELS = ("xla", "pallas")
-# The cached loop's 3,072 small steps cost launches, not work: on a GPU, XLA's
-# command buffers (CUDA graphs) replay each step's kernels, loop and branches
-# included, as one graph (experiments/RESULTS.md: 3.32 -> 2.33 s for 16 images).
+KERNELS = ("auto", "xla", "pallas")
+# kernel="auto" takes the fused kernel on a GPU up to this many images, one
+# kernel instance's block: on an H100 at 15 x 132 it drew 1 and 16 images in
+# 0.15 and 0.17 s against XLA's 0.29 and 0.30, and 256 in 0.52 s against 0.48
+# (experiments/RESULTS.md).
+FUSED_MAX_BATCH = 64
+# XLA's command buffers (CUDA graphs) for every op, loops and branches
+# included, when command_buffers=True. They helped the cached loop before its
+# colour-restricted passes (3.32 -> 2.33 s for 16 images) and now cost 3-18%
+# on an H100 (experiments/RESULTS.md), so by default XLA keeps its own choice.
 COMMAND_BUFFERS = {"xla_gpu_enable_command_buffer":
                    "FUSION,CUBLAS,CUBLASLT,CUDNN,CUSTOM_CALL,CONDITIONAL,WHILE",
                    "xla_gpu_graph_min_graph_size": 1}
+# (model, batch) pairs whose fused kernel did not fit the GPU (shared memory):
+# kernel="auto" uses XLA for them from then on.
+_FUSED_FAILED = set()
 
 
 def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
            method: str = "cached", temperature: float = 1.0, prefix=None,
            mesh: Optional[jax.sharding.Mesh] = None,
-           shared_noise: bool = False, kernel: str = "xla",
-           command_buffers: Optional[bool] = None) -> np.ndarray:
+           shared_noise: bool = False, kernel: str = "auto",
+           command_buffers: bool = False) -> np.ndarray:
   """Draws `num` images, uint8 [num, H, W, C], H, W = model.image_size.
 
   prefix: known content to keep exactly and complete, either uint8
@@ -52,12 +62,16 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
   kernel: how the cached sampler runs a colour pass: "xla" (XLA's ops) or
     "pallas" (one fused kernel per pass; on CPU through Pallas's interpreter,
     which is slow and only for tests), on one device. Models with skip
-    connections need "xla".
+    connections need "xla". "auto": "pallas" on a GPU for a one-device mesh,
+    no skip connections and at most FUSED_MAX_BATCH images, falling back to
+    "xla" where the kernel does not fit the GPU; "xla" otherwise. Both draw
+    the same images.
   shared_noise: every image gets the Gumbel noise that a one-image draw with
     this key gets, so images that differ only in h differ only through h:
     the rows of an interpolation.
-  command_buffers: compile the cached loop with XLA's command buffers
-    (COMMAND_BUFFERS); None: on a GPU only. The draws do not change.
+  command_buffers: compile the cached loop with XLA's command buffers for
+    every op (COMMAND_BUFFERS); False keeps XLA's defaults. The draws do not
+    change.
   """
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -97,13 +111,33 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
   if method == "naive":
     out = _naive(*args)
   else:
-    if kernel == "pallas" and jax.default_backend() != "gpu":
-      kernel = "pallas_interpret"
-    if command_buffers is None:
-      command_buffers = jax.default_backend() == "gpu"
-    out = (_cached_graphs if command_buffers else _cached)(*args, kernel)
+    cached = _cached_graphs if command_buffers else _cached
+    if kernel == "auto":
+      out = _cached_auto(cached, args, mesh, padded)
+    else:
+      if kernel == "pallas" and jax.default_backend() != "gpu":
+        kernel = "pallas_interpret"
+      out = cached(*args, kernel)
   # Every process gets the whole batch, also when the mesh spans several hosts.
   return np.asarray(multihost_utils.process_allgather(out, tiled=True))[:num]
+
+
+def _cached_auto(cached, args, mesh, batch):
+  model = args[0]
+  if (jax.default_backend() != "gpu" or mesh.size > 1 or model.skip
+      or batch > FUSED_MAX_BATCH or (model, batch) in _FUSED_FAILED):
+    return cached(*args, "xla")
+  try:
+    # Blocks, so that an error raised while the kernel loads surfaces here.
+    return jax.block_until_ready(cached(*args, "pallas"))
+  except jax.errors.JaxRuntimeError as e:
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    logging.warning("the fused sampling kernel does not fit this GPU for %d images "
+                    "of this model (%s); using kernel='xla'", batch,
+                    str(e).splitlines()[0][:200])
+    _FUSED_FAILED.add((model, batch))
+    return cached(*args, "xla")
 
 
 def _prefix_canvas(prefix, num, height, width, channels):

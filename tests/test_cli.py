@@ -110,7 +110,7 @@ def _bad_labels_npz(path):
     (["--config.train.time_budget_s=-1"], "train.time_budget_s must be >= 0"),
     (["--config.model.dropout=-0.1"], "dropout must be in [0, 1)"),
     (["--config.model.dropout=1.0"], "dropout must be in [0, 1)"),
-    (["--config.model.channel_align=0"], "model.channel_align must be an integer >= 1"),
+    (["--config.model.channel_align=-1"], "model.channel_align must be an integer >= 0"),
     (["--config.model.cond_noise=0.1"], "cond_noise > 0 perturbs a real vector h"),
     (["--config.eval.step=worst", "--mode=eval"],
      "eval.step must be 'latest', 'best' or a step number"),

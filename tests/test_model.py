@@ -56,6 +56,18 @@ def test_channel_align_changes_neither_params_nor_logits(conditioning, skip):
                              model.apply(variables, x, h=h), rtol=1e-5, atol=1e-5)
 
 
+def test_channel_align_zero_means_8_on_a_gpu_only(monkeypatch):
+  from pixelcnn_jax import config_base, train_state
+  cfg = config_base.base().model
+  cfg.features, cfg.num_layers = 12, 2
+  assert cfg.channel_align == 0
+  assert train_state.make_model(cfg, (4, 4)).channel_align == 1
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert train_state.make_model(cfg, (4, 4)).channel_align == 8
+  cfg.channel_align = 1
+  assert train_state.make_model(cfg, (4, 4)).channel_align == 1
+
+
 def test_cond_noise_only_in_training():
   model, variables = random_model(3, 3, 2, conditioning="vector", cond_noise=0.5)
   plain = model.clone(cond_noise=0.0)

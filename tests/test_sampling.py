@@ -270,3 +270,57 @@ def test_fused_pallas_pass_refuses_skip_connections():
   model, variables = random_model(3, 3, 1, True, "none", (4, 4))
   with pytest.raises(ValueError, match="does not support skip connections"):
     pj.sample(model, variables, jax.random.PRNGKey(0), 2, kernel="pallas")
+
+
+def _fake_gpu(monkeypatch, fail_with=None):
+  """sample() as on a GPU whose fused kernel raises `fail_with` (or runs
+  through the interpreter when None); returns the kernels it was asked for."""
+  asked, real = [], pj.sampling._cached
+
+  def cached(*args):
+    asked.append(args[-1])
+    if args[-1] == "pallas":
+      if fail_with is not None:
+        raise fail_with
+      return real(*args[:-1], "pallas_interpret")
+    return real(*args)
+
+  monkeypatch.setattr(pj.sampling, "_cached", cached)
+  monkeypatch.setattr(pj.sampling, "_FUSED_FAILED", set())
+  monkeypatch.setattr(pj.sampling.jax, "default_backend", lambda: "gpu")
+  return asked
+
+
+def test_auto_kernel_is_fused_on_one_gpu_for_small_batches_only(monkeypatch):
+  model, variables = random_model(3, 3, 1, False, "none", (2, 3))
+  key = jax.random.PRNGKey(0)
+  reference = pj.sample(model, variables, key, 3, kernel="xla")
+  asked = _fake_gpu(monkeypatch)
+  one_device = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+  np.testing.assert_array_equal(pj.sample(model, variables, key, 3, mesh=one_device),
+                                reference)
+  pj.sample(model, variables, key, pj.sampling.FUSED_MAX_BATCH + 1, mesh=one_device)
+  skip_model, skip_variables = random_model(3, 3, 1, True, "none", (2, 3))
+  pj.sample(skip_model, skip_variables, key, 2, mesh=one_device)
+  assert asked == ["pallas", "xla", "xla"]
+
+
+def test_auto_kernel_falls_back_to_xla_where_the_fused_kernel_does_not_fit(
+    monkeypatch, caplog):
+  model, variables = random_model(3, 3, 1, False, "none", (2, 3))
+  key = jax.random.PRNGKey(0)
+  reference = pj.sample(model, variables, key, 2, kernel="xla")
+  full = jax.errors.JaxRuntimeError(
+      "RESOURCE_EXHAUSTED: Shared memory size limit exceeded: requested 413696")
+  asked = _fake_gpu(monkeypatch, full)
+  np.testing.assert_array_equal(pj.sample(model, variables, key, 2), reference)
+  assert "does not fit this GPU" in caplog.text
+  np.testing.assert_array_equal(pj.sample(model, variables, key, 2), reference)
+  assert asked == ["pallas", "xla", "xla"]  # The second call remembers.
+
+
+def test_auto_kernel_does_not_hide_other_errors(monkeypatch):
+  model, variables = random_model(3, 3, 1, False, "none", (2, 3))
+  _fake_gpu(monkeypatch, jax.errors.JaxRuntimeError("INTERNAL: something else"))
+  with pytest.raises(jax.errors.JaxRuntimeError, match="something else"):
+    pj.sample(model, variables, jax.random.PRNGKey(0), 2)
