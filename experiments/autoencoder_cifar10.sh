@@ -10,7 +10,8 @@
 # OUT_DIR    one workdir per model (unconditional, ae10, ae100, mse10, mse100),
 #            each with eval/*.json; the Fig. 6 grids of ae10 and ae100 under
 #            their samples/; summary.txt with every number.
-# STEPS (default 5000) and BATCH (64) are the same for the three PixelCNNs.
+# STEPS (default 5000), BATCH (64) and the learning rate are the same for the
+# three PixelCNNs.
 # GPUS (default "0") lists the GPUs: the five runs go to them in turn, and run
 # in parallel when there are several; a GPU may be listed more than once to
 # hold several runs (XLA then allocates memory as needed instead of taking
@@ -33,7 +34,8 @@ run() {  # NAME GPU CONFIG ARGS...: train, then evaluate the best step on $split
   CUDA_VISIBLE_DEVICES=$gpu python3 -m pixelcnn_jax.main "${args[@]}" --mode=eval \
     --config.eval.step=best --config.data.eval_split="$split" >>"$out/$name.log" 2>&1
 }
-jobs=("unconditional configs/cifar10.py"
+# The unconditional model at the auto-encoder's learning rate: equal settings.
+jobs=("unconditional configs/cifar10.py --config.train.learning_rate=1e-3"
       "ae10 configs/cifar10_autoencoder.py --config.model.code_dim=10"
       "ae100 configs/cifar10_autoencoder.py --config.model.code_dim=100"
       "mse10 configs/cifar10_mse_autoencoder.py --config.model.code_dim=10"

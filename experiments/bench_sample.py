@@ -1,14 +1,16 @@
 """Naive vs cached sampling of 32x32x3 images, and how far each is from its floor.
 
   python experiments/bench_sample.py [--batches=1,16,64,256] [--kernels=auto,xla,pallas]
-      [--command_buffers=off,on] [--out=FILE] [--plot=FILE.png]
+      [--command_buffers=off,on] [--fused=defaultx64,1x16] [--out=FILE] [--plot=FILE.png]
 
 For each model shape, batch, kernel of the cached sampler (xla: XLA's ops;
 pallas: one fused kernel per colour pass; auto: the library's choice) and
-command-buffer choice (off: XLA's defaults; on: pj.sampling.COMMAND_BUFFERS): its wall time (median of 3 after
-compile); the naive sampler's, measured in full where --naive_full_limit
-allows and otherwise extrapolated as 3,072 x the time of one full forward pass
-(the naive loop's body), marked "extrapolated". Floors use the H100 SXM
+command-buffer choice (off: XLA's defaults; on: pj.sampling.COMMAND_BUFFERS)
+and, for the fused kernel, each --fused setting (Triton's pipelining stages x
+the most images per kernel instance: fused_pass.NUM_STAGES, MAX_BLOCK): its
+wall time (median of 3 after compile); the naive sampler's, measured in full
+where --naive_full_limit allows and otherwise extrapolated as 3,072 x the time
+of one full forward pass (the naive loop's body), marked "extrapolated". Floors use the H100 SXM
 datasheet (3.35 TB/s HBM, 989 TFLOP/s dense bf16): the weight bytes that one
 sampling step must read / bandwidth, and the FLOPs of one step / the bf16
 rate, each times the 3,072 steps; --plot draws images/s against batch per
@@ -33,6 +35,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 import pixelcnn_jax as pj
+from pixelcnn_jax import fused_pass
 
 SHAPES = ((15, 132, 3), (20, 384, 5))
 CHOICES = {"on": True, "off": False}  # --command_buffers
@@ -46,6 +49,15 @@ def make(layers, features, kernel, dtype, precision=None):
                            precision=precision)
   variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3), jnp.uint8))
   return model, variables
+
+
+def set_fused(stages, block):
+  """The fused kernel's settings for the next pj.sample; compiled loops are
+  cached by their arguments, which these are not, so the caches go too."""
+  if (fused_pass.NUM_STAGES, fused_pass.MAX_BLOCK) != (stages, block):
+    fused_pass.NUM_STAGES, fused_pass.MAX_BLOCK = stages, block
+    jax.clear_caches()
+    pj.sampling._FUSED_FAILED.clear()
 
 
 def timed(fn, repeats=3):
@@ -87,11 +99,11 @@ def plot(rows, path):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6, 4))
-  for shape, kernel, graphs in dict.fromkeys(
-      (r["shape"], r["kernel"], r["command_buffers"]) for r in rows):
+  case = lambda r: (r["shape"], r["kernel"], r["command_buffers"], r.get("fused", ""))
+  for shape, kernel, graphs, fused in dict.fromkeys(map(case, rows)):
     points = [(r["batch"], r["batch"] / r["cached_s"]) for r in rows
-              if (r["shape"], r["kernel"], r["command_buffers"]) == (shape, kernel, graphs)]
-    ax.plot(*zip(*points), "o-", label=f"{shape}, {kernel}, command buffers {graphs}")
+              if case(r) == (shape, kernel, graphs, fused)]
+    ax.plot(*zip(*points), "o-", label=f"{shape}, {kernel} {fused}, command buffers {graphs}")
   ax.set(xscale="log", yscale="log", xlabel="batch (images)", ylabel="images/s",
          title=f"32x32x3 sampling, bf16, {rows[0]['device']}")
   ax.grid(True, which="both", alpha=0.3)
@@ -110,6 +122,9 @@ def main():
   p.add_argument("--kernels", default="xla,pallas")
   p.add_argument("--command_buffers", default="off",
                  help="comma-separated: off (XLA's defaults, the library's), on (all ops)")
+  p.add_argument("--fused", default="defaultx64",
+                 help="STAGESxBLOCK,...: Triton pipelining stages (or default) and the most "
+                 "images per instance of the fused kernel; the first also for agreement")
   p.add_argument("--agreement_dtypes", default="float32:highest,float32,bfloat16",
                  help="DTYPE[:PRECISION],... to check cached against the reference; "
                  "empty: skip")
@@ -120,6 +135,8 @@ def main():
   p.add_argument("--shapes", default=",".join(f"{l}x{f}k{k}" for l, f, k in SHAPES),
                  help="comma-separated LAYERSxFEATURESkKERNEL")
   args = p.parse_args()
+  fused = [(None if s == "default" else int(s), int(b)) for s, b in
+           (spec.split("x") for spec in args.fused.split(","))]
   parse = lambda s: tuple(int(v) for v in re.fullmatch(r"(\d+)x(\d+)k(\d+)", s).groups())
   shapes = [parse(s) for s in args.shapes.split(",") if s]
   key = jax.random.PRNGKey(1)
@@ -138,19 +155,23 @@ def main():
       else:
         naive, how = naive_est, "extrapolated"
       bw_floor, flop_floor = floors(variables, batch, 2)
-      for kernel, graphs in itertools.product(args.kernels.split(","),
-                                              args.command_buffers.split(",")):
+      cases = [(k, g, f) for k, g in itertools.product(args.kernels.split(","),
+                                                       args.command_buffers.split(","))
+               for f in (fused if k != "xla" else [fused[0]])]
+      for kernel, graphs, (stages, block) in cases:
+        set_fused(stages, block)
+        label = {"kernel": kernel, "command_buffers": graphs,
+                 "fused": f"{stages or 'default'}x{block}" if kernel != "xla" else ""}
         try:
           cached = timed(lambda: pj.sample(model, variables, key, batch, kernel=kernel,
                                            mesh=one_device,
                                            command_buffers=CHOICES[graphs]))
         except Exception as e:  # A kernel that fails to build must not end the sweep.
-          print(json.dumps({"shape": f"{layers}x{features} k{kernel_size}", "kernel": kernel,
-                            "command_buffers": graphs, "batch": batch,
-                            "error": repr(e)[:2000]}), flush=True)
+          print(json.dumps({"shape": f"{layers}x{features} k{kernel_size}", **label,
+                            "batch": batch, "error": repr(e)[:2000]}), flush=True)
           continue
         r = {"shape": f"{layers}x{features} k{kernel_size}", "dtype": "bfloat16",
-             "kernel": kernel, "command_buffers": graphs, "batch": batch,
+             **label, "batch": batch,
              "cached_s": cached, "naive_s": naive,
              "naive": how, "speedup": naive / cached, "floor_bytes_s": bw_floor,
              "floor_flops_s": flop_floor, "device": jax.devices()[0].device_kind,
@@ -158,6 +179,7 @@ def main():
         print(json.dumps(r), flush=True)
         rows.append(r)
 
+  set_fused(*fused[0])
   agree = []
   for spec in filter(None, args.agreement_dtypes.split(",")):
     dtype, _, precision = spec.partition(":")
@@ -190,10 +212,11 @@ def main():
   if args.out:
     with open(args.out, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows + agree)
-  print(f"\n{'shape':>10} {'kernel':>7} {'graphs':>6} {'batch':>5} {'cached s':>9} "
+  print(f"\n{'shape':>10} {'kernel':>7} {'fused':>10} {'graphs':>6} {'batch':>5} {'cached s':>9} "
         f"{'naive s':>9} {'':>5} {'speedup':>8} {'floor(B) s':>10} {'floor(F) s':>10}")
   for r in rows:
-    print(f"{r['shape']:>10} {r['kernel']:>7} {r['command_buffers']:>6} {r['batch']:5d} "
+    print(f"{r['shape']:>10} {r['kernel']:>7} {r['fused']:>10} {r['command_buffers']:>6} "
+          f"{r['batch']:5d} "
           f"{r['cached_s']:9.3f} {r['naive_s']:9.1f} "
           f"{r['naive'][:5]:>5} {r['speedup']:8.0f} {r['floor_bytes_s']:10.4f} "
           f"{r['floor_flops_s']:10.4f}")

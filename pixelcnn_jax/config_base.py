@@ -56,6 +56,7 @@ def base() -> ml_collections.ConfigDict:
   c.model.dropout = 0.0            # On the horizontal stack's residual branch.
   c.model.channel_align = 0        # Pad channels to its multiples while computing; 0: 8 on GPU, else 1.
   c.model.cond_noise = 0.0         # Std of noise on a vector h in training (not on labels).
+  c.model.cond_zero_init = False   # Maps from h into the gates start at zero.
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128         # Global, over all devices and processes.

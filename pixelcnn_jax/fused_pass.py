@@ -26,6 +26,14 @@ from pixelcnn_jax.likelihood import NUM_LEVELS
 
 
 LOGIT_COLUMNS = 64  # Logits per dot: a [Gh, 64] float32 block is at most 32 kB.
+# Triton's software-pipelining depth for the loop over layers (None: its
+# default, 3 on CUDA, which keeps several layers' weight blocks in shared
+# memory at once) and the most images one kernel instance takes. On an H100
+# the defaults ask 20 x 384, and 15 x 132 at 64-image blocks, for more shared
+# memory than the card has (experiments/RESULTS.md); bench_sample.py
+# --fused=STAGESxBLOCK,... times other settings.
+NUM_STAGES = None
+MAX_BLOCK = 64
 
 
 def _pow2(n: int) -> int:
@@ -114,7 +122,7 @@ class FusedPasses:
   @staticmethod
   def blocks(batch: int) -> tuple[int, int]:
     """(images per kernel instance, the batch padded to a multiple of it)."""
-    block = min(_pow2(max(batch, 16)), 64)
+    block = min(_pow2(max(batch, 16)), MAX_BLOCK)
     return block, -(-batch // block) * block
 
   def start(self, batch: int):
@@ -176,7 +184,8 @@ class FusedPasses:
     return pl.pallas_call(kernel, out_shape=out_shape, grid=(Bp // Bb,),
                           in_specs=in_specs, out_specs=out_specs,
                           input_output_aliases={2: 0, 3: 1, 4: 2},
-                          compiler_params=None if self.interpret else pltriton.CompilerParams(),
+                          compiler_params=(None if self.interpret
+                                           else pltriton.CompilerParams(num_stages=NUM_STAGES)),
                           interpret=self.interpret)
 
 

@@ -113,10 +113,11 @@ class MaskedDense(nn.Module):
   dtype: Any = jnp.float32
   precision: Any = None
   channel_align: int = 1
+  kernel_init: Any = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+    kernel = self.param("kernel", self.kernel_init,
                         (x.shape[-1], self.features), jnp.float32)
     if self.mask is not None:
       kernel = kernel * self.mask

@@ -36,6 +36,7 @@ class GatedLayer(nn.Module):
   dtype: Any
   precision: Any
   channel_align: int = 1
+  cond_zero_init: bool = False
 
   def setup(self):
     p, c, (_, k) = self.features, self.channels, extents(self.kernel_size)
@@ -54,8 +55,10 @@ class GatedLayer(nn.Module):
     if self.skip:
       self.skip_out = layers.MaskedDense(p, mask=grouped, **kw)
     if self.conditional:
-      self.v_cond = layers.MaskedDense(2 * p, use_bias=False, **kw)
-      self.h_cond = layers.MaskedDense(2 * p, use_bias=False, **kw)
+      init = (nn.initializers.zeros if self.cond_zero_init
+              else nn.initializers.lecun_normal())
+      self.v_cond = layers.MaskedDense(2 * p, use_bias=False, kernel_init=init, **kw)
+      self.h_cond = layers.MaskedDense(2 * p, use_bias=False, kernel_init=init, **kw)
     self.drop = nn.Dropout(self.dropout)
 
   def condition(self, cond: Optional[jax.Array]):
@@ -99,7 +102,10 @@ class GatedPixelCNN(nn.Module):
   a model trained on few images cannot recall each one from its own h.
   `channel_align` > 1 pads every convolution's and 1x1's channels to its
   multiples while computing (zeros: the same sums, the same parameters); 8 is
-  what GPU kernels want.
+  what GPU kernels want. `cond_zero_init` starts the maps from h into the
+  gates at zero, so that the model starts as the unconditional one and h
+  enters as far as it helps (for an h from an encoder trained with the
+  model, whose early codes are noise).
   """
   num_layers: int = 15
   features: int = 128
@@ -117,6 +123,7 @@ class GatedPixelCNN(nn.Module):
   precision: Any = None
   channel_align: int = 1
   cond_noise: float = 0.0
+  cond_zero_init: bool = False
 
   def setup(self):
     validate_architecture(self.num_layers, self.features, self.kernel_size,
@@ -127,7 +134,7 @@ class GatedPixelCNN(nn.Module):
         GatedLayer(self.features, self.kernel_size, self.channels, first=(i == 0),
                    skip=self.skip, conditional=self.conditioning != "none",
                    dropout=self.dropout, dtype=self.dtype, precision=self.precision,
-                   channel_align=self.channel_align)
+                   channel_align=self.channel_align, cond_zero_init=self.cond_zero_init)
         for i in range(self.num_layers)
     ]
     c = self.channels

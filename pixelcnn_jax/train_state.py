@@ -68,7 +68,7 @@ def make_model(model_cfg, image_size, precision=None):
       spatial_features=model_cfg.spatial_features, dropout=model_cfg.dropout,
       image_size=tuple(image_size), dtype=dtype, precision=precision,
       channel_align=channel_align(model_cfg.channel_align),
-      cond_noise=model_cfg.cond_noise)
+      cond_noise=model_cfg.cond_noise, cond_zero_init=model_cfg.cond_zero_init)
   return autoencoder.PixelCNNAutoEncoder(encoder, pixelcnn) if coded else pixelcnn
 
 

@@ -22,12 +22,20 @@ def test_autoencoder_gradient_reaches_the_encoder():
   state = train.fresh_state(c, model, tx, shardings)
   images = np.random.default_rng(0).integers(0, 256, (8, 8, 8, 3), np.uint8)
   objective = objectives.for_model(c.model)
-  grads = jax.grad(lambda p: objective.per_example(
-      model, {"params": p}, images, None, False, None).mean())(state.params)
-  encoder_norm = sum(float(jnp.abs(g).sum())
-                     for g in jax.tree_util.tree_leaves(grads["encoder"]))
-  assert encoder_norm > 0
-  new, _ = step(state, jnp.asarray(images), None, jax.random.PRNGKey(0))
+
+  def encoder_gradient(params):
+    grads = jax.grad(lambda p: objective.per_example(
+        model, {"params": p}, images, None, False, None).mean())(params)
+    return sum(float(jnp.abs(g).sum()) for g in jax.tree_util.tree_leaves(grads["encoder"]))
+
+  # The maps from the code into the gates start at zero (cond_zero_init), so
+  # the first steps move them (step 0's warm-up learning rate is 0) and then
+  # the encoder learns.
+  assert c.model.cond_zero_init and encoder_gradient(state.params) == 0
+  for seed in range(2):
+    state, _ = step(state, jnp.asarray(images), None, jax.random.PRNGKey(seed))
+  assert encoder_gradient(state.params) > 0
+  new, _ = step(state, jnp.asarray(images), None, jax.random.PRNGKey(2))
   moved = [not np.array_equal(a, b) for a, b in zip(
       jax.tree_util.tree_leaves(state.params["encoder"]),
       jax.tree_util.tree_leaves(new.params["encoder"]))]

@@ -68,6 +68,21 @@ def test_channel_align_zero_means_8_on_a_gpu_only(monkeypatch):
   assert train_state.make_model(cfg, (4, 4)).channel_align == 1
 
 
+@pytest.mark.parametrize("conditioning", ["class", "vector", "spatial"])
+def test_cond_zero_init_starts_as_the_unconditional_model(conditioning):
+  kw = dict(num_layers=2, features=6, channels=3, conditioning=conditioning,
+            num_classes=0 if conditioning == "vector" else 4,
+            cond_dim=5 if conditioning == "vector" else 0, spatial_features=4)
+  x = jax.random.randint(jax.random.PRNGKey(0), (2, 5, 5, 3), 0, 256)
+  h_a, h_b = ((jnp.array([0, 1]), jnp.array([2, 3])) if conditioning != "vector" else
+              (jnp.ones((2, 5)), -jnp.ones((2, 5))))
+  for zero, differ in ((True, False), (False, True)):
+    model = pj.GatedPixelCNN(cond_zero_init=zero, **kw)
+    variables = model.init(jax.random.PRNGKey(0), x, h=h_a)
+    gap = np.abs(model.apply(variables, x, h=h_a) - model.apply(variables, x, h=h_b)).max()
+    assert (gap > 1e-4) == differ, (zero, gap)
+
+
 def test_cond_noise_only_in_training():
   model, variables = random_model(3, 3, 2, conditioning="vector", cond_noise=0.5)
   plain = model.clone(cond_noise=0.0)
