@@ -10,14 +10,14 @@ and, for the fused kernel, each --fused setting (Triton's pipelining stages x
 the most images per kernel instance: fused_pass.NUM_STAGES, MAX_BLOCK): its
 wall time (median of 3 after compile); the naive sampler's, measured in full
 where --naive_full_limit allows and otherwise extrapolated as 3,072 x the time
-of one full forward pass (the naive loop's body), marked "extrapolated". Floors use the H100 SXM
-datasheet (3.35 TB/s HBM, 989 TFLOP/s dense bf16): the weight bytes that one
-sampling step must read / bandwidth, and the FLOPs of one step / the bf16
-rate, each times the 3,072 steps; --plot draws images/s against batch per
-shape. Also: the rate at which cached and naive
+of one full forward pass (the naive loop's body), marked "extrapolated".
+Floors use the H100 SXM datasheet (3.35 TB/s HBM, 989 TFLOP/s dense bf16):
+the weight bytes that one sampling step must read / bandwidth, and the FLOPs
+of one step / the bf16 rate, each times the 3,072 steps; --plot draws
+images/s against batch per shape. Also: the rate at which cached and naive
 differ: per step, where the cached sampler's draw differs from what the naive
-one draws with the same past (`pj.sampling.redraw`, one forward pass), and over
-whole images from the two samplers (identical in fp32; in bf16 one early
+one draws with the same past (`pj.sampling.redraw`, one forward pass), and
+over whole images from the two samplers (identical in fp32; in bf16 one early
 difference changes everything after it).
 """
 
@@ -57,7 +57,6 @@ def set_fused(stages, block):
   if (fused_pass.NUM_STAGES, fused_pass.MAX_BLOCK) != (stages, block):
     fused_pass.NUM_STAGES, fused_pass.MAX_BLOCK = stages, block
     jax.clear_caches()
-    pj.sampling._FUSED_FAILED.clear()
 
 
 def timed(fn, repeats=3):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from pixelcnn_jax import conditioning
+from pixelcnn_jax import conditioning, fused_pass
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax.cached_loop import cached_loop
 from pixelcnn_jax.likelihood import NUM_LEVELS
@@ -42,8 +42,8 @@ FUSED_MAX_BATCH = 64
 COMMAND_BUFFERS = {"xla_gpu_enable_command_buffer":
                    "FUSION,CUBLAS,CUBLASLT,CUDNN,CUSTOM_CALL,CONDITIONAL,WHILE",
                    "xla_gpu_graph_min_graph_size": 1}
-# (model, batch) pairs whose fused kernel did not fit the GPU (shared memory):
-# kernel="auto" uses XLA for them from then on.
+# Cases (model, batch and the fused kernel's settings) whose fused kernel did
+# not fit the GPU (shared memory): kernel="auto" uses XLA for them from then on.
 _FUSED_FAILED = set()
 
 
@@ -124,8 +124,9 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
 
 def _cached_auto(cached, args, mesh, batch):
   model = args[0]
+  case = (model, batch, fused_pass.NUM_STAGES, fused_pass.MAX_BLOCK)
   if (jax.default_backend() != "gpu" or mesh.size > 1 or model.skip
-      or batch > FUSED_MAX_BATCH or (model, batch) in _FUSED_FAILED):
+      or batch > FUSED_MAX_BATCH or case in _FUSED_FAILED):
     return cached(*args, "xla")
   try:
     # Blocks, so that an error raised while the kernel loads surfaces here.
@@ -136,7 +137,7 @@ def _cached_auto(cached, args, mesh, batch):
     logging.warning("the fused sampling kernel does not fit this GPU for %d images "
                     "of this model (%s); using kernel='xla'", batch,
                     str(e).splitlines()[0][:200])
-    _FUSED_FAILED.add((model, batch))
+    _FUSED_FAILED.add(case)
     return cached(*args, "xla")
 
 
