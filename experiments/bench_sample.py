@@ -1,13 +1,14 @@
 """Naive vs cached sampling of 32x32x3 images, and how far each is from its floor.
 
   python experiments/bench_sample.py [--batches=1,16,64,256] [--kernels=auto,xla,pallas]
-      [--command_buffers=off,on] [--fused=defaultx64,1x16] [--out=FILE] [--plot=FILE.png]
+      [--command_buffers=off,on] [--fused=auto,defaultx64,1x8] [--out=FILE] [--plot=FILE.png]
 
 For each model shape, batch, kernel of the cached sampler (xla: XLA's ops;
 pallas: one fused kernel per colour pass; auto: the library's choice) and
 command-buffer choice (off: XLA's defaults; on: pj.sampling.COMMAND_BUFFERS)
 and, for the fused kernel, each --fused setting (Triton's pipelining stages x
-the most images per kernel instance: fused_pass.NUM_STAGES, MAX_BLOCK): its
+the most images per kernel instance, fused_pass.OVERRIDE; auto: the library's
+settings for the model's width, fused_pass.settings): its
 wall time (median of 3 after compile); the naive sampler's, measured in full
 where --naive_full_limit allows and otherwise extrapolated as 3,072 x the time
 of one full forward pass (the naive loop's body), marked "extrapolated".
@@ -51,12 +52,19 @@ def make(layers, features, kernel, dtype, precision=None):
   return model, variables
 
 
-def set_fused(stages, block):
-  """The fused kernel's settings for the next pj.sample; compiled loops are
-  cached by their arguments, which these are not, so the caches go too."""
-  if (fused_pass.NUM_STAGES, fused_pass.MAX_BLOCK) != (stages, block):
-    fused_pass.NUM_STAGES, fused_pass.MAX_BLOCK = stages, block
+def set_fused(setting):
+  """The fused kernel's (stages, block), or None for the library's, for the
+  next pj.sample; compiled loops are cached by their arguments, which these
+  are not, so the caches go too."""
+  if fused_pass.OVERRIDE != setting:
+    fused_pass.OVERRIDE = setting
     jax.clear_caches()
+
+
+def fused_label(setting, model):
+  """STAGESxBLOCK of a setting, "auto:..." where it is the library's."""
+  stages, block = setting or fused_pass.settings(fused_pass.group_width(model))
+  return f"{'auto:' if setting is None else ''}{stages or 'default'}x{block}"
 
 
 def timed(fn, repeats=3):
@@ -121,9 +129,10 @@ def main():
   p.add_argument("--kernels", default="xla,pallas")
   p.add_argument("--command_buffers", default="off",
                  help="comma-separated: off (XLA's defaults, the library's), on (all ops)")
-  p.add_argument("--fused", default="defaultx64",
-                 help="STAGESxBLOCK,...: Triton pipelining stages (or default) and the most "
-                 "images per instance of the fused kernel; the first also for agreement")
+  p.add_argument("--fused", default="auto",
+                 help="auto (the library's) or STAGESxBLOCK (Triton pipelining stages, or "
+                 "default, and the most images per instance of the fused kernel), "
+                 "comma-separated; the first also for agreement")
   p.add_argument("--agreement_dtypes", default="float32:highest,float32,bfloat16",
                  help="DTYPE[:PRECISION],... to check cached against the reference; "
                  "empty: skip")
@@ -134,8 +143,9 @@ def main():
   p.add_argument("--shapes", default=",".join(f"{l}x{f}k{k}" for l, f, k in SHAPES),
                  help="comma-separated LAYERSxFEATURESkKERNEL")
   args = p.parse_args()
-  fused = [(None if s == "default" else int(s), int(b)) for s, b in
-           (spec.split("x") for spec in args.fused.split(","))]
+  fused = [None if spec == "auto" else
+           tuple(None if v == "default" else int(v) for v in spec.split("x"))
+           for spec in args.fused.split(",")]
   parse = lambda s: tuple(int(v) for v in re.fullmatch(r"(\d+)x(\d+)k(\d+)", s).groups())
   shapes = [parse(s) for s in args.shapes.split(",") if s]
   key = jax.random.PRNGKey(1)
@@ -157,10 +167,10 @@ def main():
       cases = [(k, g, f) for k, g in itertools.product(args.kernels.split(","),
                                                        args.command_buffers.split(","))
                for f in (fused if k != "xla" else [fused[0]])]
-      for kernel, graphs, (stages, block) in cases:
-        set_fused(stages, block)
+      for kernel, graphs, setting in cases:
+        set_fused(setting)
         label = {"kernel": kernel, "command_buffers": graphs,
-                 "fused": f"{stages or 'default'}x{block}" if kernel != "xla" else ""}
+                 "fused": fused_label(setting, model) if kernel != "xla" else ""}
         try:
           cached = timed(lambda: pj.sample(model, variables, key, batch, kernel=kernel,
                                            mesh=one_device,
@@ -178,7 +188,7 @@ def main():
         print(json.dumps(r), flush=True)
         rows.append(r)
 
-  set_fused(*fused[0])
+  set_fused(fused[0])
   agree = []
   for spec in filter(None, args.agreement_dtypes.split(",")):
     dtype, _, precision = spec.partition(":")
@@ -211,10 +221,10 @@ def main():
   if args.out:
     with open(args.out, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows + agree)
-  print(f"\n{'shape':>10} {'kernel':>7} {'fused':>10} {'graphs':>6} {'batch':>5} {'cached s':>9} "
+  print(f"\n{'shape':>10} {'kernel':>7} {'fused':>15} {'graphs':>6} {'batch':>5} {'cached s':>9} "
         f"{'naive s':>9} {'':>5} {'speedup':>8} {'floor(B) s':>10} {'floor(F) s':>10}")
   for r in rows:
-    print(f"{r['shape']:>10} {r['kernel']:>7} {r['fused']:>10} {r['command_buffers']:>6} "
+    print(f"{r['shape']:>10} {r['kernel']:>7} {r['fused']:>15} {r['command_buffers']:>6} "
           f"{r['batch']:5d} "
           f"{r['cached_s']:9.3f} {r['naive_s']:9.1f} "
           f"{r['naive'][:5]:>5} {r['speedup']:8.0f} {r['floor_bytes_s']:10.4f} "

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # CIFAR-10 in one 20-minute run on 4 H100s: configs/cifar10.py, budgeted.
 #
-#   experiments/cifar10_h100x4.sh DATA_DIR EVAL_SPLIT OUT_DIR
+#   experiments/cifar10_h100x4.sh DATA_DIR EVAL_SPLIT OUT_DIR [FLAG ...]
 #
 # DATA_DIR   npz folder: train_*.npz, plus EVAL_SPLIT*.npz unless EVAL_SPLIT is
 #            "holdout" (then the held-out training images are the eval set).
 # EVAL_SPLIT the split that gives the final number: "holdout", or e.g. "test".
 # OUT_DIR    the workdir: metrics.jsonl, eval/*.json, samples/, curves.png.
+# FLAG       further config flags for every step, e.g. a pilot's
+#            --config.train.batch_size=64 --config.train.learning_rate=3e-3.
 #
 # The last 5,000 images of train_*.npz are held out: the run validates on them
 # (live against EMA weights, and which checkpoint is best) and trains on the
@@ -18,10 +20,11 @@ set -euo pipefail
 data=${1:?usage: cifar10_h100x4.sh DATA_DIR EVAL_SPLIT OUT_DIR}
 split=${2:?usage: cifar10_h100x4.sh DATA_DIR EVAL_SPLIT OUT_DIR}
 out=${3:?usage: cifar10_h100x4.sh DATA_DIR EVAL_SPLIT OUT_DIR}
+shift 3
 mkdir -p "$out"
 args=(--config=configs/cifar10.py --workdir="$out" --config.data.dataset=npz
       --config.data.npz_dir="$data" --config.data.holdout=5000
-      --config.data.eval_split=holdout)
+      --config.data.eval_split=holdout "$@")
 main() { python3 -m pixelcnn_jax.main "${args[@]}" "$@"; }
 
 main --config.train.time_budget_s="${BUDGET_S:-1170}" \

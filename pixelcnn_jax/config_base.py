@@ -37,6 +37,7 @@ def base() -> ml_collections.ConfigDict:
   c.data.center_crop = False       # only when this is True.
   c.data.eval_limit = 0            # 0 = the whole split (the only honest number).
   c.data.random_flip = False       # Mirror half of each training batch.
+  c.data.random_shift = 0          # Move each training image by up to N pixels.
 
   c.model = ml_collections.ConfigDict()
   c.model.kind = "pixelcnn"        # pixelcnn | autoencoder | mse_autoencoder | embedding
@@ -199,6 +200,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
          f"data.image_size must be two positive integers (height, width), got "
          f"{d.image_size!r}")
   for name, value in (("data.eval_limit", d.eval_limit), ("data.holdout", d.holdout),
+                      ("data.random_shift", d.random_shift),
                       ("train.schedule_steps", t.schedule_steps),
                       ("train.warmup_steps", t.warmup_steps),
                       ("train.weight_decay", t.weight_decay),

@@ -26,14 +26,23 @@ from pixelcnn_jax.likelihood import NUM_LEVELS
 
 
 LOGIT_COLUMNS = 64  # Logits per dot: a [Gh, 64] float32 block is at most 32 kB.
-# Triton's software-pipelining depth for the loop over layers (None: its
-# default, 3 on CUDA, which keeps several layers' weight blocks in shared
-# memory at once) and the most images one kernel instance takes. On an H100
-# the defaults ask 20 x 384, and 15 x 132 at 64-image blocks, for more shared
-# memory than the card has (experiments/RESULTS.md); bench_sample.py
-# --fused=STAGESxBLOCK,... times other settings.
-NUM_STAGES = None
-MAX_BLOCK = 64
+# bench_sample.py --fused times other (stages, block) settings through this.
+OVERRIDE = None
+
+
+def settings(G: int) -> tuple:
+  """(Triton's pipelining stages for the loop over layers, None being its
+  default of 3; the most images per kernel instance) for group width G.
+  On an H100 (experiments/RESULTS.md): at G = 64 (15 x 132) the defaults
+  and 64-image blocks are fastest; G = 128 (20 x 384) fits the card's
+  shared memory only at one stage (two ask 315 kB of its 227 kB), where
+  8-image blocks, more instances in parallel, beat 16."""
+  return OVERRIDE or ((None, 64) if G <= 64 else (1, 8))
+
+
+def group_width(model) -> int:
+  """G: one colour group's features, padded to a power of two (at least 16)."""
+  return _pow2(max(model.features // model.channels, 16))
 
 
 def _pow2(n: int) -> int:
@@ -48,7 +57,8 @@ class FusedPasses:
     self.P = self.p // self.C
     self.head = model.head_features or model.features
     self.Ph = self.head // self.C
-    self.G, self.Gh = _pow2(max(self.P, 16)), _pow2(max(self.Ph, 16))
+    self.G, self.Gh = group_width(model), _pow2(max(self.Ph, 16))
+    self.num_stages, self.max_block = settings(self.G)
     self.S, self.Sh = _pow2(self.C) * self.G, _pow2(self.C) * self.Gh  # Slots.
     self.Lp = _pow2(self.L)                      # Layers, padded.
     if model.skip:
@@ -119,10 +129,9 @@ class FusedPasses:
     cut["ho_b"] = ho["bias"][levels][None]
     return cut
 
-  @staticmethod
-  def blocks(batch: int) -> tuple[int, int]:
+  def blocks(self, batch: int) -> tuple[int, int]:
     """(images per kernel instance, the batch padded to a multiple of it)."""
-    block = min(_pow2(max(batch, 16)), MAX_BLOCK)
+    block = min(_pow2(max(batch, 16)), self.max_block)
     return block, -(-batch // block) * block
 
   def start(self, batch: int):
@@ -185,7 +194,8 @@ class FusedPasses:
                           in_specs=in_specs, out_specs=out_specs,
                           input_output_aliases={2: 0, 3: 1, 4: 2},
                           compiler_params=(None if self.interpret
-                                           else pltriton.CompilerParams(num_stages=NUM_STAGES)),
+                                           else pltriton.CompilerParams(
+                                               num_stages=self.num_stages)),
                           interpret=self.interpret)
 
 

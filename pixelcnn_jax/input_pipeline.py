@@ -40,9 +40,10 @@ class TrainStream:
   sequence of per-epoch permutations; this process reads its slice."""
 
   def __init__(self, split, global_batch: int, seed: int, model_cfg,
-               random_flip: bool = False):
+               random_flip: bool = False, random_shift: int = 0):
     self.split, self.global_batch, self.seed = split, global_batch, seed
     self.model_cfg, self.random_flip = model_cfg, random_flip
+    self.random_shift = random_shift
     self.local_batch = global_batch // jax.process_count()
     self._perms = {}
 
@@ -68,11 +69,19 @@ class TrainStream:
   def batch(self, step: int) -> dict:
     indices = self.indices(step)
     images, labels, vectors = self.split.read(indices)
-    if self.random_flip:  # Mirror half the images, a function of (seed, step).
-      first = jax.process_index() * self.local_batch
+    # Augmentations are functions of (seed, step) and the global position, so
+    # a resumed or re-sharded run sees the same batches.
+    first = jax.process_index() * self.local_batch
+    mine = slice(first, first + self.local_batch)
+    if self.random_flip:  # Mirror half the images.
       mirror = np.random.default_rng([self.seed, step, 1]).random(
-          self.global_batch)[first:first + self.local_batch] < 0.5
+          self.global_batch)[mine] < 0.5
       images = np.where(mirror[:, None, None, None], images[:, :, ::-1], images)
+    if self.random_shift:
+      k = self.random_shift
+      shifts = np.random.default_rng([self.seed, step, 2]).integers(
+          -k, k + 1, (self.global_batch, 2))[mine]
+      images = _shift(images, shifts, k)
     return {"image": images,
             "h": _cond_input(labels, vectors, self.model_cfg, "training data")}
 
@@ -85,6 +94,15 @@ class TrainStream:
         yield pending.pop(0).result()
         pending.append(pool.submit(self.batch, step))
         step += 1
+
+
+def _shift(images_BHWC, shifts_B2, k: int):
+  """Each image moved by (dy, dx) pixels, the border repeated into the gap
+  (MNIST's border is background, so digits move over blank paper)."""
+  H, W = images_BHWC.shape[1:3]
+  padded = np.pad(images_BHWC, ((0, 0), (k, k), (k, k), (0, 0)), mode="edge")
+  return np.stack([padded[i, k - dy:k - dy + H, k - dx:k - dx + W]
+                   for i, (dy, dx) in enumerate(shifts_B2)])
 
 
 def eval_batches(split, global_batch: int, model_cfg,

@@ -30,11 +30,17 @@ from pixelcnn_jax.model import GatedPixelCNN
 
 METHODS = ("cached", "naive")
 KERNELS = ("auto", "xla", "pallas")
-# kernel="auto" takes the fused kernel on a GPU up to this many images, one
-# kernel instance's block: on an H100 at 15 x 132 it drew 1 and 16 images in
-# 0.15 and 0.17 s against XLA's 0.29 and 0.30, and 256 in 0.52 s against 0.48
-# (experiments/RESULTS.md).
+# kernel="auto" takes the fused kernel on a GPU where it was measured faster
+# than XLA's ops (H100, experiments/RESULTS.md). One kernel instance runs a
+# block of images through every layer in turn, so the kernel wins where the
+# weights are small or there are many blocks. Narrow models (group width
+# fused_pass.group_width <= 64, e.g. 15 x 132) up to FUSED_MAX_BATCH images:
+# 0.16 and 0.17 s for 1 and 16 images against 0.29 and 0.30, but 0.52 s for
+# 256 against 0.48. Wider ones from FUSED_MIN_BATCH_WIDE images: 20 x 384
+# drew 256 in 0.80 s against 1.02, but 1 and 16 in 0.58 and 0.61 against
+# 0.47 and 0.57.
 FUSED_MAX_BATCH = 64
+FUSED_MIN_BATCH_WIDE = 256
 # XLA's command buffers (CUDA graphs) for every op, loops and branches
 # included, when command_buffers=True. They helped the cached loop before its
 # colour-restricted passes (3.32 -> 2.33 s for 16 images) and now cost 3-18%
@@ -62,9 +68,9 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
   kernel: how the cached sampler runs a colour pass: "xla" (XLA's ops) or
     "pallas" (one fused kernel per pass; on CPU through Pallas's interpreter,
     which is slow and only for tests), on one device. Models with skip
-    connections need "xla". "auto": "pallas" on a GPU for a one-device mesh,
-    no skip connections and at most FUSED_MAX_BATCH images, falling back to
-    "xla" where the kernel does not fit the GPU; "xla" otherwise. Both draw
+    connections need "xla". "auto": "pallas" on a GPU for a one-device mesh and
+    no skip connections where it is the faster (_fused_is_faster), falling
+    back to "xla" where the kernel does not fit the GPU; "xla" otherwise. Both draw
     the same images.
   shared_noise: every image gets the Gumbel noise that a one-image draw with
     this key gets, so images that differ only in h differ only through h:
@@ -124,9 +130,9 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
 
 def _cached_auto(cached, args, mesh, batch):
   model = args[0]
-  case = (model, batch, fused_pass.NUM_STAGES, fused_pass.MAX_BLOCK)
+  case = (model, batch, fused_pass.OVERRIDE)
   if (jax.default_backend() != "gpu" or mesh.size > 1 or model.skip
-      or batch > FUSED_MAX_BATCH or case in _FUSED_FAILED):
+      or not _fused_is_faster(model, batch) or case in _FUSED_FAILED):
     return cached(*args, "xla")
   try:
     # Blocks, so that an error raised while the kernel loads surfaces here.
@@ -139,6 +145,12 @@ def _cached_auto(cached, args, mesh, batch):
                     str(e).splitlines()[0][:200])
     _FUSED_FAILED.add(case)
     return cached(*args, "xla")
+
+
+def _fused_is_faster(model, batch: int) -> bool:
+  if fused_pass.group_width(model) <= 64:
+    return batch <= FUSED_MAX_BATCH
+  return batch >= FUSED_MIN_BATCH_WIDE
 
 
 def _prefix_canvas(prefix, num, height, width, channels):

@@ -136,7 +136,8 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
 
     eval_step = evaluate.make_eval_step(model, objective, mesh, shardings.params)
     stream = input_pipeline.TrainStream(train_split, t.batch_size, config.seed,
-                                        config.model, config.data.random_flip)
+                                        config.model, config.data.random_flip,
+                                        config.data.random_shift)
     batches = stream.iterate(first_step)
     dropout_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
     sample_key = jax.random.PRNGKey(config.sample.seed)

@@ -109,6 +109,7 @@ def _bad_labels_npz(path):
     (["--config.train.weight_decay=-0.1"], "train.weight_decay must be >= 0"),
     (["--config.train.time_budget_s=-1"], "train.time_budget_s must be >= 0"),
     (["--config.model.dropout=-0.1"], "dropout must be in [0, 1)"),
+    (["--config.data.random_shift=-1"], "data.random_shift must be >= 0, got -1"),
     (["--config.model.dropout=1.0"], "dropout must be in [0, 1)"),
     (["--config.model.channel_align=-1"], "model.channel_align must be an integer >= 0"),
     (["--config.model.cond_noise=0.1"], "cond_noise > 0 perturbs a real vector h"),

@@ -161,3 +161,18 @@ def test_random_flip_mirrors_half_the_batch_as_a_function_of_the_step():
   mirrored = np.all(a == plain[:, :, ::-1], axis=(1, 2, 3))
   assert np.all(mirrored | np.all(a == plain, axis=(1, 2, 3)))
   assert 4 < mirrored.sum() < 28
+
+
+def test_random_shift_moves_each_image_over_a_repeated_border():
+  images = np.zeros((64, 6, 6, 1), np.uint8)
+  images[:, 2:4, 2:4] = 255  # A 2x2 dot on blank paper, away from the border.
+  split = datasets.ArraySplit(images, np.zeros(64, np.int64))
+  shift = lambda: input_pipeline.TrainStream(split, 32, 0, _model_cfg(), random_shift=2)
+  a, b = shift().batch(5)["image"], shift().batch(5)["image"]
+  np.testing.assert_array_equal(a, b)  # A function of (seed, step).
+  assert (a.sum(axis=(1, 2, 3)) == 4 * 255).all()  # Moved whole, nothing new.
+  rows, cols = np.nonzero(a[..., 0].max(axis=2))[1], np.nonzero(a[..., 0].max(axis=1))[1]
+  assert rows.min() == 0 and rows.max() == 5 and cols.min() == 0 and cols.max() == 5
+  moved = [tuple(np.argwhere(img[..., 0])[0] - 2) for img in a]
+  assert len(set(moved)) > 10 and all(abs(d) <= 2 for m in moved for d in m)
+

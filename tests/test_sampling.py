@@ -259,11 +259,23 @@ def test_fused_pallas_pass_matches_naive_bit_for_bit(channels, kernel, layers,
                                 naive)
 
 
-def test_fused_pallas_pass_splits_large_batches_into_blocks():
-  model, variables = random_model(3, 3, 1, False, "none", (2, 3))
+@pytest.mark.parametrize("override, num, size", [(None, 70, (2, 3)), ((1, 8), 11, (2, 2))])
+def test_fused_pallas_pass_splits_large_batches_into_blocks(monkeypatch, override, num, size):
+  """64-image blocks (narrow models), and 8-image blocks at one pipelining
+  stage (what wide models get), padded where the batch does not fill them."""
+  monkeypatch.setattr(pj.fused_pass, "OVERRIDE", override)
+  model, variables = random_model(3, 3, 1, False, "none", size)
   key = jax.random.PRNGKey(0)
-  np.testing.assert_array_equal(pj.sample(model, variables, key, 70, kernel="pallas"),
-                                pj.sample(model, variables, key, 70, kernel="xla"))
+  np.testing.assert_array_equal(pj.sample(model, variables, key, num, kernel="pallas"),
+                                pj.sample(model, variables, key, num, kernel="xla"))
+
+
+def test_fused_kernel_settings_by_group_width():
+  narrow = pj.GatedPixelCNN(num_layers=15, features=132, channels=3)
+  wide = pj.GatedPixelCNN(num_layers=20, features=384, channels=3)
+  assert (pj.fused_pass.group_width(narrow), pj.fused_pass.group_width(wide)) == (64, 128)
+  assert pj.fused_pass.settings(64) == (None, 64)
+  assert pj.fused_pass.settings(128) == (1, 8)
 
 
 def test_fused_pallas_pass_refuses_skip_connections():
@@ -272,9 +284,10 @@ def test_fused_pallas_pass_refuses_skip_connections():
     pj.sample(model, variables, jax.random.PRNGKey(0), 2, kernel="pallas")
 
 
-def _fake_gpu(monkeypatch, fail_with=None):
+def _fake_gpu(monkeypatch, fail_with=None, interpret=True):
   """sample() as on a GPU whose fused kernel raises `fail_with` (or runs
-  through the interpreter when None); returns the kernels it was asked for."""
+  through the interpreter when None, or as XLA's ops unless `interpret`);
+  returns the kernels it was asked for."""
   asked, real = [], pj.sampling._cached
 
   def cached(*args):
@@ -282,7 +295,7 @@ def _fake_gpu(monkeypatch, fail_with=None):
     if args[-1] == "pallas":
       if fail_with is not None:
         raise fail_with
-      return real(*args[:-1], "pallas_interpret")
+      return real(*args[:-1], "pallas_interpret" if interpret else "xla")
     return real(*args)
 
   monkeypatch.setattr(pj.sampling, "_cached", cached)
@@ -303,6 +316,18 @@ def test_auto_kernel_is_fused_on_one_gpu_for_small_batches_only(monkeypatch):
   skip_model, skip_variables = random_model(3, 3, 1, True, "none", (2, 3))
   pj.sample(skip_model, skip_variables, key, 2, mesh=one_device)
   assert asked == ["pallas", "xla", "xla"]
+
+
+def test_auto_kernel_is_fused_for_wide_models_at_large_batches_only(monkeypatch):
+  model = pj.GatedPixelCNN(num_layers=1, features=3 * 65, kernel_size=3, channels=3,
+                           image_size=(1, 2))
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 2, 3), jnp.uint8))
+  asked = _fake_gpu(monkeypatch, interpret=False)
+  one_device = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+  key = jax.random.PRNGKey(0)
+  for num in (16, pj.sampling.FUSED_MIN_BATCH_WIDE):
+    pj.sample(model, variables, key, num, mesh=one_device)
+  assert asked == ["xla", "pallas"]
 
 
 def test_auto_kernel_falls_back_to_xla_where_the_fused_kernel_does_not_fit(
