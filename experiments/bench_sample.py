@@ -1,14 +1,14 @@
 """Naive vs cached sampling of 32x32x3 images, and how far each is from its floor.
 
   python experiments/bench_sample.py [--batches=1,16,64,256] [--kernels=auto,xla,pallas]
-      [--command_buffers=off,on] [--fused=auto,defaultx64,1x8] [--out=FILE] [--plot=FILE.png]
+      [--command_buffers=off,on] [--fused=auto,defaultx64x2,1x8] [--out=FILE] [--plot=FILE.png]
 
 For each model shape, batch, kernel of the cached sampler (xla: XLA's ops;
 pallas: one fused kernel per colour pass; auto: the library's choice) and
 command-buffer choice (off: XLA's defaults; on: pj.sampling.COMMAND_BUFFERS)
 and, for the fused kernel, each --fused setting (Triton's pipelining stages x
-the most images per kernel instance, fused_pass.OVERRIDE; auto: the library's
-settings for the model's width, fused_pass.settings): its
+the most images per kernel instance x Triton's warps, fused_pass.OVERRIDE;
+auto: the library's settings for the model's width, fused_pass.settings): its
 wall time (median of 3 after compile); the naive sampler's, measured in full
 where --naive_full_limit allows and otherwise extrapolated as 3,072 x the time
 of one full forward pass (the naive loop's body), marked "extrapolated".
@@ -53,7 +53,7 @@ def make(layers, features, kernel, dtype, precision=None):
 
 
 def set_fused(setting):
-  """The fused kernel's (stages, block), or None for the library's, for the
+  """The fused kernel's (stages, block, warps), or None for the library's, for the
   next pj.sample; compiled loops are cached by their arguments, which these
   are not, so the caches go too."""
   if fused_pass.OVERRIDE != setting:
@@ -62,9 +62,10 @@ def set_fused(setting):
 
 
 def fused_label(setting, model):
-  """STAGESxBLOCK of a setting, "auto:..." where it is the library's."""
-  stages, block = setting or fused_pass.settings(fused_pass.group_width(model))
-  return f"{'auto:' if setting is None else ''}{stages or 'default'}x{block}"
+  """STAGESxBLOCK[xWARPS] of a setting, "auto:..." where it is the library's."""
+  stages, block, warps = setting or fused_pass.settings(fused_pass.group_width(model))
+  return (f"{'auto:' if setting is None else ''}{stages or 'default'}x{block}"
+          + (f"x{warps}" if warps else ""))
 
 
 def timed(fn, repeats=3):
@@ -130,9 +131,9 @@ def main():
   p.add_argument("--command_buffers", default="off",
                  help="comma-separated: off (XLA's defaults, the library's), on (all ops)")
   p.add_argument("--fused", default="auto",
-                 help="auto (the library's) or STAGESxBLOCK (Triton pipelining stages, or "
-                 "default, and the most images per instance of the fused kernel), "
-                 "comma-separated; the first also for agreement")
+                 help="auto (the library's) or STAGESxBLOCK[xWARPS] (Triton pipelining "
+                 "stages, or default; the most images per instance of the fused kernel; "
+                 "Triton warps, default 4), comma-separated; the first also for agreement")
   p.add_argument("--agreement_dtypes", default="float32:highest,float32,bfloat16",
                  help="DTYPE[:PRECISION],... to check cached against the reference; "
                  "empty: skip")
@@ -144,7 +145,7 @@ def main():
                  help="comma-separated LAYERSxFEATURESkKERNEL")
   args = p.parse_args()
   fused = [None if spec == "auto" else
-           tuple(None if v == "default" else int(v) for v in spec.split("x"))
+           (tuple(None if v == "default" else int(v) for v in spec.split("x")) + (None,))[:3]
            for spec in args.fused.split(",")]
   parse = lambda s: tuple(int(v) for v in re.fullmatch(r"(\d+)x(\d+)k(\d+)", s).groups())
   shapes = [parse(s) for s in args.shapes.split(",") if s]

@@ -16,13 +16,14 @@
 # compilation, evals and sample grids included) with its learning rate decayed;
 # then the best checkpoint is evaluated on EVAL_SPLIT and sampled. Uses every
 # visible GPU (the global batch of 256 is split over them).
+# VARIANT=:smoke tries the recipe on a CPU (tests/test_recipes.py).
 set -euo pipefail
 data=${1:?usage: cifar10_h100x4.sh DATA_DIR EVAL_SPLIT OUT_DIR}
 split=${2:?usage: cifar10_h100x4.sh DATA_DIR EVAL_SPLIT OUT_DIR}
 out=${3:?usage: cifar10_h100x4.sh DATA_DIR EVAL_SPLIT OUT_DIR}
 shift 3
 mkdir -p "$out"
-args=(--config=configs/cifar10.py --workdir="$out" --config.data.dataset=npz
+args=(--config=configs/cifar10.py${VARIANT:-} --workdir="$out" --config.data.dataset=npz
       --config.data.npz_dir="$data" --config.data.holdout=5000
       --config.data.eval_split=holdout "$@")
 main() { python3 -m pixelcnn_jax.main "${args[@]}" "$@"; }

@@ -12,12 +12,13 @@
 # seconds (default 870: 14.5 minutes, compilation and evals included) with its
 # learning rate decayed; the best checkpoint's test bits/dim over all of
 # test.npz is the result.
+# VARIANT=:smoke tries the recipe on a CPU (tests/test_recipes.py).
 set -euo pipefail
 data=${1:?usage: mnist_h100.sh DATA_DIR OUT_DIR}
 out=${2:?usage: mnist_h100.sh DATA_DIR OUT_DIR}
 shift 2
 mkdir -p "$out"
-args=(--config=configs/mnist.py --workdir="$out" --config.data.dataset=npz
+args=(--config=configs/mnist.py${VARIANT:-} --workdir="$out" --config.data.dataset=npz
       --config.data.npz_dir="$data" --config.data.holdout=5000
       --config.data.eval_split=holdout "$@")
 main() { python3 -m pixelcnn_jax.main "${args[@]}" "$@"; }

@@ -26,18 +26,19 @@ from pixelcnn_jax.likelihood import NUM_LEVELS
 
 
 LOGIT_COLUMNS = 64  # Logits per dot: a [Gh, 64] float32 block is at most 32 kB.
-# bench_sample.py --fused times other (stages, block) settings through this.
+# bench_sample.py --fused times other (stages, block, warps) settings through this.
 OVERRIDE = None
 
 
 def settings(G: int) -> tuple:
-  """(Triton's pipelining stages for the loop over layers, None being its
-  default of 3; the most images per kernel instance) for group width G.
-  On an H100 (experiments/RESULTS.md): at G = 64 (15 x 132) the defaults
-  and 64-image blocks are fastest; G = 128 (20 x 384) fits the card's
-  shared memory only at one stage (two ask 315 kB of its 227 kB), where
-  8-image blocks, more instances in parallel, beat 16."""
-  return OVERRIDE or ((None, 64) if G <= 64 else (1, 8))
+  """(Triton's pipelining stages for the loop over layers; the most images
+  per kernel instance; Triton's warps per instance) for group width G, None
+  being Triton's default (3 stages, 4 warps). On an H100
+  (experiments/RESULTS.md): at G = 64 (15 x 132) the defaults and 64-image
+  blocks are fastest; G = 128 (20 x 384) fits the card's shared memory only
+  at one stage (two ask 315 kB of its 227 kB), where 8-image blocks, more
+  instances in parallel, beat 16."""
+  return OVERRIDE or ((None, 64, None) if G <= 64 else (1, 8, None))
 
 
 def group_width(model) -> int:
@@ -58,7 +59,7 @@ class FusedPasses:
     self.head = model.head_features or model.features
     self.Ph = self.head // self.C
     self.G, self.Gh = group_width(model), _pow2(max(self.Ph, 16))
-    self.num_stages, self.max_block = settings(self.G)
+    self.num_stages, self.max_block, self.num_warps = settings(self.G)
     self.S, self.Sh = _pow2(self.C) * self.G, _pow2(self.C) * self.Gh  # Slots.
     self.Lp = _pow2(self.L)                      # Layers, padded.
     if model.skip:
@@ -195,7 +196,8 @@ class FusedPasses:
                           input_output_aliases={2: 0, 3: 1, 4: 2},
                           compiler_params=(None if self.interpret
                                            else pltriton.CompilerParams(
-                                               num_stages=self.num_stages)),
+                                               num_stages=self.num_stages,
+                                               num_warps=self.num_warps)),
                           interpret=self.interpret)
 
 

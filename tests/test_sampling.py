@@ -259,7 +259,7 @@ def test_fused_pallas_pass_matches_naive_bit_for_bit(channels, kernel, layers,
                                 naive)
 
 
-@pytest.mark.parametrize("override, num, size", [(None, 70, (2, 3)), ((1, 8), 11, (2, 2))])
+@pytest.mark.parametrize("override, num, size", [(None, 70, (2, 3)), ((1, 8, None), 11, (2, 2))])
 def test_fused_pallas_pass_splits_large_batches_into_blocks(monkeypatch, override, num, size):
   """64-image blocks (narrow models), and 8-image blocks at one pipelining
   stage (what wide models get), padded where the batch does not fill them."""
@@ -274,8 +274,8 @@ def test_fused_kernel_settings_by_group_width():
   narrow = pj.GatedPixelCNN(num_layers=15, features=132, channels=3)
   wide = pj.GatedPixelCNN(num_layers=20, features=384, channels=3)
   assert (pj.fused_pass.group_width(narrow), pj.fused_pass.group_width(wide)) == (64, 128)
-  assert pj.fused_pass.settings(64) == (None, 64)
-  assert pj.fused_pass.settings(128) == (1, 8)
+  assert pj.fused_pass.settings(64) == (None, 64, None)
+  assert pj.fused_pass.settings(128) == (1, 8, None)
 
 
 def test_fused_pallas_pass_refuses_skip_connections():

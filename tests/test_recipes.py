@@ -1,0 +1,61 @@
+"""The recipes in experiments/ behind the reported results, run end to end
+at `:smoke` size on data given as arguments, as a user reruns them on their
+own copies and splits."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from pixelcnn_jax import datasets
+
+
+def _recipe(script, *args, **env):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", VARIANT=":smoke", BUDGET_S="120",
+             PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], **env)
+  return subprocess.run(["bash", f"experiments/{script}", *map(str, args)], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=600)
+
+
+def _split(folder, name, images, labels):
+  os.makedirs(folder, exist_ok=True)
+  np.savez(os.path.join(folder, f"{name}.npz"), image=images, label=labels)
+
+
+def _check_outputs(out, split, num_examples):
+  results = [json.load(open(p)) for p in glob.glob(os.path.join(out, "eval", f"*_{split}.json"))]
+  assert len(results) == 1 and results[0]["split"] == split
+  assert results[0]["num_examples"] == num_examples
+  assert glob.glob(os.path.join(out, "samples", "*.png"))
+  assert os.path.getsize(os.path.join(out, "curves.png")) > 0
+
+
+@pytest.mark.parametrize("split", ["holdout", "test"])
+def test_cifar10_recipe_takes_its_data_and_split_as_arguments(tmp_path, split):
+  shipped = np.load(os.path.join(REPO, "pixelcnn_jax", "assets", "cifar10_subset",
+                                 "train.npz"))
+  images, labels = shipped["image"], shipped["label"]
+  # Two training files, as the npz copies of CIFAR-10 come, and a test split.
+  _split(tmp_path / "data", "train_0", images[:250], labels[:250])
+  _split(tmp_path / "data", "train_1", images[250:500], labels[250:500])
+  _split(tmp_path / "data", "test", images[500:540], labels[500:540])
+  done = _recipe("cifar10_h100x4.sh", tmp_path / "data", split, tmp_path / "out",
+                 "--config.data.holdout=60", "--config.data.eval_limit=0")
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  _check_outputs(tmp_path / "out", split, 60 if split == "holdout" else 40)
+
+
+def test_mnist_recipe_reports_the_whole_test_split(tmp_path):
+  train = np.load(os.path.join(datasets.SHIPPED_DIR, "train.npz"))
+  test = np.load(os.path.join(datasets.SHIPPED_DIR, "test.npz"))
+  _split(tmp_path / "data", "train", train["image"][:400], train["label"][:400])
+  _split(tmp_path / "data", "test", test["image"][:70], test["label"][:70])
+  done = _recipe("mnist_h100.sh", tmp_path / "data", tmp_path / "out",
+                 "--config.data.holdout=50", "--config.data.eval_limit=0")
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  _check_outputs(tmp_path / "out", "test", 70)
