@@ -8,7 +8,7 @@ pallas: one fused kernel per colour pass; auto: the library's choice) and
 command-buffer choice (off: XLA's defaults; on: pj.sampling.COMMAND_BUFFERS)
 and, for the fused kernel, each --fused setting (Triton's pipelining stages x
 the most images per kernel instance x Triton's warps, fused_pass.OVERRIDE;
-auto: the library's settings for the model's width, fused_pass.settings): its
+auto: the library's settings for the model, fused_pass.settings): its
 wall time (median of 3 after compile); the naive sampler's, measured in full
 where --naive_full_limit allows and otherwise extrapolated as 3,072 x the time
 of one full forward pass (the naive loop's body), marked "extrapolated".
@@ -63,7 +63,7 @@ def set_fused(setting):
 
 def fused_label(setting, model):
   """STAGESxBLOCK[xWARPS] of a setting, "auto:..." where it is the library's."""
-  stages, block, warps = setting or fused_pass.settings(fused_pass.group_width(model))
+  stages, block, warps = setting or fused_pass.settings(model)
   return (f"{'auto:' if setting is None else ''}{stages or 'default'}x{block}"
           + (f"x{warps}" if warps else ""))
 

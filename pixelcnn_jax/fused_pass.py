@@ -30,15 +30,22 @@ LOGIT_COLUMNS = 64  # Logits per dot: a [Gh, 64] float32 block is at most 32 kB.
 OVERRIDE = None
 
 
-def settings(G: int) -> tuple:
+def settings(model) -> tuple:
   """(Triton's pipelining stages for the loop over layers; the most images
-  per kernel instance; Triton's warps per instance) for group width G, None
-  being Triton's default (3 stages, 4 warps). On an H100
-  (experiments/RESULTS.md): at G = 64 (15 x 132) the defaults and 64-image
-  blocks are fastest; G = 128 (20 x 384) fits the card's shared memory only
-  at one stage (two ask 315 kB of its 227 kB), where 8-image blocks, more
-  instances in parallel, beat 16."""
-  return OVERRIDE or ((None, 64, None) if G <= 64 else (1, 8, None))
+  per kernel instance; Triton's warps per instance) for a model, None being
+  Triton's default (3 stages, 4 warps). On an H100
+  (experiments/RESULTS.md): 15 x 132 in bf16 is fastest at the defaults and
+  64-image blocks; 20 x 384 fits the card's shared memory only at one stage
+  (two ask 315 kB of its 227 kB), where 8-image blocks, more instances in
+  parallel, beat 16. So do float32 models past 32 features per colour (at
+  the defaults 15 x 132 asks 324 kB)."""
+  return OVERRIDE or ((1, 8, None) if is_wide(model) else (None, 64, None))
+
+
+def is_wide(model) -> bool:
+  """Whether a row of a colour group's weight block takes more than 128
+  bytes (group_width > 64 in bf16, > 32 in float32)."""
+  return group_width(model) * jnp.dtype(model.dtype).itemsize > 128
 
 
 def group_width(model) -> int:
@@ -59,7 +66,7 @@ class FusedPasses:
     self.head = model.head_features or model.features
     self.Ph = self.head // self.C
     self.G, self.Gh = group_width(model), _pow2(max(self.Ph, 16))
-    self.num_stages, self.max_block, self.num_warps = settings(self.G)
+    self.num_stages, self.max_block, self.num_warps = settings(model)
     self.S, self.Sh = _pow2(self.C) * self.G, _pow2(self.C) * self.Gh  # Slots.
     self.Lp = _pow2(self.L)                      # Layers, padded.
     if model.skip:

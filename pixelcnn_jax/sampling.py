@@ -31,14 +31,14 @@ from pixelcnn_jax.model import GatedPixelCNN
 METHODS = ("cached", "naive")
 KERNELS = ("auto", "xla", "pallas")
 # kernel="auto" takes the fused kernel on a GPU where it was measured faster
-# than XLA's ops (H100, experiments/RESULTS.md). One kernel instance runs a
-# block of images through every layer in turn, so the kernel wins where the
-# weights are small or there are many blocks. Narrow models (group width
-# fused_pass.group_width <= 64, e.g. 15 x 132) up to FUSED_MAX_BATCH images:
-# 0.16 and 0.17 s for 1 and 16 images against 0.29 and 0.30, but 0.52 s for
-# 256 against 0.48. Wider ones from FUSED_MIN_BATCH_WIDE images: 20 x 384
-# drew 256 in 0.80 s against 1.02, but 1 and 16 in 0.58 and 0.61 against
-# 0.47 and 0.57.
+# than XLA's ops (H100, bf16, experiments/RESULTS.md). One kernel instance
+# runs a block of images through every layer in turn, so the kernel wins
+# where the weights are small or there are many blocks. Narrow models (not
+# fused_pass.is_wide, e.g. 15 x 132) up to FUSED_MAX_BATCH images: 0.16 and
+# 0.17 s for 1 and 16 images against 0.29 and 0.30, but 0.52 s for 256
+# against 0.48. Wide ones from FUSED_MIN_BATCH_WIDE images: 20 x 384 drew
+# 256 in 0.80 s against 1.02, but 1 and 16 in 0.58 and 0.61 against 0.47
+# and 0.57.
 FUSED_MAX_BATCH = 64
 FUSED_MIN_BATCH_WIDE = 256
 # XLA's command buffers (CUDA graphs) for every op, loops and branches
@@ -148,9 +148,9 @@ def _cached_auto(cached, args, mesh, batch):
 
 
 def _fused_is_faster(model, batch: int) -> bool:
-  if fused_pass.group_width(model) <= 64:
-    return batch <= FUSED_MAX_BATCH
-  return batch >= FUSED_MIN_BATCH_WIDE
+  if fused_pass.is_wide(model):
+    return batch >= FUSED_MIN_BATCH_WIDE
+  return batch <= FUSED_MAX_BATCH
 
 
 def _prefix_canvas(prefix, num, height, width, channels):

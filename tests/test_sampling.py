@@ -270,12 +270,15 @@ def test_fused_pallas_pass_splits_large_batches_into_blocks(monkeypatch, overrid
                                 pj.sample(model, variables, key, num, kernel="xla"))
 
 
-def test_fused_kernel_settings_by_group_width():
-  narrow = pj.GatedPixelCNN(num_layers=15, features=132, channels=3)
-  wide = pj.GatedPixelCNN(num_layers=20, features=384, channels=3)
+def test_fused_kernel_settings_by_the_bytes_of_a_group():
+  model = lambda features, dtype: pj.GatedPixelCNN(num_layers=15, features=features,
+                                                   channels=3, dtype=dtype)
+  narrow, wide = model(132, jnp.bfloat16), model(384, jnp.bfloat16)
   assert (pj.fused_pass.group_width(narrow), pj.fused_pass.group_width(wide)) == (64, 128)
-  assert pj.fused_pass.settings(64) == (None, 64, None)
-  assert pj.fused_pass.settings(128) == (1, 8, None)
+  assert pj.fused_pass.settings(narrow) == (None, 64, None)
+  assert pj.fused_pass.settings(wide) == (1, 8, None)
+  assert pj.fused_pass.settings(model(132, jnp.float32)) == (1, 8, None)
+  assert pj.fused_pass.settings(model(96, jnp.float32)) == (None, 64, None)
 
 
 def test_fused_pallas_pass_refuses_skip_connections():
