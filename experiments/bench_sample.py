@@ -61,6 +61,14 @@ def set_fused(setting):
     jax.clear_caches()
 
 
+def parse_fused(spec: str):
+  """"auto" -> None (the library's settings); "STAGESxBLOCK[xWARPS]" -> a
+  fused_pass.OVERRIDE tuple, "default" for Triton's own value."""
+  if spec == "auto":
+    return None
+  return (tuple(None if v == "default" else int(v) for v in spec.split("x")) + (None,))[:3]
+
+
 def fused_label(setting, model):
   """STAGESxBLOCK[xWARPS] of a setting, "auto:..." where it is the library's."""
   stages, block, warps = setting or fused_pass.settings(model)
@@ -144,9 +152,7 @@ def main():
   p.add_argument("--shapes", default=",".join(f"{l}x{f}k{k}" for l, f, k in SHAPES),
                  help="comma-separated LAYERSxFEATURESkKERNEL")
   args = p.parse_args()
-  fused = [None if spec == "auto" else
-           (tuple(None if v == "default" else int(v) for v in spec.split("x")) + (None,))[:3]
-           for spec in args.fused.split(",")]
+  fused = [parse_fused(spec) for spec in args.fused.split(",")]
   parse = lambda s: tuple(int(v) for v in re.fullmatch(r"(\d+)x(\d+)k(\d+)", s).groups())
   shapes = [parse(s) for s in args.shapes.split(",") if s]
   key = jax.random.PRNGKey(1)
