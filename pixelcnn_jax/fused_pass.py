@@ -37,8 +37,8 @@ def settings(model) -> tuple:
   (experiments/RESULTS.md): 15 x 132 in bf16 is fastest at the defaults and
   64-image blocks; 20 x 384 fits the card's shared memory only at one stage
   (two ask 315 kB of its 227 kB), where 8-image blocks, more instances in
-  parallel, beat 16. So do float32 models past 32 features per colour (at
-  the defaults 15 x 132 asks 324 kB)."""
+  parallel, beat 16. Float32 models past 32 features per colour get the
+  same (at the defaults, 15 x 132 in float32 asks 324 kB)."""
   return OVERRIDE or ((1, 8, None) if is_wide(model) else (None, 64, None))
 
 
