@@ -13,7 +13,6 @@ time, which it does not).
 """
 
 import argparse
-import collections
 import datetime
 import json
 import re
@@ -33,10 +32,6 @@ import profile_train
 
 SUBPIXELS = 32 * 32 * 3
 KINDS = (("fused colour pass (Pallas)", r"pass_kernel|pallas"),) + profile_train.KINDS
-
-
-def kind(op: str) -> str:
-  return next((k for k, pattern in KINDS if re.search(pattern, op)), op.split("(")[0][:40])
 
 
 def main():
@@ -62,35 +57,25 @@ def main():
     t0 = time.perf_counter()
     draw()
     wall_s = time.perf_counter() - t0
-  total_ns, count = profile_train.op_times(trace_dir, lambda name: name == "XLA Ops")
-  if not total_ns:
-    total_ns, count = profile_train.op_times(trace_dir, lambda name: name.startswith("Stream"))
-  if not total_ns:
-    raise SystemExit(f"error: no GPU ops in the trace under {trace_dir} "
-                     f"(devices: {jax.devices()})")
+  total_ns, count = profile_train.device_times(trace_dir)
   all_ns = sum(total_ns.values())
-  kinds = collections.Counter()
-  for op, ns in total_ns.items():
-    kinds[kind(op)] += ns
+  idle = max(0.0, 1 - all_ns / 1e9 / wall_s)
+  print(f"{args.shape} batch {args.batch} kernel={args.kernel} fused={args.fused}: "
+        f"{wall_s:.3f} s wall, {all_ns / 1e9:.3f} s device ({idle:.0%} idle); a sub-pixel: "
+        f"{sum(count.values()) / SUBPIXELS:.1f} launches, "
+        f"{all_ns / 1e3 / SUBPIXELS:.1f} us of device time")
   summary = {
       "shape": args.shape, "batch": args.batch, "kernel": args.kernel,
       "fused": args.fused, "wall_s": wall_s, "device_s": all_ns / 1e9,
-      "device_idle_share": max(0.0, 1 - all_ns / 1e9 / wall_s),
+      "device_idle_share": idle,
       "launches_per_subpixel": sum(count.values()) / SUBPIXELS,
       "device_us_per_subpixel": all_ns / 1e3 / SUBPIXELS,
-      "kinds": {k: v / all_ns for k, v in kinds.most_common()},
+      "kinds": profile_train.kind_shares(total_ns, KINDS),
       "top": [{"op": op, "share": ns / all_ns, "us_per_subpixel": ns / 1e3 / SUBPIXELS,
                "calls_per_subpixel": count[op] / SUBPIXELS}
               for op, ns in total_ns.most_common(args.top)],
       "trace_dir": trace_dir, "device": jax.devices()[0].device_kind,
       "date": datetime.date.today().isoformat(), "jax": jax.__version__}
-  print(f"{args.shape} batch {args.batch} kernel={args.kernel} fused={args.fused}: "
-        f"{wall_s:.3f} s wall, {summary['device_s']:.3f} s device "
-        f"({summary['device_idle_share']:.0%} idle); a sub-pixel: "
-        f"{summary['launches_per_subpixel']:.1f} launches, "
-        f"{summary['device_us_per_subpixel']:.1f} us of device time")
-  for k, share in list(summary["kinds"].items())[:8]:
-    print(f"  {share:6.1%}  {k}")
   for r in summary["top"]:
     print(f"  {r['share']:6.1%} {r['us_per_subpixel']:7.2f} us x{r['calls_per_subpixel']:.2f}  "
           f"{r['op'][:90]}")

@@ -58,9 +58,32 @@ KINDS = (  # (kind, pattern), first match wins; CUDA kernel names or XLA op name
 )
 
 
-def kind(op: str) -> str:
-  """What an op is, from its name: KINDS' first matching kind, else its name."""
-  return next((k for k, pattern in KINDS if re.search(pattern, op)), op.split("(")[0][:40])
+def kind(op: str, kinds=KINDS) -> str:
+  """What an op is, from its name: the first matching kind, else its name."""
+  return next((k for k, pattern in kinds if re.search(pattern, op)), op.split("(")[0][:40])
+
+
+def device_times(trace_dir: str) -> tuple[collections.Counter, collections.Counter]:
+  """op_times per XLA op, or per CUDA kernel where a trace has no op lines."""
+  total_ns, count = op_times(trace_dir, lambda name: name == "XLA Ops")
+  if not total_ns:  # Traces without op lines still list the CUDA kernels per stream.
+    total_ns, count = op_times(trace_dir, lambda name: name.startswith("Stream"))
+  if not total_ns:
+    raise SystemExit(f"error: no GPU ops in the trace under {trace_dir} "
+                     f"(devices: {jax.devices()})")
+  return total_ns, count
+
+
+def kind_shares(total_ns: collections.Counter, kinds=KINDS) -> dict:
+  """{kind: share of the device time}, largest first; printed, the top 8."""
+  all_ns = sum(total_ns.values())
+  by_kind = collections.Counter()
+  for op, ns in total_ns.items():
+    by_kind[kind(op, kinds)] += ns
+  shares = {k: v / all_ns for k, v in by_kind.most_common()}
+  for k, share in list(shares.items())[:8]:
+    print(f"  {share:6.1%}  {k}")
+  return shares
 
 
 def main():
@@ -94,31 +117,21 @@ def main():
     for _ in range(args.steps):
       state, m = step(state, images, None, key)
     jax.block_until_ready(m)
-  total_ns, count = op_times(trace_dir, lambda name: name == "XLA Ops")
-  if not total_ns:  # Traces without op lines still list the CUDA kernels per stream.
-    total_ns, count = op_times(trace_dir, lambda name: name.startswith("Stream"))
-  if not total_ns:
-    raise SystemExit(f"error: no GPU ops in the trace under {trace_dir} "
-                     f"(devices: {jax.devices()})")
+  total_ns, count = device_times(trace_dir)
   all_ns = sum(total_ns.values())
   rows = [{"op": op, "ms_per_step": ns / 1e6 / args.steps, "share": ns / all_ns,
            "calls_per_step": count[op] / args.steps}
           for op, ns in total_ns.most_common(args.top)]
-  kinds = collections.Counter()
-  for op, ns in total_ns.items():
-    kinds[kind(op)] += ns
+  print(f"{args.shape} {args.dtype} batch {args.batch}: "
+        f"{all_ns / 1e6 / args.steps:.2f} ms of device time a step, "
+        f"{sum(count.values()) / args.steps:.0f} ops")
   summary = {"shape": args.shape, "dtype": args.dtype, "batch": args.batch,
              "device_ms_per_step": all_ns / 1e6 / args.steps,
              "ops_per_step": sum(count.values()) / args.steps,
-             "kinds": {k: v / all_ns for k, v in kinds.most_common()},
+             "kinds": kind_shares(total_ns),
              "top": rows, "trace_dir": trace_dir,
              "device": jax.devices()[0].device_kind,
              "date": datetime.date.today().isoformat(), "jax": jax.__version__}
-  print(f"{args.shape} {args.dtype} batch {args.batch}: "
-        f"{summary['device_ms_per_step']:.2f} ms of device time a step, "
-        f"{summary['ops_per_step']:.0f} ops")
-  for k, share in list(summary["kinds"].items())[:8]:
-    print(f"  {share:6.1%}  {k}")
   for r in rows:
     print(f"  {r['share']:6.1%} {r['ms_per_step']:8.3f} ms x{r['calls_per_step']:.0f}  "
           f"{r['op'][:90]}")
