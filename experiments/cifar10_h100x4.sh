@@ -8,14 +8,14 @@
 # EVAL_SPLIT the split that gives the final number: "holdout", or e.g. "test".
 # OUT_DIR    the workdir: metrics.jsonl, eval/*.json, samples/, curves.png.
 # FLAG       further config flags for every step, e.g. a pilot's
-#            --config.train.batch_size=64 --config.train.learning_rate=3e-3.
+#            --config.train.batch_size=128 --config.train.learning_rate=2e-3.
 #
 # The last 5,000 images of train_*.npz are held out: the run validates on them
 # (live against EMA weights, and which checkpoint is best) and trains on the
 # rest. Training stops inside BUDGET_S seconds (default 1170: 19.5 minutes,
 # compilation, evals and sample grids included) with its learning rate decayed;
 # then the best checkpoint is evaluated on EVAL_SPLIT and sampled. Uses every
-# visible GPU (the global batch of 256 is split over them).
+# visible GPU (the config's global batch is split over them).
 # VARIANT=:smoke tries the recipe on a CPU (tests/test_recipes.py).
 set -euo pipefail
 data=${1:?usage: cifar10_h100x4.sh DATA_DIR EVAL_SPLIT OUT_DIR}

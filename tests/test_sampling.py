@@ -276,8 +276,8 @@ def test_fused_kernel_settings_by_the_bytes_of_a_group():
   narrow, wide = model(132, jnp.bfloat16), model(384, jnp.bfloat16)
   assert (pj.fused_pass.group_width(narrow), pj.fused_pass.group_width(wide)) == (64, 128)
   assert pj.fused_pass.settings(narrow) == (None, 64, None)
-  assert pj.fused_pass.settings(wide) == (1, 8, None)
-  assert pj.fused_pass.settings(model(132, jnp.float32)) == (1, 8, None)
+  assert pj.fused_pass.settings(wide) == (1, 8, 16)
+  assert pj.fused_pass.settings(model(132, jnp.float32)) == (1, 8, 16)
   assert pj.fused_pass.settings(model(96, jnp.float32)) == (None, 64, None)
 
 
@@ -328,7 +328,7 @@ def test_auto_kernel_is_fused_for_wide_models_at_large_batches_only(monkeypatch)
   asked = _fake_gpu(monkeypatch, interpret=False)
   one_device = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
   key = jax.random.PRNGKey(0)
-  for num in (16, pj.sampling.FUSED_MIN_BATCH_WIDE):
+  for num in (pj.sampling.FUSED_MIN_BATCH_WIDE - 1, pj.sampling.FUSED_MIN_BATCH_WIDE):
     pj.sample(model, variables, key, num, mesh=one_device)
   assert asked == ["xla", "pallas"]
 
