@@ -1,14 +1,17 @@
 """Naive vs cached sampling of 32x32x3 images, and how far each is from its floor.
 
   python experiments/bench_sample.py [--batches=1,16,64,256] [--kernels=auto,xla,pallas]
-      [--command_buffers=off,on] [--fused=auto,defaultx64x2,1x8] [--out=FILE] [--plot=FILE.png]
+      [--command_buffers=off,on] [--fused=auto,defaultx64x2,1x8] [--unroll=1,4]
+      [--out=FILE] [--plot=FILE.png]
 
 For each model shape, batch, kernel of the cached sampler (xla: XLA's ops;
 pallas: one fused kernel per colour pass; auto: the library's choice) and
 command-buffer choice (off: XLA's defaults; on: pj.sampling.COMMAND_BUFFERS)
 and, for the fused kernel, each --fused setting (Triton's pipelining stages x
 the most images per kernel instance x Triton's warps, fused_pass.OVERRIDE;
-auto: the library's settings for the model, fused_pass.settings): its
+auto: the library's settings for the model, fused_pass.settings) and each
+--unroll (columns per iteration of the loop along a row,
+cached_loop.COLUMN_UNROLL; the first also for agreement): its
 wall time (median of 3 after compile); the naive sampler's, measured in full
 where --naive_full_limit allows and otherwise extrapolated as 3,072 x the time
 of one full forward pass (the naive loop's body), marked "extrapolated".
@@ -36,7 +39,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 import pixelcnn_jax as pj
-from pixelcnn_jax import fused_pass
+from pixelcnn_jax import cached_loop, fused_pass
 
 SHAPES = ((15, 132, 3), (20, 384, 5))
 CHOICES = {"on": True, "off": False}  # --command_buffers
@@ -52,12 +55,12 @@ def make(layers, features, kernel, dtype, precision=None):
   return model, variables
 
 
-def set_fused(setting):
-  """The fused kernel's (stages, block, warps), or None for the library's, for the
-  next pj.sample; compiled loops are cached by their arguments, which these
-  are not, so the caches go too."""
-  if fused_pass.OVERRIDE != setting:
-    fused_pass.OVERRIDE = setting
+def set_fused(setting, unroll):
+  """The fused kernel's (stages, block, warps), or None for the library's, and
+  the columns per loop iteration, for the next pj.sample; compiled loops are
+  cached by their arguments, which these are not, so the caches go too."""
+  if (fused_pass.OVERRIDE, cached_loop.COLUMN_UNROLL) != (setting, unroll):
+    fused_pass.OVERRIDE, cached_loop.COLUMN_UNROLL = setting, unroll
     jax.clear_caches()
 
 
@@ -115,11 +118,13 @@ def plot(rows, path):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6, 4))
-  case = lambda r: (r["shape"], r["kernel"], r["command_buffers"], r.get("fused", ""))
-  for shape, kernel, graphs, fused in dict.fromkeys(map(case, rows)):
+  case = lambda r: (r["shape"], r["kernel"], r["command_buffers"], r.get("fused", ""),
+                    r.get("unroll", 1))
+  for shape, kernel, graphs, fused, unroll in dict.fromkeys(map(case, rows)):
     points = [(r["batch"], r["batch"] / r["cached_s"]) for r in rows
-              if case(r) == (shape, kernel, graphs, fused)]
-    ax.plot(*zip(*points), "o-", label=f"{shape}, {kernel} {fused}, command buffers {graphs}")
+              if case(r) == (shape, kernel, graphs, fused, unroll)]
+    ax.plot(*zip(*points), "o-", label=f"{shape}, {kernel} {fused}, command buffers {graphs}"
+            + (f", unroll {unroll}" if unroll != 1 else ""))
   ax.set(xscale="log", yscale="log", xlabel="batch (images)", ylabel="images/s",
          title=f"32x32x3 sampling, bf16, {rows[0]['device']}")
   ax.grid(True, which="both", alpha=0.3)
@@ -142,6 +147,9 @@ def main():
                  help="auto (the library's) or STAGESxBLOCK[xWARPS] (Triton pipelining "
                  "stages, or default; the most images per instance of the fused kernel; "
                  "Triton warps, default 4), comma-separated; the first also for agreement")
+  p.add_argument("--unroll", default=str(cached_loop.COLUMN_UNROLL),
+                 help="columns per iteration of the loop along a row, comma-separated; "
+                 "the first also for agreement")
   p.add_argument("--agreement_dtypes", default="float32:highest,float32,bfloat16",
                  help="DTYPE[:PRECISION],... to check cached against the reference; "
                  "empty: skip")
@@ -153,6 +161,9 @@ def main():
                  help="comma-separated LAYERSxFEATURESkKERNEL")
   args = p.parse_args()
   fused = [parse_fused(spec) for spec in args.fused.split(",")]
+  if not re.fullmatch(r"[1-9]\d*(,[1-9]\d*)*", args.unroll):
+    raise SystemExit(f"--unroll: comma-separated integers >= 1, got {args.unroll!r}")
+  unrolls = [int(u) for u in args.unroll.split(",")]
   parse = lambda s: tuple(int(v) for v in re.fullmatch(r"(\d+)x(\d+)k(\d+)", s).groups())
   shapes = [parse(s) for s in args.shapes.split(",") if s]
   key = jax.random.PRNGKey(1)
@@ -171,13 +182,14 @@ def main():
       else:
         naive, how = naive_est, "extrapolated"
       bw_floor, flop_floor = floors(variables, batch, 2)
-      cases = [(k, g, f) for k, g in itertools.product(args.kernels.split(","),
-                                                       args.command_buffers.split(","))
+      cases = [(k, g, f, u) for k, g, u in itertools.product(
+                   args.kernels.split(","), args.command_buffers.split(","), unrolls)
                for f in (fused if k != "xla" else [fused[0]])]
-      for kernel, graphs, setting in cases:
-        set_fused(setting)
+      for kernel, graphs, setting, unroll in cases:
+        set_fused(setting, unroll)
         label = {"kernel": kernel, "command_buffers": graphs,
-                 "fused": fused_label(setting, model) if kernel != "xla" else ""}
+                 "fused": fused_label(setting, model) if kernel != "xla" else "",
+                 "unroll": unroll}
         try:
           cached = timed(lambda: pj.sample(model, variables, key, batch, kernel=kernel,
                                            mesh=one_device,
@@ -195,7 +207,7 @@ def main():
         print(json.dumps(r), flush=True)
         rows.append(r)
 
-  set_fused(fused[0])
+  set_fused(fused[0], unrolls[0])
   agree = []
   for spec in filter(None, args.agreement_dtypes.split(",")):
     dtype, _, precision = spec.partition(":")
@@ -213,6 +225,7 @@ def main():
         continue
       redrawn = pj.sampling.redraw(model, variables, key, cached)
       r = {"agreement": dtype, "precision": precision or "default", "kernel": kernel,
+           "fused": args.fused.split(",")[0], "unroll": unrolls[0],
            "shape": args.agreement_shape, "num": num, "subpixels": cached.size,
            "per_step_disagreement": float((redrawn != cached).mean()),
            "per_step_disagreements": int((redrawn != cached).sum()),
@@ -228,11 +241,12 @@ def main():
   if args.out:
     with open(args.out, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows + agree)
-  print(f"\n{'shape':>10} {'kernel':>7} {'fused':>15} {'graphs':>6} {'batch':>5} {'cached s':>9} "
+  print(f"\n{'shape':>10} {'kernel':>7} {'fused':>15} {'graphs':>6} {'unroll':>6} {'batch':>5} "
+        f"{'cached s':>9} "
         f"{'naive s':>9} {'':>5} {'speedup':>8} {'floor(B) s':>10} {'floor(F) s':>10}")
   for r in rows:
     print(f"{r['shape']:>10} {r['kernel']:>7} {r['fused']:>15} {r['command_buffers']:>6} "
-          f"{r['batch']:5d} "
+          f"{r['unroll']:6d} {r['batch']:5d} "
           f"{r['cached_s']:9.3f} {r['naive_s']:9.1f} "
           f"{r['naive'][:5]:>5} {r['speedup']:8.0f} {r['floor_bytes_s']:10.4f} "
           f"{r['floor_flops_s']:10.4f}")

@@ -31,6 +31,12 @@ from pixelcnn_jax.likelihood import NUM_LEVELS
 from pixelcnn_jax.model import GatedPixelCNN, normalize
 
 Choose = Callable[[jax.Array, jax.Array, jax.Array, Optional[jax.Array]], jax.Array]
+# Columns per iteration of the loop along a row (lax.scan's unroll). XLA:GPU
+# runs a loop's control on the host, a device-to-host copy of the predicate
+# per iteration, and the H100 idled for 20% of a 15 x 132 draw
+# (experiments/RESULTS.md); unrolling leaves one copy per COLUMN_UNROLL
+# pixels, for a larger program. bench_sample.py --unroll times other values.
+COLUMN_UNROLL = 1
 
 
 def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
@@ -97,7 +103,7 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
     extra = None if per_row is None else per_row(i)
     fused_state = None if fused is None else fused.start(B)
     (canvas, _, _), _ = jax.lax.scan(col_step, (canvas, caches, fused_state),
-                                     (jnp.arange(W), extra))
+                                     (jnp.arange(W), extra), unroll=COLUMN_UNROLL)
     return (canvas, new_caches), None
 
   v_caches = [jnp.zeros((B, k - 1, W + 2 * m, p), model.dtype) for _ in range(L - 1)]

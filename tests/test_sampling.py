@@ -1,4 +1,5 @@
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -257,6 +258,29 @@ def test_fused_pallas_pass_matches_naive_bit_for_bit(channels, kernel, layers,
   naive = pj.sample(model, variables, key, 3, h=h, method="naive")
   np.testing.assert_array_equal(pj.sample(model, variables, key, 3, h=h, kernel="pallas"),
                                 naive)
+
+
+def test_unrolled_column_loop_draws_what_the_naive_sampler_draws(monkeypatch):
+  """Several columns per loop iteration (cached_loop.COLUMN_UNROLL), 2 into a
+  row of 5 leaving a remainder, change no draw, in float32. The loop is the
+  same for both kernels; XLA's ops keep the test fast."""
+  model, variables = random_model(3, 3, 2, False, "none", (3, 5))
+  key = jax.random.PRNGKey(7)
+  naive = pj.sample(model, variables, key, 2, method="naive")
+  monkeypatch.setattr("pixelcnn_jax.cached_loop.COLUMN_UNROLL", 2)
+  jax.clear_caches()  # The loop's jit cache does not key on the setting.
+  try:
+    np.testing.assert_array_equal(pj.sample(model, variables, key, 2, kernel="xla"), naive)
+  finally:
+    jax.clear_caches()
+
+
+def test_bench_sample_refuses_a_bad_unroll():
+  bench = pathlib.Path(__file__).parent.parent / "experiments" / "bench_sample.py"
+  r = subprocess.run([sys.executable, str(bench), "--unroll=4,0"], capture_output=True,
+                     text=True, timeout=120)
+  assert r.returncode != 0
+  assert r.stderr.strip().splitlines() == ["--unroll: comma-separated integers >= 1, got '4,0'"]
 
 
 @pytest.mark.parametrize("override, num, size", [(None, 70, (2, 3)), ((1, 8, None), 11, (2, 2))])
