@@ -22,7 +22,6 @@ def get_config(arg=None):
   c.model.code_dim = 10
   c.model.dtype = "float32"
   c.model.dropout = 0.0
-  c.train.batch_size = 256
   c.train.learning_rate = 3e-4
   c.sample.num = 16
   return config_base.finish(c, arg)

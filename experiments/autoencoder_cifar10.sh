@@ -35,7 +35,7 @@ run() {  # NAME GPU CONFIG ARGS...: train, then evaluate the best step on $split
     --config.eval.step=best --config.data.eval_split="$split" >>"$out/$name.log" 2>&1
 }
 # The unconditional model at the auto-encoder's learning rate: equal settings.
-jobs=("unconditional configs/cifar10.py --config.train.learning_rate=1e-3 --config.train.batch_size=256 --config.model.dropout=0.25"
+jobs=("unconditional configs/cifar10.py --config.train.learning_rate=1e-3 --config.model.dropout=0.25"
       "ae10 configs/cifar10_autoencoder.py --config.model.code_dim=10"
       "ae100 configs/cifar10_autoencoder.py --config.model.code_dim=100"
       "mse10 configs/cifar10_mse_autoencoder.py --config.model.code_dim=10"

@@ -13,8 +13,6 @@ time, which it does not).
 """
 
 import argparse
-import datetime
-import json
 import re
 import tempfile
 import time
@@ -74,14 +72,11 @@ def main():
       "top": [{"op": op, "share": ns / all_ns, "us_per_subpixel": ns / 1e3 / SUBPIXELS,
                "calls_per_subpixel": count[op] / SUBPIXELS}
               for op, ns in total_ns.most_common(args.top)],
-      "trace_dir": trace_dir, "device": jax.devices()[0].device_kind,
-      "date": datetime.date.today().isoformat(), "jax": jax.__version__}
+      "trace_dir": trace_dir}
   for r in summary["top"]:
     print(f"  {r['share']:6.1%} {r['us_per_subpixel']:7.2f} us x{r['calls_per_subpixel']:.2f}  "
           f"{r['op'][:90]}")
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(summary, f, indent=1)
+  profile_train.write_summary(summary, args.out)
 
 
 if __name__ == "__main__":

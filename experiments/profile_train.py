@@ -129,14 +129,20 @@ def main():
              "device_ms_per_step": all_ns / 1e6 / args.steps,
              "ops_per_step": sum(count.values()) / args.steps,
              "kinds": kind_shares(total_ns),
-             "top": rows, "trace_dir": trace_dir,
-             "device": jax.devices()[0].device_kind,
-             "date": datetime.date.today().isoformat(), "jax": jax.__version__}
+             "top": rows, "trace_dir": trace_dir}
   for r in rows:
     print(f"  {r['share']:6.1%} {r['ms_per_step']:8.3f} ms x{r['calls_per_step']:.0f}  "
           f"{r['op'][:90]}")
-  if args.out:
-    with open(args.out, "w") as f:
+  write_summary(summary, args.out)
+
+
+def write_summary(summary: dict, path: str) -> None:
+  """Stamps the summary with the card, date and jax version; writes it to
+  path as JSON where a path is given."""
+  summary.update(device=jax.devices()[0].device_kind,
+                 date=datetime.date.today().isoformat(), jax=jax.__version__)
+  if path:
+    with open(path, "w") as f:
       json.dump(summary, f, indent=1)
 
 
