@@ -11,7 +11,8 @@ and, for the fused kernel, each --fused setting (Triton's pipelining stages x
 the most images per kernel instance x Triton's warps, fused_pass.OVERRIDE;
 auto: the library's settings for the model, fused_pass.settings) and each
 --unroll (columns per iteration of the loop along a row,
-cached_loop.COLUMN_UNROLL; the first also for agreement): its
+cached_loop.COLUMN_UNROLL, or auto: the library's; the first also for
+agreement): its
 wall time (median of 3 after compile); the naive sampler's, measured in full
 where --naive_full_limit allows and otherwise extrapolated as 3,072 x the time
 of one full forward pass (the naive loop's body), marked "extrapolated".
@@ -147,9 +148,9 @@ def main():
                  help="auto (the library's) or STAGESxBLOCK[xWARPS] (Triton pipelining "
                  "stages, or default; the most images per instance of the fused kernel; "
                  "Triton warps, default 4), comma-separated; the first also for agreement")
-  p.add_argument("--unroll", default=str(cached_loop.COLUMN_UNROLL),
-                 help="columns per iteration of the loop along a row, comma-separated; "
-                 "the first also for agreement")
+  p.add_argument("--unroll", default="auto",
+                 help="columns per iteration of the loop along a row, or auto (the "
+                 "library's), comma-separated; the first also for agreement")
   p.add_argument("--agreement_dtypes", default="float32:highest,float32,bfloat16",
                  help="DTYPE[:PRECISION],... to check cached against the reference; "
                  "empty: skip")
@@ -161,9 +162,9 @@ def main():
                  help="comma-separated LAYERSxFEATURESkKERNEL")
   args = p.parse_args()
   fused = [parse_fused(spec) for spec in args.fused.split(",")]
-  if not re.fullmatch(r"[1-9]\d*(,[1-9]\d*)*", args.unroll):
-    raise SystemExit(f"--unroll: comma-separated integers >= 1, got {args.unroll!r}")
-  unrolls = [int(u) for u in args.unroll.split(",")]
+  if not re.fullmatch(r"(auto|[1-9]\d*)(,(auto|[1-9]\d*))*", args.unroll):
+    raise SystemExit(f"--unroll: comma-separated integers >= 1 or auto, got {args.unroll!r}")
+  unrolls = [None if u == "auto" else int(u) for u in args.unroll.split(",")]
   parse = lambda s: tuple(int(v) for v in re.fullmatch(r"(\d+)x(\d+)k(\d+)", s).groups())
   shapes = [parse(s) for s in args.shapes.split(",") if s]
   key = jax.random.PRNGKey(1)
@@ -189,7 +190,7 @@ def main():
         set_fused(setting, unroll)
         label = {"kernel": kernel, "command_buffers": graphs,
                  "fused": fused_label(setting, model) if kernel != "xla" else "",
-                 "unroll": unroll}
+                 "unroll": cached_loop.column_unroll()}
         try:
           cached = timed(lambda: pj.sample(model, variables, key, batch, kernel=kernel,
                                            mesh=one_device,
@@ -225,7 +226,7 @@ def main():
         continue
       redrawn = pj.sampling.redraw(model, variables, key, cached)
       r = {"agreement": dtype, "precision": precision or "default", "kernel": kernel,
-           "fused": args.fused.split(",")[0], "unroll": unrolls[0],
+           "fused": args.fused.split(",")[0], "unroll": cached_loop.column_unroll(),
            "shape": args.agreement_shape, "num": num, "subpixels": cached.size,
            "per_step_disagreement": float((redrawn != cached).mean()),
            "per_step_disagreements": int((redrawn != cached).sum()),

@@ -33,10 +33,19 @@ from pixelcnn_jax.model import GatedPixelCNN, normalize
 Choose = Callable[[jax.Array, jax.Array, jax.Array, Optional[jax.Array]], jax.Array]
 # Columns per iteration of the loop along a row (lax.scan's unroll). XLA:GPU
 # runs a loop's control on the host, a device-to-host copy of the predicate
-# per iteration, and the H100 idled for 20% of a 15 x 132 draw
-# (experiments/RESULTS.md); unrolling leaves one copy per COLUMN_UNROLL
-# pixels, for a larger program. bench_sample.py --unroll times other values.
-COLUMN_UNROLL = 1
+# per iteration, and the H100 idled for 20% of a 15 x 132 draw; 4 columns per
+# iteration drew 1 image 3% faster and 16 images 2.5% faster there
+# (experiments/RESULTS.md). Other backends keep their loops on the device,
+# so they get 1 (a smaller program). None: that choice; an int forces it
+# (bench_sample.py --unroll, tests).
+COLUMN_UNROLL: Optional[int] = None
+GPU_COLUMN_UNROLL = 4
+
+
+def column_unroll() -> int:
+  if COLUMN_UNROLL is not None:
+    return COLUMN_UNROLL
+  return GPU_COLUMN_UNROLL if jax.default_backend() == "gpu" else 1
 
 
 def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
@@ -103,7 +112,7 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
     extra = None if per_row is None else per_row(i)
     fused_state = None if fused is None else fused.start(B)
     (canvas, _, _), _ = jax.lax.scan(col_step, (canvas, caches, fused_state),
-                                     (jnp.arange(W), extra), unroll=COLUMN_UNROLL)
+                                     (jnp.arange(W), extra), unroll=column_unroll())
     return (canvas, new_caches), None
 
   v_caches = [jnp.zeros((B, k - 1, W + 2 * m, p), model.dtype) for _ in range(L - 1)]

@@ -8,9 +8,9 @@ interpolation between people, and the CLI modes behind them.
 - `--mode=portraits` (on the portrait PixelCNN's workdir, with
   `sample.embedding_workdir`): for each person of the eval split (or of
   `sample.people`), one photo | `sample.per_image` new portraits drawn from its
-  embedding (Fig. 4); then each portrait is embedded and matched to the
-  nearest person's mean embedding: the top-1 rate says whether identity was
-  kept (chance: one over the number of people).
+  embedding at `sample.temperature` (Fig. 4); then each portrait is embedded
+  and matched to the nearest person's mean embedding: the top-1 rate says
+  whether identity was kept (chance: one over the number of people).
 - `--mode=interpolate`: rows between the embeddings of two photos of
   different people, `sample.per_image` equal steps, every image drawn with
   the same noise (Fig. 5).
@@ -31,21 +31,24 @@ from pixelcnn_jax.errors import UserError
 log = logging.getLogger(__name__)
 
 
-def draw_portraits(model, variables, h_ND, key, per_photo: int) -> np.ndarray:
+def draw_portraits(model, variables, h_ND, key, per_photo: int,
+                   temperature: float = 1.0) -> np.ndarray:
   """[N, per_photo, H, W, C]: new images for each embedding."""
   draws = sampling.sample(model, variables, key, len(h_ND) * per_photo,
-                          h=np.repeat(np.asarray(h_ND, np.float32), per_photo, 0))
+                          h=np.repeat(np.asarray(h_ND, np.float32), per_photo, 0),
+                          temperature=temperature)
   return draws.reshape(len(h_ND), per_photo, *draws.shape[1:])
 
 
-def interpolate(model, variables, h_a, h_b, steps: int, key) -> np.ndarray:
+def interpolate(model, variables, h_a, h_b, steps: int, key,
+                temperature: float = 1.0) -> np.ndarray:
   """[steps, H, W, C]: images at (1 - t) h_a + t h_b, t = 0 ... 1, all drawn
   with the same noise, so that the row changes only with h. Its ends are
   what a one-image draw from h_a or h_b with the same key gives."""
   t = np.linspace(0.0, 1.0, steps)[:, None]
   h = (1.0 - t) * np.asarray(h_a, np.float32) + t * np.asarray(h_b, np.float32)
   return sampling.sample(model, variables, key, steps, h=h.astype(np.float32),
-                         shared_noise=True)
+                         shared_noise=True, temperature=temperature)
 
 
 def identity_rate(embedder, embed_vars, portraits_NHWC, people_N, images_MHWC,
@@ -114,21 +117,23 @@ def run_portraits(config, workdir: str) -> dict:
   photos = np.stack([images[np.flatnonzero(labels == p)[0]] for p in people])
   h = embedding.embed(embedder, embed_vars, photos)
   drawn = draw_portraits(model, variables, h, jax.random.PRNGKey(config.sample.seed),
-                         config.sample.per_image)
+                         config.sample.per_image, config.sample.temperature)
   rate = identity_rate(embedder, embed_vars, drawn.reshape(-1, *drawn.shape[2:]),
                        np.repeat(people, drawn.shape[1]), images, labels)
   rows = np.concatenate([photos[:, None], drawn], axis=1)
   path = image_grid.save_grid(os.path.join(workdir, "samples", f"portraits_{step}.png"),
                               rows.reshape(-1, *rows.shape[2:]), rows.shape[1])
   result = {"step": step, "split": config.data.eval_split, "people": people.tolist(),
-            "portraits_per_person": int(drawn.shape[1]), "identity_top1": rate,
+            "portraits_per_person": int(drawn.shape[1]),
+            "temperature": config.sample.temperature, "identity_top1": rate,
             "chance": 1.0 / len(np.unique(labels)), "grid": path}
   if jax.process_index() == 0:
     out = epath.Path(workdir) / "eval" / f"portraits_{step}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"identity kept: {rate:.4f} top-1 over {drawn.shape[0] * drawn.shape[1]} "
-          f"portraits of {len(people)} people (chance {result['chance']:.4f}) -> {path}",
+          f"portraits of {len(people)} people at temperature "
+          f"{config.sample.temperature:g} (chance {result['chance']:.4f}) -> {path}",
           flush=True)
   return result
 
@@ -145,7 +150,7 @@ def run_interpolate(config, workdir: str, rows: int = 5) -> str:
   key = jax.random.PRNGKey(config.sample.seed)
   grid = np.concatenate([
       interpolate(model, variables, h[k], h[(k + 1) % len(people)],
-                  config.sample.per_image, key)
+                  config.sample.per_image, key, config.sample.temperature)
       for k in range(min(rows, len(people)))])
   path = image_grid.save_grid(
       os.path.join(workdir, "samples", f"interpolation_{step}.png"), grid,

@@ -72,6 +72,16 @@ def test_interpolation_ends_are_the_endpoints_own_samples():
   assert len({r.tobytes() for r in row}) > 1
 
 
+def test_portraits_follow_the_sampling_temperature():
+  """Near zero temperature every draw is the most likely image, whatever the key."""
+  model, variables = random_model(1, 3, 2, False, "vector", (4, 4))
+  h = np.stack([np.ones(5, np.float32), -np.ones(5, np.float32)])
+  draw = lambda seed, temperature: portraits.draw_portraits(
+      model, variables, h, jax.random.PRNGKey(seed), 2, temperature)
+  np.testing.assert_array_equal(draw(0, 1e-4), draw(1, 1e-4))
+  assert not np.array_equal(draw(0, 1.0), draw(1, 1.0))
+
+
 def test_the_decoder_of_a_loaded_autoencoder_needs_a_code_of_its_size(tmp_path):
   trained = run_cli("--config=configs/cifar10_autoencoder.py:smoke",
                     f"--workdir={tmp_path}", "--config.model.code_dim=6")
@@ -147,10 +157,12 @@ def test_embed_writes_vectors_and_reports_identification(faces):
 def test_portraits_and_interpolation_through_the_cli(faces):
   root, _, por = faces
   figures = por + [f"--config.sample.embedding_workdir={root / 'emb'}"]
-  drawn = run_cli(*figures, "--mode=portraits", "--config.sample.people=2,5")
+  drawn = run_cli(*figures, "--mode=portraits", "--config.sample.people=2,5",
+                  "--config.sample.temperature=0.9")
   assert drawn.returncode == 0, drawn.stderr[-3000:]
   result = json.loads((root / "por" / "eval" / "portraits_20.json").read_text())
   assert result["people"] == [2, 5] and result["portraits_per_person"] == 8
+  assert result["temperature"] == 0.9
   assert 0.0 <= result["identity_top1"] <= 1.0 and result["chance"] == 0.1
   lines = run_cli(*figures, "--mode=interpolate")
   assert lines.returncode == 0, lines.stderr[-3000:]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import pixelcnn_jax as pj
+from pixelcnn_jax import cached_loop
 from conftest import REPO, example_h, random_model, run_cli
 
 CASES = [  # channels, kernel, layers, skip, conditioning, (H, W)
@@ -279,7 +280,16 @@ def test_bench_sample_refuses_a_bad_unroll():
   r = subprocess.run([sys.executable, bench, "--unroll=4,0"], capture_output=True,
                      text=True, timeout=120)
   assert r.returncode != 0
-  assert r.stderr.strip().splitlines() == ["--unroll: comma-separated integers >= 1, got '4,0'"]
+  assert r.stderr.strip().splitlines() == [
+      "--unroll: comma-separated integers >= 1 or auto, got '4,0'"]
+
+
+def test_the_column_loop_is_unrolled_by_default_only_on_gpus(monkeypatch):
+  assert cached_loop.column_unroll() == 1
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert cached_loop.column_unroll() == cached_loop.GPU_COLUMN_UNROLL > 1
+  monkeypatch.setattr(cached_loop, "COLUMN_UNROLL", 2)
+  assert cached_loop.column_unroll() == 2
 
 
 @pytest.mark.parametrize("override, num, size", [(None, 70, (2, 3)), ((1, 8, None), 11, (2, 2))])
