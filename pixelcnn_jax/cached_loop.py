@@ -34,10 +34,10 @@ Choose = Callable[[jax.Array, jax.Array, jax.Array, Optional[jax.Array]], jax.Ar
 # Columns per iteration of the loop along a row (lax.scan's unroll). XLA:GPU
 # runs a loop's control on the host, a device-to-host copy of the predicate
 # per iteration, and the H100 idled for 20% of a 15 x 132 draw; 4 columns per
-# iteration drew 1 image 3% faster and 16 images 2.5% faster there
-# (experiments/RESULTS.md). Other backends keep their loops on the device,
-# so they get 1 (a smaller program). None: that choice; an int forces it
-# (bench_sample.py --unroll, tests).
+# iteration drew 1 image 3% faster and 16 images 2.5% faster there, and
+# 20 x 384 no slower (experiments/RESULTS.md). Other backends keep their
+# loops on the device, so they get 1 (a smaller program). None: that
+# choice; an int forces it (bench_sample.py --unroll, tests).
 COLUMN_UNROLL: Optional[int] = None
 GPU_COLUMN_UNROLL = 4
 
