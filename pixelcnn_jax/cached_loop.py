@@ -94,18 +94,28 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
         state = passes.start()
       else:
         state, base = fused_state, fused.base(lefts_LB2p, links_LB2p)
+      # The canvas is read and written once per pixel, not per colour: on a
+      # GPU each op in this loop is a launch of its own, and launches are most
+      # of a small batch's time (experiments/RESULTS.md). Pass c reads the
+      # colours < c set here; the masks ignore the rest.
+      known_BC = canvas[:, i, j]
+      set_B1 = []
       for c in range(C):
-        pixel_BC = normalize(canvas[:, i, j])
+        pixel_BC = jnp.concatenate([*set_B1, known_BC[:, c:]], axis=1)
         if fused is None:
-          logits_BK, state = passes.colour(c, pixel_BC, lefts_LB2p, links_LB2p, state)
+          logits_BK, state = passes.colour(c, normalize(pixel_BC), lefts_LB2p, links_LB2p,
+                                           state)
         else:
-          logits_BK, state = fused.colour(c, pixel_BC, base, state)
+          logits_BK, state = fused.colour(c, normalize(pixel_BC), base, state)
         t = (i * W + j) * C + c
-        canvas = canvas.at[:, i, j, c].set(
-            choose(logits_BK, t, canvas[:, i, j, c], None if extra_C is None else extra_C[c]))
+        value_B = choose(logits_BK, t, known_BC[:, c],
+                         None if extra_C is None else extra_C[c])
+        set_B1.append(value_B[:, None])
+      pixel_BC = jnp.concatenate(set_B1, axis=1)
+      canvas = jax.lax.dynamic_update_slice(canvas, pixel_BC[:, None, None], (0, i, j, 0))
       # Every layer's input at this pixel is now final: it joins the caches.
       outputs = passes.outputs(state) if fused is None else fused.outputs(state, B)
-      caches = passes.push(caches, normalize(canvas[:, i, j]), outputs)
+      caches = passes.push(caches, normalize(pixel_BC), outputs)
       return (canvas, caches, None if fused is None else state), None
 
     caches = passes.empty_caches(B)
