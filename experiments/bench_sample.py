@@ -12,10 +12,10 @@ the most images per kernel instance x Triton's warps, fused_pass.OVERRIDE;
 auto: the library's settings for the model, fused_pass.settings) and each
 --unroll (columns per iteration of the loop along a row,
 cached_loop.COLUMN_UNROLL, or auto: the library's; the first also for
-agreement): its
-wall time (median of 3 after compile); the naive sampler's, measured in full
-where --naive_full_limit allows and otherwise extrapolated as 3,072 x the time
-of one full forward pass (the naive loop's body), marked "extrapolated".
+agreement): its wall time (median of 3 after compile); the naive sampler's,
+measured in full where --naive_full_limit allows and otherwise extrapolated
+as 3,072 x the time of one full forward pass (the naive loop's body), marked
+"extrapolated".
 Floors use the H100 SXM datasheet (3.35 TB/s HBM, 989 TFLOP/s dense bf16):
 the weight bytes that one sampling step must read / bandwidth, and the FLOPs
 of one step / the bf16 rate, each times the 3,072 steps; --plot draws
@@ -243,8 +243,8 @@ def main():
     with open(args.out, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows + agree)
   print(f"\n{'shape':>10} {'kernel':>7} {'fused':>15} {'graphs':>6} {'unroll':>6} {'batch':>5} "
-        f"{'cached s':>9} "
-        f"{'naive s':>9} {'':>5} {'speedup':>8} {'floor(B) s':>10} {'floor(F) s':>10}")
+        f"{'cached s':>9} {'naive s':>9} {'':>5} {'speedup':>8} {'floor(B) s':>10} "
+        f"{'floor(F) s':>10}")
   for r in rows:
     print(f"{r['shape']:>10} {r['kernel']:>7} {r['fused']:>15} {r['command_buffers']:>6} "
           f"{r['unroll']:6d} {r['batch']:5d} "
