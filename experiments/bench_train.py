@@ -1,7 +1,7 @@
 """Train throughput of RGB 32x32 models: img/s, MFU and weak scaling.
 
   python experiments/bench_train.py [--shapes=15x132k3,20x384k5] [--dtypes=bfloat16]
-      [--aligns=1,8] [--batches=128,256] [--meshes=1] [--steps=20] [--out=FILE]
+      [--aligns=0,1,8] [--batches=128,256] [--meshes=1] [--steps=20] [--out=FILE]
       [--plot=FILE.png]
 
 One case per shape x dtype x channel_align x batch x mesh. A mesh is DEVICES or DEVICESxFSDP
@@ -32,7 +32,7 @@ from pixelcnn_jax import train
 from pixelcnn_jax import train_state as ts
 
 
-def config_for(layers, features, kernel, dtype, batch, align=1):
+def config_for(layers, features, kernel, dtype, batch, align=0):
   c = config_base.base()
   c.model.update(num_layers=layers, features=features, kernel_size=kernel, channels=3,
                  dtype=dtype, channel_align=align)
@@ -52,7 +52,7 @@ def make_mesh(devices: int, fsdp: int) -> Mesh:
 
 
 def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, steps,
-          peak_tflops, align=1):
+          peak_tflops, align=0):
   batch = per_device_batch * devices
   cfg = config_for(layers, features, kernel, dtype, batch, align)
   mesh = make_mesh(devices, fsdp)
@@ -76,7 +76,8 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
   flops = train_flops_per_image(state.params, 32 * 32)
   return {"layers": layers, "features": features, "kernel": kernel, "dtype": dtype,
           "batch": batch, "per_device_batch": per_device_batch, "devices": devices,
-          "fsdp": fsdp, "channel_align": align, "img_per_s": batch / med, "median_step_s": med,
+          "fsdp": fsdp, "channel_align": ts.channel_align(align), "img_per_s": batch / med,
+          "median_step_s": med,
           "compile_s": compile_s, "params": ts.param_count(state.params),
           "train_gflop_per_img": flops / 1e9,
           "mfu": batch / med * flops / (devices * peak_tflops * 1e12),
@@ -130,8 +131,9 @@ def main():
   p.add_argument("--batches", default="256", help="per-device batch sizes")
   p.add_argument("--meshes", default="1", help="DEVICES or DEVICESxFSDP, comma-separated")
   p.add_argument("--steps", type=int, default=20)
-  p.add_argument("--aligns", default="1",
-                 help="model.channel_align values, comma-separated (8: channels padded "
+  p.add_argument("--aligns", default="0",
+                 help="model.channel_align values, comma-separated (0: the library's "
+                 "choice, 8 on a GPU; 8: channels padded "
                  "to multiples of 8 while computing)")
   p.add_argument("--peak_tflops", type=float, default=790.0)
   p.add_argument("--out", default="")
@@ -153,7 +155,7 @@ def main():
           except Exception as e:  # An OOM on one case should not hide the others.
             r = {"layers": layers, "features": features, "kernel": kernel,
                  "dtype": dtype, "per_device_batch": per_device, "devices": devices,
-                 "fsdp": fsdp, "channel_align": align,
+                 "fsdp": fsdp, "channel_align": ts.channel_align(align),
                  "error": str(e).splitlines()[0][:200]}
           print(json.dumps(r), flush=True)
           rows.append(r)

@@ -1,7 +1,7 @@
 """Where a training step's device time goes: the top XLA ops of a traced step.
 
   python experiments/profile_train.py [--shape=15x132k3] [--dtype=bfloat16]
-      [--batch=256] [--steps=5] [--top=25] [--out=FILE.json] [--hlo=FILE.txt.gz]
+      [--batch=256] [--align=0] [--steps=5] [--top=25] [--out=FILE.json] [--hlo=FILE.txt.gz]
 
 Traces --steps steps of the train step (after compiling and warming it) with
 jax.profiler, then reads the trace where it was written and sums device time
@@ -28,6 +28,7 @@ import numpy as np
 
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train
+from pixelcnn_jax import train_state as ts
 
 import bench_train
 
@@ -91,6 +92,8 @@ def main():
   p.add_argument("--shape", default="15x132k3")
   p.add_argument("--dtype", default="bfloat16")
   p.add_argument("--batch", type=int, default=256)
+  p.add_argument("--align", type=int, default=0,
+                 help="model.channel_align (0: the library's choice, 8 on a GPU)")
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--top", type=int, default=25)
   p.add_argument("--out", default="")
@@ -98,7 +101,7 @@ def main():
   args = p.parse_args()
   layers, features, kernel = (int(v) for v in re.fullmatch(
       r"(\d+)x(\d+)k(\d+)", args.shape).groups())
-  cfg = bench_train.config_for(layers, features, kernel, args.dtype, args.batch)
+  cfg = bench_train.config_for(layers, features, kernel, args.dtype, args.batch, args.align)
   mesh = bench_train.make_mesh(1, 1)
   model, tx, shardings, step = train.setup(cfg, mesh)
   state = train.fresh_state(cfg, model, tx, shardings)
@@ -122,10 +125,12 @@ def main():
   rows = [{"op": op, "ms_per_step": ns / 1e6 / args.steps, "share": ns / all_ns,
            "calls_per_step": count[op] / args.steps}
           for op, ns in total_ns.most_common(args.top)]
-  print(f"{args.shape} {args.dtype} batch {args.batch}: "
+  print(f"{args.shape} {args.dtype} batch {args.batch} "
+        f"align {ts.channel_align(args.align)}: "
         f"{all_ns / 1e6 / args.steps:.2f} ms of device time a step, "
         f"{sum(count.values()) / args.steps:.0f} ops")
   summary = {"shape": args.shape, "dtype": args.dtype, "batch": args.batch,
+             "channel_align": ts.channel_align(args.align),
              "device_ms_per_step": all_ns / 1e6 / args.steps,
              "ops_per_step": sum(count.values()) / args.steps,
              "kinds": kind_shares(total_ns),
