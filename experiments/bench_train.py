@@ -18,6 +18,7 @@ import argparse
 import datetime
 import itertools
 import json
+import os
 import re
 import statistics
 import time
@@ -82,7 +83,8 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
           "train_gflop_per_img": flops / 1e9,
           "mfu": batch / med * flops / (devices * peak_tflops * 1e12),
           "device": jax.devices()[0].device_kind,
-          "date": datetime.date.today().isoformat(), "jax": jax.__version__}
+          "date": datetime.date.today().isoformat(), "jax": jax.__version__,
+          "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def add_efficiency(rows):

@@ -4,7 +4,8 @@ interpolation between people, and the CLI modes behind them.
 - `--mode=embed` (on the embedding net's workdir) writes `vec_<split>.npy`
   beside the npz files of its train and eval splits, which the portrait
   PixelCNN reads through `data.vector_file`, and prints the nearest-mean
-  identification accuracy on the eval split: people the net never saw.
+  identification accuracy on the eval split (for section 3.3, run it with
+  the held-out people's split: people the net never saw).
 - `--mode=portraits` (on the portrait PixelCNN's workdir, with
   `sample.embedding_workdir`): for each person of the eval split (or of
   `sample.people`), one photo | `sample.per_image` new portraits drawn from its

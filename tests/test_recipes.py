@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, one_line_error
 from pixelcnn_jax import datasets
 
 
@@ -59,3 +59,43 @@ def test_mnist_recipe_reports_the_whole_test_split(tmp_path):
                  "--config.data.holdout=50", "--config.data.eval_limit=0")
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
   _check_outputs(tmp_path / "out", "test", 70)
+
+
+def test_portrait_recipe_chooses_checkpoints_without_the_heldout_people(tmp_path):
+  # The shipped MNIST digits stand in for faces: digit = person.
+  train = np.load(os.path.join(datasets.SHIPPED_DIR, "train.npz"))
+  pick = np.concatenate([np.flatnonzero(train["label"] == d)[:12] for d in range(10)])
+  _split(tmp_path, "faces", train["image"][pick], train["label"][pick])
+  out = tmp_path / "out"
+  done = _recipe("olivetti_h100.sh", tmp_path / "faces.npz", out,
+                 "--config.model.cond_dim=32", SIZE="14", HELDOUT="8-9", VAL="2")
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  assert "val: 16 images of 8 people" in done.stdout
+  # Both networks chose their checkpoints on val; eval and figures are on heldout.
+  for net in ("embedding", "portraits"):
+    steps = [p for p in glob.glob(str(out / net / "eval" / "*.json"))
+             if os.path.basename(p)[:-5].isdigit()]
+    assert steps and {json.load(open(p))["split"] for p in steps} == {"val"}, net
+  assert "heldout identification accuracy" in (out / "embedding.log").read_text()
+  heldout = [json.load(open(p))
+             for p in glob.glob(str(out / "portraits" / "eval" / "*_heldout.json"))]
+  assert len(heldout) == 1 and heldout[0]["num_examples"] == 24
+  portraits = json.load(open(glob.glob(str(out / "portraits" / "eval" / "portraits_*.json"))[0]))
+  assert portraits["split"] == "heldout" and portraits["people"] == [8, 9]
+  assert glob.glob(str(out / "portraits" / "samples" / "interpolation_*.png"))
+
+
+def test_the_face_split_refuses_people_it_cannot_split(tmp_path):
+  faces = tmp_path / "faces.npz"
+  np.savez(faces, image=np.zeros((12, 8, 8, 1), np.uint8), label=np.repeat(np.arange(4), 3))
+  split = lambda *flags: subprocess.run(
+      [sys.executable, "experiments/olivetti_split.py", str(faces), str(tmp_path / "out"),
+       "--size=4", *flags], cwd=REPO, capture_output=True, text=True)
+  one_line_error(split("--heldout=3", "--val_per_person=3"),
+                 "--val_per_person must be in 0..2 (a training person has 3 images), got 3")
+  one_line_error(split("--heldout=0-3"), "--heldout must name some, not all, of the people")
+  done = split("--heldout=3", "--val_per_person=1")
+  assert done.returncode == 0, done.stderr
+  assert "train: 6 images of 3 people" in done.stdout and "val: 3 images of 3 people" in done.stdout
+  with np.load(tmp_path / "out" / "val.npz") as val:
+    assert val["image"].shape == (3, 4, 4, 1) and val["label"].tolist() == [0, 1, 2]
