@@ -41,7 +41,9 @@ figures=(--config.sample.embedding_workdir="$out/embedding" "${heldout[@]}")
 
 main "${embedding[@]}" 2>&1 | tee "$out/embedding.log"
 # Vectors of every split; the accuracy printed last is the held-out people's.
-main "${embedding[@]}" --mode=embed --config.eval.step=best 2>&1 | tee -a "$out/embedding.log"
+if [[ $choose == val ]]; then
+  main "${embedding[@]}" --mode=embed --config.eval.step=best 2>&1 | tee -a "$out/embedding.log"
+fi
 main "${embedding[@]}" --mode=embed "${heldout[@]}" 2>&1 | tee -a "$out/embedding.log"
 main "${portraits[@]}" 2>&1 | tee "$out/portraits.log"
 main "${portraits[@]}" --mode=eval "${heldout[@]}" 2>&1 | tee -a "$out/portraits.log"
