@@ -56,22 +56,6 @@ def test_channel_align_changes_neither_params_nor_logits(conditioning, skip):
                              model.apply(variables, x, h=h), rtol=1e-5, atol=1e-5)
 
 
-def test_the_gate_keeps_only_its_input_for_the_backward_pass(capsys):
-  """Rematerialised: the same values and gradients as tanh(f) * sigmoid(g)
-  computed plainly, with one saved tensor (its input) instead of four."""
-  from jax.ad_checkpoint import print_saved_residuals
-  from pixelcnn_jax import layers
-  plain = lambda pre: jnp.tanh(pre[..., :4]) * jax.nn.sigmoid(pre[..., 4:])
-  pre = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 5, 8))
-  cotangent = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 5, 4))
-  y, vjp = jax.vjp(layers.gate, pre)
-  y_plain, vjp_plain = jax.vjp(plain, pre)
-  np.testing.assert_array_equal(y, y_plain)
-  np.testing.assert_array_equal(vjp(cotangent)[0], vjp_plain(cotangent)[0])
-  print_saved_residuals(layers.gate, pre)
-  assert capsys.readouterr().out.strip().splitlines() == ["f32[2,3,5,8] from the argument pre"]
-
-
 def test_channel_align_zero_means_8_on_a_gpu_only(monkeypatch):
   from pixelcnn_jax import config_base, train_state
   cfg = config_base.base().model
