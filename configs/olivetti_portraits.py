@@ -31,9 +31,10 @@ Hardware: one GPU (about 3 minutes for both networks at 32x32).
 Expected: at 32x32 (SIZE=32), checkpoints chosen on val, 32 portraits per
           held-out person: 51.5% of 1,920 portraits of six runs keep the
           identity (37% to 64% a run; chance 10%; embedding net 91-95% on
-          the held-out people). Target >= 50%. The portrait and
-          interpolation modes draw at sample.temperature (0.7 to 0.9 kept
-          no more identity than 1).
+          the held-out people). Target >= 50%. RUNS=6 in
+          olivetti_h100.sh makes six runs and pools their rates. The
+          portrait and interpolation modes draw at sample.temperature (0.7
+          to 0.9 kept no more identity than 1).
 """
 
 from pixelcnn_jax import config_base

@@ -61,28 +61,48 @@ def test_mnist_recipe_reports_the_whole_test_split(tmp_path):
   _check_outputs(tmp_path / "out", "test", 70)
 
 
-def test_portrait_recipe_chooses_checkpoints_without_the_heldout_people(tmp_path):
+@pytest.mark.parametrize("runs", [1, 2])
+def test_portrait_recipe_chooses_checkpoints_without_the_heldout_people(tmp_path, runs):
   # The shipped MNIST digits stand in for faces: digit = person.
   train = np.load(os.path.join(datasets.SHIPPED_DIR, "train.npz"))
   pick = np.concatenate([np.flatnonzero(train["label"] == d)[:12] for d in range(10)])
   _split(tmp_path, "faces", train["image"][pick], train["label"][pick])
   out = tmp_path / "out"
   done = _recipe("olivetti_h100.sh", tmp_path / "faces.npz", out,
-                 "--config.model.cond_dim=32", SIZE="14", HELDOUT="8-9", VAL="2")
+                 "--config.model.cond_dim=32", SIZE="14", HELDOUT="8-9", VAL="2",
+                 RUNS=str(runs))
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-  assert "val: 16 images of 8 people" in done.stdout
-  # Both networks chose their checkpoints on val; eval and figures are on heldout.
-  for net in ("embedding", "portraits"):
-    steps = [p for p in glob.glob(str(out / net / "eval" / "*.json"))
-             if os.path.basename(p)[:-5].isdigit()]
-    assert steps and {json.load(open(p))["split"] for p in steps} == {"val"}, net
-  assert "heldout identification accuracy" in (out / "embedding.log").read_text()
-  heldout = [json.load(open(p))
-             for p in glob.glob(str(out / "portraits" / "eval" / "*_heldout.json"))]
-  assert len(heldout) == 1 and heldout[0]["num_examples"] == 24
-  portraits = json.load(open(glob.glob(str(out / "portraits" / "eval" / "portraits_*.json"))[0]))
-  assert portraits["split"] == "heldout" and portraits["people"] == [8, 9]
-  assert glob.glob(str(out / "portraits" / "samples" / "interpolation_*.png"))
+  run_dirs = [out] if runs == 1 else [out / f"run{i}" for i in range(1, runs + 1)]
+  rates = []
+  for run in run_dirs:
+    log = done.stdout if runs == 1 else (out / f"{run.name}.log").read_text()
+    assert "val: 16 images of 8 people" in log
+    # Both networks chose their checkpoints on val; eval and figures are on heldout.
+    for net in ("embedding", "portraits"):
+      steps = [p for p in glob.glob(str(run / net / "eval" / "*.json"))
+               if os.path.basename(p)[:-5].isdigit()]
+      assert steps and {json.load(open(p))["split"] for p in steps} == {"val"}, net
+    assert "heldout identification accuracy" in (run / "embedding.log").read_text()
+    heldout = [json.load(open(p))
+               for p in glob.glob(str(run / "portraits" / "eval" / "*_heldout.json"))]
+    assert len(heldout) == 1 and heldout[0]["num_examples"] == 24
+    identity = json.load(open(run / "identity.json"))  # The chosen checkpoint's portraits.
+    assert identity["split"] == "heldout" and identity["people"] == [8, 9]
+    assert identity["step"] == heldout[0]["step"]
+    assert glob.glob(str(run / "portraits" / "samples" / "interpolation_*.png"))
+    rates.append(identity["identity_top1"])
+  if runs > 1:
+    pooled = json.load(open(out / "identity.json"))
+    assert pooled["runs"] == runs and pooled["run_rates"] == rates
+    assert pooled["portraits"] == runs * 2 * identity["portraits_per_person"]
+    assert pooled["identity_top1"] == pytest.approx(np.mean(rates))
+    assert "identity kept:" in done.stdout
+
+
+@pytest.mark.parametrize("runs", ["0", "two"])
+def test_the_portrait_recipe_refuses_a_bad_number_of_runs(tmp_path, runs):
+  done = _recipe("olivetti_h100.sh", tmp_path / "faces.npz", tmp_path / "out", RUNS=runs)
+  one_line_error(done, f"error: RUNS must be a positive whole number, got '{runs}'")
 
 
 def test_the_face_split_refuses_people_it_cannot_split(tmp_path):
