@@ -105,6 +105,13 @@ def test_the_portrait_recipe_refuses_a_bad_number_of_runs(tmp_path, runs):
   one_line_error(done, f"error: RUNS must be a positive whole number, got '{runs}'")
 
 
+def test_the_portrait_recipe_names_the_runs_that_failed(tmp_path):
+  out = tmp_path / "out"
+  done = _recipe("olivetti_h100.sh", tmp_path / "missing.npz", out, RUNS="2")
+  one_line_error(done, f"error: 2 of 2 runs failed; see {out}/run1.log {out}/run2.log")
+  assert "missing.npz" in (out / "run1.log").read_text()
+
+
 def test_the_face_split_refuses_people_it_cannot_split(tmp_path):
   faces = tmp_path / "faces.npz"
   np.savez(faces, image=np.zeros((12, 8, 8, 1), np.uint8), label=np.repeat(np.arange(4), 3))
