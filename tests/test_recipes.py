@@ -112,6 +112,14 @@ def test_the_portrait_recipe_names_the_runs_that_failed(tmp_path):
   assert "missing.npz" in (out / "run1.log").read_text()
 
 
+def test_pooling_refuses_a_run_without_its_result(tmp_path):
+  (tmp_path / "run1").mkdir()
+  done = subprocess.run([sys.executable, "experiments/pool_identity.py", str(tmp_path),
+                         str(tmp_path / "run1")], cwd=REPO, capture_output=True, text=True)
+  one_line_error(done, f"{tmp_path / 'run1' / 'identity.json'} is missing: that run did "
+                       "not finish its portraits")
+
+
 def test_the_face_split_refuses_people_it_cannot_split(tmp_path):
   faces = tmp_path / "faces.npz"
   np.savez(faces, image=np.zeros((12, 8, 8, 1), np.uint8), label=np.repeat(np.arange(4), 3))
