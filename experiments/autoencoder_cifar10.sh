@@ -12,7 +12,10 @@
 #            their samples/; summary.txt with every number.
 # STEPS (default 5000), BATCH (64) and the learning rate are the same for the
 # three PixelCNNs.
-# GPUS (default "0") lists the GPUs: the five runs go to them in turn, and run
+# CONDITIONING (default "vector", eq. 4) names how the decoders read the
+# code; "vector spatial" also trains both with eq. 5 (s = m(h)), in
+# ae10_spatial and ae100_spatial.
+# GPUS (default "0") lists the GPUs: the runs go to them in turn, and run
 # in parallel when there are several; a GPU may be listed more than once to
 # hold several runs (XLA then allocates memory as needed instead of taking
 # 75% of the GPU per process). VARIANT=:smoke tries it all on a CPU.
@@ -21,6 +24,13 @@ data=${1:?usage: autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR}
 split=${2:?usage: autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR}
 out=${3:?usage: autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR}
 read -r -a gpus <<< "${GPUS:-0}"
+read -r -a conditionings <<< "${CONDITIONING:-vector}"
+for c in "${conditionings[@]}"; do
+  if [[ $c != vector && $c != spatial ]]; then
+    echo "error: CONDITIONING takes vector and/or spatial, got '$c'" >&2
+    exit 2
+  fi
+done
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 mkdir -p "$out"
 common=(--config.data.dataset=npz --config.data.npz_dir="$data" --config.data.holdout=5000
@@ -36,21 +46,29 @@ run() {  # NAME GPU CONFIG ARGS...: train, then evaluate the best step on $split
 }
 # The unconditional model at the auto-encoder's learning rate: equal settings.
 jobs=("unconditional configs/cifar10.py --config.train.learning_rate=1e-3 --config.model.dropout=0.25"
-      "ae10 configs/cifar10_autoencoder.py --config.model.code_dim=10"
-      "ae100 configs/cifar10_autoencoder.py --config.model.code_dim=100"
       "mse10 configs/cifar10_mse_autoencoder.py --config.model.code_dim=10"
       "mse100 configs/cifar10_mse_autoencoder.py --config.model.code_dim=100")
+decoders=()  # NAME:M:CONDITIONING
+for c in "${conditionings[@]}"; do
+  for m in 10 100; do
+    name=ae$m
+    if [[ $c == spatial ]]; then name+=_spatial; fi
+    jobs+=("$name configs/cifar10_autoencoder.py --config.model.code_dim=$m --config.model.conditioning=$c")
+    decoders+=("$name:$m:$c")
+  done
+done
 for i in "${!jobs[@]}"; do
   # shellcheck disable=SC2086  # Each job is NAME CONFIG ARGS, split on purpose.
   run ${jobs[$i]%% *} "${gpus[$((i % ${#gpus[@]}))]}" ${jobs[$i]#* } &
   if (( (i + 1) % ${#gpus[@]} == 0 )); then wait; fi
 done
 wait
-for m in 10 100; do
+for decoder in "${decoders[@]}"; do
+  IFS=: read -r name m c <<< "$decoder"
   CUDA_VISIBLE_DEVICES=${gpus[0]} python3 -m pixelcnn_jax.main --config=configs/cifar10_autoencoder.py${VARIANT:-} \
-    --workdir="$out/ae$m" "${common[@]}" --config.model.code_dim=$m --mode=reconstruct \
-    --config.eval.step=best --config.sample.baseline_workdir="$out/mse$m" \
-    >>"$out/ae$m.log" 2>&1
+    --workdir="$out/$name" "${common[@]}" --config.model.code_dim="$m" \
+    --config.model.conditioning="$c" --mode=reconstruct --config.eval.step=best \
+    --config.sample.baseline_workdir="$out/mse$m" >>"$out/$name.log" 2>&1
 done
 for log in "$out"/*.log; do
   echo "$(basename "$log" .log): $(grep -E "^$split (bits/dim|mse)" "$log" | tail -1)"

@@ -120,6 +120,12 @@ def test_pooling_refuses_a_run_without_its_result(tmp_path):
                        "not finish its portraits")
 
 
+def test_the_autoencoder_recipe_refuses_an_unknown_conditioning(tmp_path):
+  done = _recipe("autoencoder_cifar10.sh", tmp_path, "holdout", tmp_path / "out",
+                 CONDITIONING="vector spatiall")
+  one_line_error(done, "CONDITIONING takes vector and/or spatial, got 'spatiall'")
+
+
 def test_the_face_split_refuses_people_it_cannot_split(tmp_path):
   faces = tmp_path / "faces.npz"
   np.savez(faces, image=np.zeros((12, 8, 8, 1), np.uint8), label=np.repeat(np.arange(4), 3))
