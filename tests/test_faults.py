@@ -104,9 +104,9 @@ def test_training_falls_back_to_the_newest_intact_checkpoint(trained, tmp_path):
   assert sorted(os.listdir(wd / "ckpt")) == ["10", "20", "30"]
 
 
-def _truncate(path):
+def _truncate(path, keep=1 / 3):
   with open(path, "r+b") as f:
-    f.truncate(os.path.getsize(path) // 3)
+    f.truncate(int(os.path.getsize(path) * keep))
 
 
 @pytest.mark.parametrize("damage", ["truncated data", "truncated metadata",
@@ -115,8 +115,11 @@ def test_a_damaged_checkpoint_is_one_line(trained, tmp_path, damage):
   wd = _copy(trained, tmp_path)
   step = wd / "ckpt" / "20"
   if damage == "truncated data":
+    # Emptied, not cut to a third: how orbax packs arrays into files varies
+    # from run to run, and a file may hold the weights in its first third and
+    # only optimizer state, which eval does not read, after it.
     for path in glob.glob(str(step / "state" / "ocdbt.process_0" / "d" / "*")):
-      _truncate(path)
+      _truncate(path, keep=0)
   elif damage == "truncated metadata":
     _truncate(step / "state" / "_METADATA")
   elif damage == "no state folder":
