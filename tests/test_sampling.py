@@ -260,6 +260,32 @@ def test_fused_pallas_pass_matches_naive_bit_for_bit(channels, kernel, layers,
                                 naive)
 
 
+@pytest.mark.parametrize("features, dtype, precision", [
+    (24, jnp.bfloat16, None), (384, jnp.bfloat16, None), (24, jnp.float32, "highest")])
+def test_fused_kernel_lowers_to_triton_for_a_gpu_on_this_host(features, dtype, precision):
+  """The fused colour pass goes through Pallas's Triton lowering, with the
+  narrow and the wide settings (fused_pass.settings), without a GPU: jax's
+  export lowers for CUDA here. The interpreter the other tests use checks
+  the arithmetic, not what Triton accepts."""
+  model = pj.GatedPixelCNN(num_layers=2, features=features, channels=3, image_size=(4, 4),
+                           dtype=dtype, precision=precision)
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                             jnp.zeros((1, 4, 4, 3), jnp.uint8))
+  body = lambda v, key, canvas, n, t: pj.sampling._cached_body(
+      model, v, key, canvas, None, n, t, False, "pallas")
+  triton = "__gpu$xla.gpu.triton"
+  exported = jax.export.export(
+      jax.jit(body), platforms=["cuda"],
+      disabled_checks=[jax.export.DisabledSafetyCheck.custom_call(triton)])(
+          variables, jax.ShapeDtypeStruct((2,), jnp.uint32),
+          jax.ShapeDtypeStruct((3, 4, 4, 3), jnp.uint8),
+          jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((), jnp.float32))
+  module = exported.mlir_module()
+  assert module.count(f"stablehlo.custom_call @{triton}") == 3  # A kernel per colour.
+  warps = pj.fused_pass.settings(model)[2] or 4
+  assert f"num_warps = {warps} : i32" in module
+
+
 def test_unrolled_column_loop_draws_what_the_naive_sampler_draws(monkeypatch):
   """Several columns per loop iteration (cached_loop.COLUMN_UNROLL), 2 into a
   row of 5 leaving a remainder, change no draw, in float32. The loop is the
