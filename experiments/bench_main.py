@@ -76,7 +76,7 @@ def main():
   trained, windows = main_img_per_s(layers, features, kernel, args.dtype, args.batch,
                                     args.steps, args.log_every, args.npz_dir)
   bare = bench_train.bench(layers, features, kernel, args.dtype, args.batch, 1, 1,
-                           args.bench_steps, 790.0)
+                           args.bench_steps, bench_train.PEAK_TFLOPS)
   row = {"shape": args.shape, "dtype": args.dtype, "batch": args.batch,
          "bench_img_per_s": bare["img_per_s"], "main_img_per_s": trained,
          "main_windows": windows, "main_over_bench": trained / bare["img_per_s"],

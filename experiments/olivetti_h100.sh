@@ -35,7 +35,8 @@ val=${VAL:-2}
 choose=val
 if [[ $val == 0 ]]; then choose=heldout; fi
 
-main() {  # --config=FILE ARGS: evaluates on $choose unless ARGS name a split.
+main() {  # --config=FILE ARGS: evaluates on $choose unless ARGS name a split; the
+  # data are those of $dir, the folder of the one_run that calls it.
   local config=$1
   shift
   python3 -m pixelcnn_jax.main "$config" --config.data.eval_split="$choose" "$@" \
