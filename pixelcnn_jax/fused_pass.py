@@ -254,8 +254,9 @@ def _pass_kernel(x_prev_ref, _, out_prev_ref, gated_prev_ref, hidden_prev_ref, b
                  hh_prev, hh_own, hh_b, ho_prev, ho_own, ho_b, x_ref, drawn_ref, out_ref,
                  gated_ref, hidden_ref, *, c, G, Gh, L, dtype, precision):
   """All L layers' group c, the head's group c, colour c's logits and its
-  draw, for a block of the batch: the state (FusedPasses.start), the inputs,
-  the cut weights (FusedPasses.WEIGHTS), then the state's aliased outputs.
+  draw, for a block of the batch: the state (FusedPasses.start; its drawn
+  values are only written), the inputs, the cut weights
+  (FusedPasses.WEIGHTS), then the state's aliased outputs.
 
   A "prev" weight's rows are zero outside groups < c, so only those groups'
   slices are read: less work, and each dot's operands stay small enough for
