@@ -20,7 +20,7 @@ the logits agree with the full network's to rounding, and the draws with the
 naive sampler's (tests/test_sampling.py).
 """
 
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +31,34 @@ from pixelcnn_jax.likelihood import NUM_LEVELS
 from pixelcnn_jax.model import GatedPixelCNN, normalize
 
 Choose = Callable[[jax.Array, jax.Array, jax.Array, Optional[jax.Array]], jax.Array]
+
+
+class GumbelDraw(NamedTuple):
+  """The sampler's choice at sub-pixel t: the canvas's value where t <
+  n_known, else argmax(gumbel_scores(logits, inv_temperature, noise_t)).
+  row_noise(i): row i's noise, [W, C, B or 1, 256]. The fused kernel
+  (kernel="pallas") makes this choice itself, inside each colour pass."""
+  row_noise: Callable[[jax.Array], jax.Array]
+  inv_temperature: jax.Array
+  n_known: jax.Array
+
+  def choose(self, logits_BK, t, known_B, noise_BK):
+    scores = fused_pass.gumbel_scores(logits_BK, self.inv_temperature, noise_BK)
+    drawn = jnp.argmax(scores, axis=-1).astype(jnp.uint8)
+    return jnp.where(t < self.n_known, known_B, drawn)
+
+  def forced_row_noise(self, i, known_BWC):
+    """Row i's noise [W, C, B, 256], where sub-pixels t < n_known get 0 at
+    their known level and -inf at every other, so that the argmax of their
+    scores is the known value."""
+    noise = self.row_noise(i)
+    W, C = noise.shape[:2]
+    B = known_BWC.shape[0]
+    noise = jnp.broadcast_to(noise, (W, C, B, NUM_LEVELS))
+    t_WC = (i * W + jnp.arange(W))[:, None] * C + jnp.arange(C)[None, :]
+    known_WCB1 = jnp.transpose(known_BWC, (1, 2, 0))[..., None].astype(jnp.int32)
+    forced = jnp.where(jnp.arange(NUM_LEVELS) == known_WCB1, 0.0, -jnp.inf)
+    return jnp.where((t_WC < self.n_known)[:, :, None, None], forced, noise)
 # Columns per iteration of the loop along a row (lax.scan's unroll). XLA:GPU
 # runs a loop's control on the host, a device-to-host copy of the predicate
 # per iteration, and the H100 idled for 20% of a 15 x 132 draw; 4 columns per
@@ -48,17 +76,25 @@ def column_unroll() -> int:
   return GPU_COLUMN_UNROLL if jax.default_backend() == "gpu" else 1
 
 
-def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
+def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Union[Choose, GumbelDraw],
                 per_row: Optional[Callable[[jax.Array], jax.Array]] = None,
                 kernel: str = "xla"):
   """At each sub-pixel t, in order: the logits [B, 256] given everything
   before t, then choose(logits, t, the canvas's value at t [B], extra) -> the
   value to set. extra is per_row(i)[j, c] (per_row(i) [W, C, ...]: e.g. a
-  row's noise drawn in one call), or None without per_row. kernel: "xla",
-  or "pallas" for one fused kernel per colour pass (fused_pass.py;
-  "pallas_interpret" runs it through Pallas's interpreter, as on a CPU). Sampling draws;
-  the lossless coder (compression.py) encodes the known value or decodes a
-  new one, on this very arithmetic. Call it under jit."""
+  row's noise drawn in one call), or None without per_row. choose may be a
+  GumbelDraw, the sampler's choice, which brings its own noise. kernel:
+  "xla", or "pallas" for one fused kernel per colour pass that also makes
+  the draw, so choose must then be a GumbelDraw (fused_pass.py;
+  "pallas_interpret" runs it through Pallas's interpreter, as on a CPU).
+  Sampling draws; the lossless coder (compression.py) encodes the known
+  value or decodes a new one, on this very arithmetic. Call it under jit."""
+  draw = choose if isinstance(choose, GumbelDraw) else None
+  if draw is not None:
+    choose, per_row = draw.choose, draw.row_noise
+  if kernel != "xla" and draw is None:
+    raise ValueError("the fused kernel makes the sampler's draw itself: "
+                     "choose must be a GumbelDraw")
   net = model.bind(variables)
   B, H, W, C = canvas.shape
   (m, k), L, p = model.extents, model.num_layers, model.features
@@ -67,6 +103,8 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
   passes = _ColourPasses(model, variables["params"])
   fused = None if kernel == "xla" else fused_pass.FusedPasses(
       model, variables["params"], interpret=kernel == "pallas_interpret")
+  if fused is not None:
+    constants_2K = fused.draw_constants(draw.inv_temperature)
 
   def row_step(carry, i):
     canvas, v_caches = carry
@@ -85,15 +123,18 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
         new_caches.append(v_in[:, 1:])
     links_LBW2p = jnp.stack(links)
 
+    def finish_pixel(canvas, caches, j, pixel_BC, outputs):
+      """The pixel into the canvas, and every layer's input at it into the
+      caches: they are final now."""
+      canvas = jax.lax.dynamic_update_slice(canvas, pixel_BC[:, None, None], (0, i, j, 0))
+      return canvas, passes.push(caches, normalize(pixel_BC), outputs)
+
     def col_step(carry, xs):
-      canvas, caches, fused_state = carry
+      canvas, caches = carry
       j, extra_C = xs
       links_LB2p = jax.lax.dynamic_index_in_dim(links_LBW2p, j, 2, keepdims=False)
       lefts_LB2p = passes.left_taps(caches)
-      if fused is None:
-        state = passes.start()
-      else:
-        state, base = fused_state, fused.base(lefts_LB2p, links_LB2p)
+      state = passes.start()
       # The canvas is read and written once per pixel, not per colour: on a
       # GPU each op in this loop is a launch of its own, and launches are most
       # of a small batch's time (experiments/RESULTS.md). Pass c reads the
@@ -102,27 +143,36 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Choose,
       set_B1 = []
       for c in range(C):
         pixel_BC = jnp.concatenate([*set_B1, known_BC[:, c:]], axis=1)
-        if fused is None:
-          logits_BK, state = passes.colour(c, normalize(pixel_BC), lefts_LB2p, links_LB2p,
-                                           state)
-        else:
-          logits_BK, state = fused.colour(c, normalize(pixel_BC), base, state)
+        logits_BK, state = passes.colour(c, normalize(pixel_BC), lefts_LB2p, links_LB2p,
+                                         state)
         t = (i * W + j) * C + c
         value_B = choose(logits_BK, t, known_BC[:, c],
                          None if extra_C is None else extra_C[c])
         set_B1.append(value_B[:, None])
-      pixel_BC = jnp.concatenate(set_B1, axis=1)
-      canvas = jax.lax.dynamic_update_slice(canvas, pixel_BC[:, None, None], (0, i, j, 0))
-      # Every layer's input at this pixel is now final: it joins the caches.
-      outputs = passes.outputs(state) if fused is None else fused.outputs(state, B)
-      caches = passes.push(caches, normalize(pixel_BC), outputs)
-      return (canvas, caches, None if fused is None else state), None
+      return finish_pixel(canvas, caches, j, jnp.concatenate(set_B1, axis=1),
+                          passes.outputs(state)), None
+
+    def fused_col_step(carry, xs):
+      """As col_step, with the draw inside each pass's kernel: between the
+      kernels of a pixel's passes there is no other launch."""
+      (canvas, caches), state = carry
+      j, noise_CBK = xs
+      links_LB2p = jax.lax.dynamic_index_in_dim(links_LBW2p, j, 2, keepdims=False)
+      base = fused.base(passes.left_taps(caches), links_LB2p)
+      for c in range(C):
+        state = fused.colour(c, base, noise_CBK, constants_2K, state)
+      pixel_BC = fused.drawn(state, B)
+      return (finish_pixel(canvas, caches, j, pixel_BC, fused.outputs(state, B)), state), None
 
     caches = passes.empty_caches(B)
-    extra = None if per_row is None else per_row(i)
-    fused_state = None if fused is None else fused.start(B)
-    (canvas, _, _), _ = jax.lax.scan(col_step, (canvas, caches, fused_state),
-                                     (jnp.arange(W), extra), unroll=column_unroll())
+    if fused is None:
+      extra = None if per_row is None else per_row(i)
+      (canvas, _), _ = jax.lax.scan(col_step, (canvas, caches), (jnp.arange(W), extra),
+                                    unroll=column_unroll())
+    else:
+      noise_WCBK = fused.pad_batch(draw.forced_row_noise(i, canvas[:, i]), axis=2)
+      ((canvas, _), _), _ = jax.lax.scan(fused_col_step, ((canvas, caches), fused.start(B)),
+                                         (jnp.arange(W), noise_WCBK), unroll=column_unroll())
     return (canvas, new_caches), None
 
   v_caches = [jnp.zeros((B, k - 1, W + 2 * m, p), model.dtype) for _ in range(L - 1)]

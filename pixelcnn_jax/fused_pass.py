@@ -1,10 +1,12 @@
 """One colour pass of the cached sampler as one kernel (Pallas).
 
 Colour pass c runs every horizontal layer's colour group c and colour c's
-logits (cached_loop.py). On a GPU that is some 4L small launches per
-sub-pixel; here it is one launch per pass and batch block, which reads the
-pixel's left taps, links and biases (one array per pixel, all passes) and
-writes its group into the pixel's state in place. Feature vectors
+logits (cached_loop.py), then draws colour c. On a GPU that is some 4L
+small launches per sub-pixel and a few more for the draw; here it is one
+launch per pass and batch block, which reads the pixel's left taps, links
+and biases (one array per pixel, all passes) and the draw's noise, and
+writes its group, its draw and the drawn value as the next pass's input
+into the pixel's state in place. Feature vectors
 use a padded layout, since Triton's blocks have power-of-two sides: colour
 group g occupies slots g*G .. g*G+P-1 of S = G * (C rounded up to a power of
 two), G being the group width P rounded up to a power of two; stacks of
@@ -23,11 +25,19 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
 from pixelcnn_jax.likelihood import NUM_LEVELS
+from pixelcnn_jax.model import normalize
 
 
 LOGIT_COLUMNS = 64  # Logits per dot: a [Gh, 64] float32 block is at most 32 kB.
 # bench_sample.py --fused times other (stages, block, warps) settings through this.
 OVERRIDE = None
+
+
+def gumbel_scores(logits_BK, inv_temperature, noise_BK):
+  """What a draw maximises: logits / T + Gumbel noise, the division taken as a
+  product by 1 / T, as the kernel takes it (Triton divides floats
+  approximately, XLA exactly), so that every sampler computes the same bits."""
+  return logits_BK * inv_temperature + noise_BK
 
 
 def settings(model) -> tuple:
@@ -71,6 +81,7 @@ class FusedPasses:
     self.G, self.Gh = group_width(model), _pow2(max(self.Ph, 16))
     self.num_stages, self.max_block, self.num_warps = settings(model)
     self.S, self.Sh = _pow2(self.C) * self.G, _pow2(self.C) * self.Gh  # Slots.
+    self.Cp = _pow2(self.C)
     self.Lp = _pow2(self.L)                      # Layers, padded.
     if model.skip:
       raise ValueError("kernel='pallas' (the fused colour pass) does not support skip "
@@ -146,14 +157,28 @@ class FusedPasses:
     return block, -(-batch // block) * block
 
   def start(self, batch: int):
-    """A pixel's state: each layer's output and gate output, and the head's
-    hidden layer, in the padded layout and for the padded batch, filled one
-    colour group per pass. Pass c reads only groups < c, made by the same
-    pixel's earlier passes, so one state is carried from pixel to pixel."""
+    """A pixel's state: the drawn values (int32 [Bp, Cp]) and, normalised as
+    the network's input, at slots 0..C-1 ("x"); each layer's output and gate
+    output, and the head's hidden layer, in the padded layout. All are for
+    the padded batch and filled one colour (group) per pass. Pass c reads
+    only colours and groups < c, made by the same pixel's earlier passes, so
+    one state is carried from pixel to pixel."""
     Bp = self.blocks(batch)[1]
-    return {"out": jnp.zeros((self.Lp, Bp, self.S), self.dtype),
+    return {"x": jnp.zeros((Bp, self.S), jnp.float32),
+            "drawn": jnp.zeros((Bp, self.Cp), jnp.int32),
+            "out": jnp.zeros((self.Lp, Bp, self.S), self.dtype),
             "gated": jnp.zeros((self.Lp, Bp, self.S), self.dtype),
             "hidden": jnp.zeros((Bp, self.Sh), self.dtype)}
+
+  def pad_batch(self, a, axis: int):
+    """a with zeros appended along `axis`, the batch's, up to the padded batch."""
+    widths = [(0, 0)] * a.ndim
+    widths[axis] = (0, self.blocks(a.shape[axis])[1] - a.shape[axis])
+    return jnp.pad(a, widths)
+
+  def drawn(self, state, batch: int):
+    """The pixel's drawn values, uint8 [B, C], once every pass has run."""
+    return state["drawn"][:batch, :self.C].astype(jnp.uint8)
 
   def outputs(self, state, batch: int):
     """Each layer's whole output [B, p] once every pass has run."""
@@ -170,16 +195,26 @@ class FusedPasses:
                    (0, self.S // self.G - self.C), (0, self.G - self.P)))
     return pre.reshape(self.Lp, -1, 2, self.S)
 
-  def colour(self, c: int, pixel_BC, base, state):
-    """Pass c, from base (FusedPasses.base). Returns logits [B, 256], state.
-    The kernel writes group c into the state's own buffers (aliased)."""
-    B = pixel_BC.shape[0]
-    Bb, Bp = self.blocks(B)
-    x0 = jnp.zeros((Bp, self.S), jnp.float32).at[:B, :self.C].set(pixel_BC)
-    out, gated, hidden, logits = self._call(c, Bb, Bp)(
-        x0, base, state["out"], state["gated"], state["hidden"],
+  @staticmethod
+  def draw_constants(inv_temperature):
+    """float32 [2, 256]: 1 / T in every column, then each level normalised as
+    the network's input. The kernel looks a drawn level's value up rather
+    than computing it, so that it has XLA's bits whether or not a compiler
+    fuses normalize's multiply and add."""
+    return jnp.stack([jnp.full((NUM_LEVELS,), inv_temperature, jnp.float32),
+                      normalize(jnp.arange(NUM_LEVELS))])
+
+  def colour(self, c: int, base, noise_CBK, constants_2K, state):
+    """Pass c, from base (FusedPasses.base), and its draw with the noise of
+    noise_CBK [C, Bp, 256] (GumbelDraw.forced_row_noise, padded) and
+    constants_2K (draw_constants). The kernel writes group c and colour c
+    into the state's own buffers (aliased) and returns the state."""
+    Bp = state["x"].shape[0]
+    names = ("x", "drawn", "out", "gated", "hidden")
+    new = self._call(c, self.blocks(Bp)[0], Bp)(
+        *[state[n] for n in names], base, noise_CBK, constants_2K,
         *[self.weights[c][k] for k in self.WEIGHTS])
-    return logits[:B], {"out": out, "gated": gated, "hidden": hidden}
+    return dict(zip(names, new))
 
   WEIGHTS = ("cen_prev", "cen_own", "out_prev", "out_own", "out_b",
              "hh_prev", "hh_own", "hh_b", "ho_prev", "ho_own", "ho_b")
@@ -190,20 +225,23 @@ class FusedPasses:
     full = lambda shape: pl.BlockSpec(shape, lambda b: (0,) * len(shape))
     batch_spec = lambda shape, axis: pl.BlockSpec(
         shape, lambda b: tuple(b if d == axis else 0 for d in range(len(shape))))
-    state_specs = [batch_spec((Lp, Bb, S), 1), batch_spec((Lp, Bb, S), 1),
+    state_specs = [batch_spec((Bb, S), 0), batch_spec((Bb, self.Cp), 0),
+                   batch_spec((Lp, Bb, S), 1), batch_spec((Lp, Bb, S), 1),
                    batch_spec((Bb, Sh), 0)]
-    in_specs = [batch_spec((Bb, S), 0), batch_spec((Lp, Bb, 2, S), 1), *state_specs]
+    noise_spec = pl.BlockSpec((1, Bb, NUM_LEVELS), lambda b: (c, b, 0))
+    in_specs = [*state_specs, batch_spec((Lp, Bb, 2, S), 1), noise_spec,
+                full((2, NUM_LEVELS))]
     in_specs += [full(self.weights[c][k].shape) for k in self.WEIGHTS]
-    out_specs = [*state_specs, batch_spec((Bb, NUM_LEVELS), 0)]
-    out_shape = [jax.ShapeDtypeStruct((Lp, Bp, S), self.dtype),
+    out_shape = [jax.ShapeDtypeStruct((Bp, S), jnp.float32),
+                 jax.ShapeDtypeStruct((Bp, self.Cp), jnp.int32),
                  jax.ShapeDtypeStruct((Lp, Bp, S), self.dtype),
-                 jax.ShapeDtypeStruct((Bp, Sh), self.dtype),
-                 jax.ShapeDtypeStruct((Bp, NUM_LEVELS), jnp.float32)]
+                 jax.ShapeDtypeStruct((Lp, Bp, S), self.dtype),
+                 jax.ShapeDtypeStruct((Bp, Sh), self.dtype)]
     kernel = functools.partial(_pass_kernel, c=c, G=G, Gh=Gh, L=self.L,
                                dtype=self.dtype, precision=self.precision)
     return pl.pallas_call(kernel, out_shape=out_shape, grid=(Bp // Bb,),
-                          in_specs=in_specs, out_specs=out_specs,
-                          input_output_aliases={2: 0, 3: 1, 4: 2},
+                          in_specs=in_specs, out_specs=state_specs,
+                          input_output_aliases={i: i for i in range(len(state_specs))},
                           compiler_params=(None if self.interpret
                                            else pltriton.CompilerParams(
                                                num_stages=self.num_stages,
@@ -211,12 +249,14 @@ class FusedPasses:
                           interpret=self.interpret)
 
 
-def _pass_kernel(x0_ref, base_ref, out_prev_ref, gated_prev_ref, hidden_prev_ref,
-                 cen_prev, cen_own, o_prev, o_own, o_b, hh_prev, hh_own, hh_b, ho_prev,
-                 ho_own, ho_b, out_ref, gated_ref, hidden_ref, logits_ref, *, c, G, Gh, L,
-                 dtype, precision):
-  """All L layers' group c, the head's group c and colour c's logits, for a
-  block of the batch: inputs, the cut weights (FusedPasses.WEIGHTS), outputs.
+def _pass_kernel(x_prev_ref, _, out_prev_ref, gated_prev_ref, hidden_prev_ref, base_ref,
+                 noise_ref, constants_ref, cen_prev, cen_own, o_prev, o_own, o_b,
+                 hh_prev, hh_own, hh_b, ho_prev, ho_own, ho_b, x_ref, drawn_ref, out_ref,
+                 gated_ref, hidden_ref, *, c, G, Gh, L, dtype, precision):
+  """All L layers' group c, the head's group c, colour c's logits and its
+  draw, for a block of the batch: the state (FusedPasses.start; its drawn
+  values are only written), the inputs, the cut weights
+  (FusedPasses.WEIGHTS), then the state's aliased outputs.
 
   A "prev" weight's rows are zero outside groups < c, so only those groups'
   slices are read: less work, and each dot's operands stay small enough for
@@ -259,7 +299,7 @@ def _pass_kernel(x0_ref, base_ref, out_prev_ref, gated_prev_ref, hidden_prev_ref
   # Layer 0 reads the pixel's channels before c (at slots 0..c-1) and has no
   # residual; layers 1.. are one loop, not unrolled, so that a deep model's
   # kernel stays small enough to compile in seconds.
-  own = layer(0, [add(base_ref[0, :, h, own_slots], prev(x0_ref, cen_prev, G, range(-(-c // G)),
+  own = layer(0, [add(base_ref[0, :, h, own_slots], prev(x_prev_ref, cen_prev, G, range(-(-c // G)),
                                                  w_at=(0, h))) for h in (0, 1)], None)
 
   def body(l, own):
@@ -276,9 +316,29 @@ def _pass_kernel(x0_ref, base_ref, out_prev_ref, gated_prev_ref, hidden_prev_ref
                ).astype(dtype) + hh_b[...].astype(dtype)
   hidden_ref[:, pl.ds(c * Gh, Gh)] = hidden.astype(hidden_ref.dtype)
   relu_dot32 = lambda a, b: dot32(relu(a), b)
-  for n in range(0, NUM_LEVELS, LOGIT_COLUMNS):  # Column blocks, for shared memory too.
+  # The draw: the first level of the highest score, as jnp.argmax takes it,
+  # over column blocks (for shared memory too), an earlier block winning ties.
+  best = drawn = None
+  for n in range(0, NUM_LEVELS, LOGIT_COLUMNS):
     cols = pl.ds(n, LOGIT_COLUMNS)
-    logits_ref[:, cols] = add(
-        dot32(relu(hidden), ho_own[:, cols]),
-        prev(hidden_prev_ref, ho_prev, Gh, range(c), cols=cols, mul=relu_dot32)
-    ) + ho_b[:, cols]
+    logits = add(dot32(relu(hidden), ho_own[:, cols]),
+                 prev(hidden_prev_ref, ho_prev, Gh, range(c), cols=cols, mul=relu_dot32)
+                 ) + ho_b[:, cols]
+    scores = gumbel_scores(logits, constants_ref[pl.ds(0, 1), cols], noise_ref[0, :, cols])
+    top = jnp.max(scores, axis=1, keepdims=True)
+    first = jnp.min(jnp.where(scores == top, _levels(n), NUM_LEVELS), axis=1, keepdims=True)
+    if best is None:
+      best, drawn = top, first
+    else:
+      better = top > best
+      best, drawn = jnp.where(better, top, best), jnp.where(better, first, drawn)
+  drawn_ref[:, pl.ds(c, 1)] = drawn
+  x_ref[:, pl.ds(c, 1)] = sum(  # One term is not 0: it is the drawn level's value.
+      jnp.sum(jnp.where(_levels(n) == drawn, constants_ref[pl.ds(1, 1), pl.ds(n, LOGIT_COLUMNS)],
+                        0.0), axis=1, keepdims=True)
+      for n in range(0, NUM_LEVELS, LOGIT_COLUMNS))
+
+
+def _levels(n: int):
+  """int32 [1, LOGIT_COLUMNS]: the levels of the column block from n."""
+  return jnp.arange(LOGIT_COLUMNS, dtype=jnp.int32)[None, :] + n

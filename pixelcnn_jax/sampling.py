@@ -1,8 +1,9 @@
 """Autoregressive sampling: a naive reference and an incremental cached sampler.
 
 Both visit sub-pixels t = ((i * W) + j) * C + c in raster-then-R,G,B order and
-draw sub-pixel t as argmax(logits / T + Gumbel(fold_in(key, t))), so with the
-same key and the same logits they return the same bytes.
+draw sub-pixel t as argmax(logits / T + Gumbel(fold_in(key, t))), the division
+taken as a product by 1 / T (fused_pass.gumbel_scores), so with the same key
+and the same logits they return the same bytes.
 
 `naive` runs the whole network on the canvas once per sub-pixel.
 `cached` runs the same arithmetic incrementally (cached_loop.py): a row of
@@ -24,7 +25,7 @@ from jax.experimental import multihost_utils
 
 from pixelcnn_jax import conditioning, fused_pass
 from pixelcnn_jax import mesh as mesh_lib
-from pixelcnn_jax.cached_loop import cached_loop
+from pixelcnn_jax.cached_loop import GumbelDraw, cached_loop
 from pixelcnn_jax.likelihood import NUM_LEVELS
 from pixelcnn_jax.model import GatedPixelCNN
 
@@ -208,7 +209,8 @@ def _redraw(model, variables, key, images, h, temperature):
 def _draw(logits_BK, key, t, temperature, shared=False):
   shape = (1, logits_BK.shape[1]) if shared else logits_BK.shape
   gumbel = jax.random.gumbel(jax.random.fold_in(key, t), shape)
-  return jnp.argmax(logits_BK / temperature + gumbel, axis=-1).astype(jnp.uint8)
+  scores = fused_pass.gumbel_scores(logits_BK, 1 / temperature, gumbel)
+  return jnp.argmax(scores, axis=-1).astype(jnp.uint8)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 7))
@@ -240,10 +242,8 @@ def _cached_body(model, variables, key, canvas, h, n_known, temperature, shared,
     return jax.vmap(jax.vmap(lambda t: jax.random.gumbel(jax.random.fold_in(key, t),
                                                          shape)))(t_WC)
 
-  def choose(logits_BK, t, known_B, gumbel):
-    drawn = jnp.argmax(logits_BK / temperature + gumbel, axis=-1).astype(jnp.uint8)
-    return jnp.where(t < n_known, known_B, drawn)
-  return cached_loop(model, variables, canvas, h, choose, row_noise, kernel)
+  draw = GumbelDraw(row_noise, 1 / temperature, n_known)
+  return cached_loop(model, variables, canvas, h, draw, kernel=kernel)
 
 
 _cached = jax.jit(_cached_body, static_argnums=(0, 7, 8))

@@ -260,6 +260,30 @@ def test_fused_pallas_pass_matches_naive_bit_for_bit(channels, kernel, layers,
                                 naive)
 
 
+@pytest.mark.parametrize("temperature, shared", [(0.7, False), (1.0, True)])
+def test_fused_pallas_draw_keeps_prefix_temperature_and_shared_noise(temperature, shared):
+  """The fused kernel makes the draw itself: a prefix that ends inside a
+  pixel, 1 / T and shared noise reach it as they reach the naive sampler's."""
+  model, variables = random_model(3, 3, 2, False, "none", (3, 4))
+  images = np.random.default_rng(0).integers(0, 256, (3, 3, 4, 3), dtype=np.uint8)
+  n = 4 * 3 + 4  # A row, a pixel and one colour of the next.
+  kw = dict(prefix=(images, n), temperature=temperature, shared_noise=shared)
+  key = jax.random.PRNGKey(2)
+  fused = pj.sample(model, variables, key, 3, kernel="pallas", **kw)
+  np.testing.assert_array_equal(fused, pj.sample(model, variables, key, 3, method="naive",
+                                                 **kw))
+  np.testing.assert_array_equal(fused.reshape(3, -1)[:, :n], images.reshape(3, -1)[:, :n])
+  assert (fused.reshape(3, -1)[:, n:] != images.reshape(3, -1)[:, n:]).any()
+
+
+def test_the_fused_kernel_takes_only_the_samplers_draw():
+  model, variables = random_model(1, 3, 1, False, "none", (2, 2))
+  canvas = jnp.zeros((1, 2, 2, 1), jnp.uint8)
+  with pytest.raises(ValueError, match="choose must be a GumbelDraw"):
+    cached_loop.cached_loop(model, variables, canvas, None, lambda *a: a[2],
+                            kernel="pallas_interpret")
+
+
 @pytest.mark.parametrize("features, dtype, precision", [
     (24, jnp.bfloat16, None), (384, jnp.bfloat16, None), (24, jnp.float32, "highest")])
 def test_fused_kernel_lowers_to_triton_for_a_gpu_on_this_host(features, dtype, precision):
