@@ -12,6 +12,11 @@
 #            their samples/; summary.txt with every number.
 # STEPS (default 5000), BATCH (64) and the learning rate are the same for the
 # three PixelCNNs.
+# SEEDS (default "0") lists the seeds of the PixelCNNs: with more than one,
+# each PixelCNN trains once per seed (workdirs NAME_sSEED) and summary.txt
+# ends with each model's mean and standard deviation over them, since one
+# run of a PixelCNN at a few thousand steps can land 0.2 bits/dim from the
+# next. The MSE baselines, which repeat, train once.
 # CONDITIONING (default "vector", eq. 4) names how the decoders read the
 # code; "vector spatial" also trains both with eq. 5 (s = m(h)), in
 # ae10_spatial and ae100_spatial.
@@ -31,6 +36,13 @@ for c in "${conditionings[@]}"; do
     exit 2
   fi
 done
+read -r -a seeds <<< "${SEEDS:-0}"
+for s in "${seeds[@]}"; do
+  if [[ ! $s =~ ^[0-9]+$ ]]; then
+    echo "error: SEEDS takes whole numbers, got '$s'" >&2
+    exit 2
+  fi
+done
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 mkdir -p "$out"
 common=(--config.data.dataset=npz --config.data.npz_dir="$data" --config.data.holdout=5000
@@ -44,17 +56,21 @@ run() {  # NAME GPU CONFIG ARGS...: train, then evaluate the best step on $split
   CUDA_VISIBLE_DEVICES=$gpu python3 -m pixelcnn_jax.main "${args[@]}" --mode=eval \
     --config.eval.step=best --config.data.eval_split="$split" >>"$out/$name.log" 2>&1
 }
-# The unconditional model at the auto-encoder's learning rate: equal settings.
-jobs=("unconditional configs/cifar10.py --config.train.learning_rate=1e-3 --config.model.dropout=0.25"
-      "mse10 configs/cifar10_mse_autoencoder.py --config.model.code_dim=10"
+jobs=("mse10 configs/cifar10_mse_autoencoder.py --config.model.code_dim=10"
       "mse100 configs/cifar10_mse_autoencoder.py --config.model.code_dim=100")
-decoders=()  # NAME:M:CONDITIONING
-for c in "${conditionings[@]}"; do
-  for m in 10 100; do
-    name=ae$m
-    if [[ $c == spatial ]]; then name+=_spatial; fi
-    jobs+=("$name configs/cifar10_autoencoder.py --config.model.code_dim=$m --config.model.conditioning=$c")
-    decoders+=("$name:$m:$c")
+decoders=()  # NAME:M:CONDITIONING:SEED
+for seed in "${seeds[@]}"; do
+  suffix=""
+  if (( ${#seeds[@]} > 1 )); then suffix=_s$seed; fi
+  # The unconditional model at the auto-encoder's learning rate: equal settings.
+  jobs+=("unconditional$suffix configs/cifar10.py --config.train.learning_rate=1e-3 --config.model.dropout=0.25 --config.seed=$seed")
+  for c in "${conditionings[@]}"; do
+    for m in 10 100; do
+      name=ae$m
+      if [[ $c == spatial ]]; then name+=_spatial; fi
+      jobs+=("$name$suffix configs/cifar10_autoencoder.py --config.model.code_dim=$m --config.model.conditioning=$c --config.seed=$seed")
+      decoders+=("$name$suffix:$m:$c:$seed")
+    done
   done
 done
 for i in "${!jobs[@]}"; do
@@ -64,12 +80,19 @@ for i in "${!jobs[@]}"; do
 done
 wait
 for decoder in "${decoders[@]}"; do
-  IFS=: read -r name m c <<< "$decoder"
+  IFS=: read -r name m c seed <<< "$decoder"
   CUDA_VISIBLE_DEVICES=${gpus[0]} python3 -m pixelcnn_jax.main --config=configs/cifar10_autoencoder.py${VARIANT:-} \
     --workdir="$out/$name" "${common[@]}" --config.model.code_dim="$m" \
-    --config.model.conditioning="$c" --mode=reconstruct --config.eval.step=best \
+    --config.model.conditioning="$c" --config.seed="$seed" --mode=reconstruct --config.eval.step=best \
     --config.sample.baseline_workdir="$out/mse$m" >>"$out/$name.log" 2>&1
 done
 for log in "$out"/*.log; do
   echo "$(basename "$log" .log): $(grep -E "^$split (bits/dim|mse)" "$log" | tail -1)"
 done | tee "$out/summary.txt"
+if (( ${#seeds[@]} > 1 )); then
+  sed -nE 's/^(.*)_s[0-9]+: [^ ]+ (bits\/dim|mse) ([0-9.]+).*/\1 \3/p' "$out/summary.txt" |
+    awk '{n[$1]++; s[$1]+=$2; q[$1]+=$2*$2}
+         END {for (k in n) {v = n[k] > 1 ? (q[k] - s[k]^2 / n[k]) / (n[k] - 1) : 0
+                            printf "%s: mean %.4f, sd %.4f over %d seeds\n", k, s[k] / n[k], sqrt(v > 0 ? v : 0), n[k]}}' |
+    sort | tee -a "$out/summary.txt"
+fi

@@ -140,3 +140,8 @@ def test_the_face_split_refuses_people_it_cannot_split(tmp_path):
   assert "train: 6 images of 3 people" in done.stdout and "val: 3 images of 3 people" in done.stdout
   with np.load(tmp_path / "out" / "val.npz") as val:
     assert val["image"].shape == (3, 4, 4, 1) and val["label"].tolist() == [0, 1, 2]
+
+
+def test_the_autoencoder_recipe_refuses_a_seed_that_is_not_a_whole_number(tmp_path):
+  done = _recipe("autoencoder_cifar10.sh", tmp_path, "holdout", tmp_path / "out", SEEDS="1 x")
+  one_line_error(done, "SEEDS takes whole numbers, got 'x'")
