@@ -2,8 +2,22 @@
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+
+# One compilation cache for the whole run, set before jax is imported: the
+# pytest process makes it, and its xdist workers and every CLI they start
+# inherit it, so the same smoke model compiles once per run, not once per
+# process. A size limit makes jax lock the cache for concurrent processes.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ.update(JAX_COMPILATION_CACHE_DIR=tempfile.mkdtemp(prefix="pixelcnn_jax_tests_"),
+                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2",
+                    JAX_COMPILATION_CACHE_MAX_SIZE=str(2**31))
+  _OWN_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
+else:
+  _OWN_CACHE = None
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +28,11 @@ import pixelcnn_jax as pj
 from pixelcnn_jax.model import receptive_field
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_sessionfinish(session):
+  if _OWN_CACHE:
+    shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 def random_model(channels=3, kernel=3, layers=2, skip=False, conditioning="none",
