@@ -33,6 +33,12 @@ from pixelcnn_jax.model import GatedPixelCNN, normalize
 Choose = Callable[[jax.Array, jax.Array, jax.Array, Optional[jax.Array]], jax.Array]
 
 
+def gumbel_argmax(logits_BK, inv_temperature, noise_BK):
+  """uint8 [B]: each row's level of the highest fused_pass.gumbel_scores."""
+  scores = fused_pass.gumbel_scores(logits_BK, inv_temperature, noise_BK)
+  return jnp.argmax(scores, axis=-1).astype(jnp.uint8)
+
+
 class GumbelDraw(NamedTuple):
   """The sampler's choice at sub-pixel t: the canvas's value where t <
   n_known, else argmax(gumbel_scores(logits, inv_temperature, noise_t)).
@@ -43,8 +49,7 @@ class GumbelDraw(NamedTuple):
   n_known: jax.Array
 
   def choose(self, logits_BK, t, known_B, noise_BK):
-    scores = fused_pass.gumbel_scores(logits_BK, self.inv_temperature, noise_BK)
-    drawn = jnp.argmax(scores, axis=-1).astype(jnp.uint8)
+    drawn = gumbel_argmax(logits_BK, self.inv_temperature, noise_BK)
     return jnp.where(t < self.n_known, known_B, drawn)
 
   def forced_row_noise(self, i, known_BWC):
@@ -59,6 +64,8 @@ class GumbelDraw(NamedTuple):
     known_WCB1 = jnp.transpose(known_BWC, (1, 2, 0))[..., None].astype(jnp.int32)
     forced = jnp.where(jnp.arange(NUM_LEVELS) == known_WCB1, 0.0, -jnp.inf)
     return jnp.where((t_WC < self.n_known)[:, :, None, None], forced, noise)
+
+
 # Columns per iteration of the loop along a row (lax.scan's unroll). XLA:GPU
 # runs a loop's control on the host, a device-to-host copy of the predicate
 # per iteration, and the H100 idled for 20% of a 15 x 132 draw; 4 columns per

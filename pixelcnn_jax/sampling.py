@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 
 from pixelcnn_jax import conditioning, fused_pass
 from pixelcnn_jax import mesh as mesh_lib
-from pixelcnn_jax.cached_loop import GumbelDraw, cached_loop
+from pixelcnn_jax.cached_loop import GumbelDraw, cached_loop, gumbel_argmax
 from pixelcnn_jax.likelihood import NUM_LEVELS
 from pixelcnn_jax.model import GatedPixelCNN
 
@@ -209,8 +209,7 @@ def _redraw(model, variables, key, images, h, temperature):
 def _draw(logits_BK, key, t, temperature, shared=False):
   shape = (1, logits_BK.shape[1]) if shared else logits_BK.shape
   gumbel = jax.random.gumbel(jax.random.fold_in(key, t), shape)
-  scores = fused_pass.gumbel_scores(logits_BK, 1 / temperature, gumbel)
-  return jnp.argmax(scores, axis=-1).astype(jnp.uint8)
+  return gumbel_argmax(logits_BK, 1 / temperature, gumbel)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 7))
