@@ -2,9 +2,12 @@
 
   python experiments/bench_sample.py [--batches=1,16,64,256] [--kernels=auto,xla,pallas]
       [--command_buffers=off,on] [--fused=auto,defaultx64x2,1x8] [--unroll=1,4]
-      [--out=FILE] [--plot=FILE.png]
+      [--aligns=0,1,8] [--out=FILE] [--plot=FILE.png]
 
-For each model shape, batch, kernel of the cached sampler (xla: XLA's ops;
+For each model shape, channel alignment (model.channel_align: the vertical
+stack's convolutions, computed by XLA once per row, pad their channels to its
+multiples; 0, the default, is the library's choice, what pj.load gives, 8 on
+a GPU; the first also for agreement), batch, kernel of the cached sampler (xla: XLA's ops;
 pallas: one fused kernel per colour pass; auto: the library's choice) and
 command-buffer choice (off: XLA's defaults; on: pj.sampling.COMMAND_BUFFERS)
 and, for the fused kernel, each --fused setting (Triton's pipelining stages x
@@ -40,7 +43,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 import pixelcnn_jax as pj
-from pixelcnn_jax import cached_loop, fused_pass
+from pixelcnn_jax import cached_loop, fused_pass, train_state
 
 SHAPES = ((15, 132, 3), (20, 384, 5))
 CHOICES = {"on": True, "off": False}  # --command_buffers
@@ -48,10 +51,11 @@ HBM_BYTES_PER_S, BF16_FLOPS = 3.35e12, 989e12
 STEPS = 32 * 32 * 3
 
 
-def make(layers, features, kernel, dtype, precision=None):
+def make(layers, features, kernel, dtype, precision=None, align=0):
   model = pj.GatedPixelCNN(num_layers=layers, features=features, kernel_size=kernel,
                            channels=3, image_size=(32, 32), dtype=dtype,
-                           precision=precision)
+                           precision=precision,
+                           channel_align=train_state.channel_align(align))
   variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3), jnp.uint8))
   return model, variables
 
@@ -120,11 +124,12 @@ def plot(rows, path):
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6, 4))
   case = lambda r: (r["shape"], r["kernel"], r["command_buffers"], r.get("fused", ""),
-                    r.get("unroll", 1))
-  for shape, kernel, graphs, fused, unroll in dict.fromkeys(map(case, rows)):
+                    r.get("unroll", 1), r.get("channel_align", 1))
+  for shape, kernel, graphs, fused, unroll, align in dict.fromkeys(map(case, rows)):
     points = [(r["batch"], r["batch"] / r["cached_s"]) for r in rows
-              if case(r) == (shape, kernel, graphs, fused, unroll)]
+              if case(r) == (shape, kernel, graphs, fused, unroll, align)]
     ax.plot(*zip(*points), "o-", label=f"{shape}, {kernel} {fused}, command buffers {graphs}"
+            + (f", channels aligned to {align}" if align != 1 else "")
             + (f", unroll {unroll}" if unroll != 1 else ""))
   ax.set(xscale="log", yscale="log", xlabel="batch (images)", ylabel="images/s",
          title=f"32x32x3 sampling, bf16, {rows[0]['device']}")
@@ -151,6 +156,9 @@ def main():
   p.add_argument("--unroll", default="auto",
                  help="columns per iteration of the loop along a row, or auto (the "
                  "library's), comma-separated; the first also for agreement")
+  p.add_argument("--aligns", default="0",
+                 help="model.channel_align values (0: the library's choice, 8 on a GPU), "
+                 "comma-separated; the first also for agreement")
   p.add_argument("--agreement_dtypes", default="float32:highest,float32,bfloat16",
                  help="DTYPE[:PRECISION],... to check cached against the reference; "
                  "empty: skip")
@@ -165,13 +173,16 @@ def main():
   if not re.fullmatch(r"(auto|[1-9]\d*)(,(auto|[1-9]\d*))*", args.unroll):
     raise SystemExit(f"--unroll: comma-separated integers >= 1 or auto, got {args.unroll!r}")
   unrolls = [None if u == "auto" else int(u) for u in args.unroll.split(",")]
+  if not re.fullmatch(r"\d+(,\d+)*", args.aligns):
+    raise SystemExit(f"--aligns: comma-separated integers >= 0, got {args.aligns!r}")
+  aligns = [int(a) for a in args.aligns.split(",")]
   parse = lambda s: tuple(int(v) for v in re.fullmatch(r"(\d+)x(\d+)k(\d+)", s).groups())
   shapes = [parse(s) for s in args.shapes.split(",") if s]
   key = jax.random.PRNGKey(1)
   rows = []
   one_device = Mesh(np.array(jax.devices()[:1]), ("data",))
-  for layers, features, kernel_size in shapes:
-    model, variables = make(layers, features, kernel_size, jnp.bfloat16)
+  for (layers, features, kernel_size), align in itertools.product(shapes, aligns):
+    model, variables = make(layers, features, kernel_size, jnp.bfloat16, align=align)
     forward = jax.jit(model.apply)
     for batch in [int(b) for b in args.batches.split(",")]:
       x = jnp.zeros((batch, 32, 32, 3), jnp.uint8)
@@ -200,7 +211,7 @@ def main():
                             "batch": batch, "error": repr(e)[:2000]}), flush=True)
           continue
         r = {"shape": f"{layers}x{features} k{kernel_size}", "dtype": "bfloat16",
-             **label, "batch": batch,
+             "channel_align": model.channel_align, **label, "batch": batch,
              "cached_s": cached, "naive_s": naive,
              "naive": how, "speedup": naive / cached, "floor_bytes_s": bw_floor,
              "floor_flops_s": flop_floor, "device": jax.devices()[0].device_kind,
@@ -213,7 +224,7 @@ def main():
   for spec in filter(None, args.agreement_dtypes.split(",")):
     dtype, _, precision = spec.partition(":")
     model, variables = make(*parse(args.agreement_shape), jnp.dtype(dtype),
-                            precision or None)
+                            precision or None, aligns[0])
     num = args.agreement_num
     naive = (pj.sample(model, variables, key, num, method="naive", mesh=one_device)
              if args.agreement_naive else None)
@@ -226,7 +237,7 @@ def main():
         continue
       redrawn = pj.sampling.redraw(model, variables, key, cached)
       r = {"agreement": dtype, "precision": precision or "default", "kernel": kernel,
-           "fused": args.fused.split(",")[0], "unroll": cached_loop.column_unroll(),
+           "channel_align": model.channel_align, "fused": args.fused.split(",")[0], "unroll": cached_loop.column_unroll(),
            "shape": args.agreement_shape, "num": num, "subpixels": cached.size,
            "per_step_disagreement": float((redrawn != cached).mean()),
            "per_step_disagreements": int((redrawn != cached).sum()),
@@ -242,11 +253,11 @@ def main():
   if args.out:
     with open(args.out, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows + agree)
-  print(f"\n{'shape':>10} {'kernel':>7} {'fused':>15} {'graphs':>6} {'unroll':>6} {'batch':>5} "
+  print(f"\n{'shape':>10} {'align':>5} {'kernel':>7} {'fused':>15} {'graphs':>6} {'unroll':>6} {'batch':>5} "
         f"{'cached s':>9} {'naive s':>9} {'':>5} {'speedup':>8} {'floor(B) s':>10} "
         f"{'floor(F) s':>10}")
   for r in rows:
-    print(f"{r['shape']:>10} {r['kernel']:>7} {r['fused']:>15} {r['command_buffers']:>6} "
+    print(f"{r['shape']:>10} {r['channel_align']:5d} {r['kernel']:>7} {r['fused']:>15} {r['command_buffers']:>6} "
           f"{r['unroll']:6d} {r['batch']:5d} "
           f"{r['cached_s']:9.3f} {r['naive_s']:9.1f} "
           f"{r['naive'][:5]:>5} {r['speedup']:8.0f} {r['floor_bytes_s']:10.4f} "

@@ -325,13 +325,15 @@ def test_unrolled_column_loop_draws_what_the_naive_sampler_draws(monkeypatch):
     jax.clear_caches()
 
 
-def test_bench_sample_refuses_a_bad_unroll():
+@pytest.mark.parametrize("flag, error", [
+    ("--unroll=4,0", "--unroll: comma-separated integers >= 1 or auto, got '4,0'"),
+    ("--aligns=8,-1", "--aligns: comma-separated integers >= 0, got '8,-1'")])
+def test_bench_sample_refuses_a_bad_choice(flag, error):
   bench = os.path.join(REPO, "experiments", "bench_sample.py")
-  r = subprocess.run([sys.executable, bench, "--unroll=4,0"], capture_output=True,
-                     text=True, timeout=120)
+  r = subprocess.run([sys.executable, bench, flag], capture_output=True, text=True,
+                     timeout=120)
   assert r.returncode != 0
-  assert r.stderr.strip().splitlines() == [
-      "--unroll: comma-separated integers >= 1 or auto, got '4,0'"]
+  assert r.stderr.strip().splitlines() == [error]
 
 
 def test_the_column_loop_is_unrolled_by_default_only_on_gpus(monkeypatch):
