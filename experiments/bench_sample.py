@@ -237,7 +237,8 @@ def main():
         continue
       redrawn = pj.sampling.redraw(model, variables, key, cached)
       r = {"agreement": dtype, "precision": precision or "default", "kernel": kernel,
-           "channel_align": model.channel_align, "fused": args.fused.split(",")[0], "unroll": cached_loop.column_unroll(),
+           "channel_align": model.channel_align, "fused": args.fused.split(",")[0],
+           "unroll": cached_loop.column_unroll(),
            "shape": args.agreement_shape, "num": num, "subpixels": cached.size,
            "per_step_disagreement": float((redrawn != cached).mean()),
            "per_step_disagreements": int((redrawn != cached).sum()),
@@ -253,11 +254,13 @@ def main():
   if args.out:
     with open(args.out, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows + agree)
-  print(f"\n{'shape':>10} {'align':>5} {'kernel':>7} {'fused':>15} {'graphs':>6} {'unroll':>6} {'batch':>5} "
+  print(f"\n{'shape':>10} {'align':>5} {'kernel':>7} {'fused':>15} {'graphs':>6} "
+        f"{'unroll':>6} {'batch':>5} "
         f"{'cached s':>9} {'naive s':>9} {'':>5} {'speedup':>8} {'floor(B) s':>10} "
         f"{'floor(F) s':>10}")
   for r in rows:
-    print(f"{r['shape']:>10} {r['channel_align']:5d} {r['kernel']:>7} {r['fused']:>15} {r['command_buffers']:>6} "
+    print(f"{r['shape']:>10} {r['channel_align']:5d} {r['kernel']:>7} {r['fused']:>15} "
+          f"{r['command_buffers']:>6} "
           f"{r['unroll']:6d} {r['batch']:5d} "
           f"{r['cached_s']:9.3f} {r['naive_s']:9.1f} "
           f"{r['naive'][:5]:>5} {r['speedup']:8.0f} {r['floor_bytes_s']:10.4f} "
