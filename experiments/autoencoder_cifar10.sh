@@ -14,9 +14,11 @@
 # three PixelCNNs.
 # SEEDS (default "0") lists the seeds of the PixelCNNs: with more than one,
 # each PixelCNN trains once per seed (workdirs NAME_sSEED) and summary.txt
-# ends with each model's mean and standard deviation over them, since one
-# run of a PixelCNN at a few thousand steps can land 0.2 bits/dim from the
-# next. The MSE baselines, which repeat, train once.
+# ends with each model's mean and standard deviation over them, and each
+# decoder's difference from the unconditional model seed by seed, with its
+# standard error (seed_summary.py), since one run of a PixelCNN at a few
+# thousand steps can land 0.2 bits/dim from the next. The MSE baselines,
+# which repeat, train once.
 # CONDITIONING (default "vector", eq. 4) names how the decoders read the
 # code; "vector spatial" also trains both with eq. 5 (s = m(h)), in
 # ae10_spatial and ae100_spatial.
@@ -90,9 +92,7 @@ for log in "$out"/*.log; do
   echo "$(basename "$log" .log): $(grep -E "^$split (bits/dim|mse)" "$log" | tail -1)"
 done | tee "$out/summary.txt"
 if (( ${#seeds[@]} > 1 )); then
-  sed -nE 's/^(.*)_s[0-9]+: [^ ]+ (bits\/dim|mse) ([0-9.]+).*/\1 \3/p' "$out/summary.txt" |
-    awk '{n[$1]++; s[$1]+=$2; q[$1]+=$2*$2}
-         END {for (k in n) {v = n[k] > 1 ? (q[k] - s[k]^2 / n[k]) / (n[k] - 1) : 0
-                            printf "%s: mean %.4f, sd %.4f over %d seeds\n", k, s[k] / n[k], sqrt(v > 0 ? v : 0), n[k]}}' |
-    sort | tee -a "$out/summary.txt"
+  python3 "$(dirname "$0")/seed_summary.py" "$out/summary.txt" > "$out/seeds.txt"
+  tee -a "$out/summary.txt" < "$out/seeds.txt"
+  rm "$out/seeds.txt"
 fi

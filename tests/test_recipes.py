@@ -145,3 +145,35 @@ def test_the_face_split_refuses_people_it_cannot_split(tmp_path):
 def test_the_autoencoder_recipe_refuses_a_seed_that_is_not_a_whole_number(tmp_path):
   done = _recipe("autoencoder_cifar10.sh", tmp_path, "holdout", tmp_path / "out", SEEDS="1 x")
   one_line_error(done, "SEEDS takes whole numbers, got 'x'")
+
+
+def test_the_seed_summary_pairs_each_decoder_with_the_unconditional_model(tmp_path):
+  summary = tmp_path / "summary.txt"
+  summary.write_text(
+      "".join(f"{name}_s{seed}: holdout bits/dim {v} (5000 examples, step 3000, live weights)\n"
+              for name, row in [("unconditional", (4.0, 3.9, 3.95)), ("ae10", (3.8, 3.85, 3.9)),
+                                ("ae100", (3.9, 3.95))]
+              for seed, v in enumerate(row))
+      + "mse10: holdout mse 0.080238 (5000 examples, step 3000, live weights)\n")
+  done = subprocess.run([sys.executable, "experiments/seed_summary.py", str(summary)],
+                        cwd=REPO, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.splitlines() == [
+      "ae10: mean 3.8500, sd 0.0500 over 3 seeds",
+      "ae100: mean 3.9250, sd 0.0354 over 2 seeds",
+      "unconditional: mean 3.9500, sd 0.0500 over 3 seeds",
+      "ae10 - unconditional: mean -0.1000, standard error 0.0500, lower at 3 of 3 seeds",
+      "ae100 - unconditional: mean -0.0250, standard error 0.0750, lower at 1 of 2 seeds"]
+
+
+def test_the_seed_summary_refuses_a_summary_of_one_seed(tmp_path):
+  summary = tmp_path / "summary.txt"
+  summary.write_text("ae10: holdout bits/dim 3.86 (5000 examples, step 3000, live weights)\n")
+  summarise = lambda path: subprocess.run(
+      [sys.executable, "experiments/seed_summary.py", str(path)], cwd=REPO,
+      capture_output=True, text=True)
+  one_line_error(summarise(summary),
+                 f"error: {summary} has no per-seed results (NAME_sSEED: ...); the recipe "
+                 "writes them when SEEDS lists more than one seed")
+  one_line_error(summarise(tmp_path / "none.txt"),
+                 f"error: cannot read {tmp_path / 'none.txt'}: No such file or directory")
