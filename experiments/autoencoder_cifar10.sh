@@ -92,7 +92,6 @@ for log in "$out"/*.log; do
   echo "$(basename "$log" .log): $(grep -E "^$split (bits/dim|mse)" "$log" | tail -1)"
 done | tee "$out/summary.txt"
 if (( ${#seeds[@]} > 1 )); then
-  python3 "$(dirname "$0")/seed_summary.py" "$out/summary.txt" > "$out/seeds.txt"
-  tee -a "$out/summary.txt" < "$out/seeds.txt"
-  rm "$out/seeds.txt"
+  seeds_summary=$(python3 "$(dirname "$0")/seed_summary.py" "$out/summary.txt")
+  echo "$seeds_summary" | tee -a "$out/summary.txt"
 fi
