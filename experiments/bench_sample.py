@@ -9,9 +9,8 @@ stack's convolutions, computed by XLA once per row, pad their channels to its
 multiples; 0, the default, is the library's choice, what pj.load gives, 8 on
 a GPU; the first also for agreement), batch, kernel of the cached sampler
 (xla: XLA's ops; pallas: one fused kernel per colour pass; auto: the
-library's choice) and
-command-buffer choice (off: XLA's defaults; on: pj.sampling.COMMAND_BUFFERS)
-and, for the fused kernel, each --fused setting (Triton's pipelining stages x
+library's choice) and command-buffer choice (off: XLA's defaults; on:
+pj.sampling.COMMAND_BUFFERS) and, for the fused kernel, each --fused setting (Triton's pipelining stages x
 the most images per kernel instance x Triton's warps, fused_pass.OVERRIDE;
 auto: the library's settings for the model, fused_pass.settings) and each
 --unroll (columns per iteration of the loop along a row,
