@@ -2,7 +2,7 @@
 
   python experiments/bench_sample.py [--batches=1,16,64,256] [--kernels=auto,xla,pallas]
       [--command_buffers=off,on] [--fused=auto,defaultx64x2,1x8] [--unroll=1,4]
-      [--aligns=0,1,8] [--out=FILE] [--plot=FILE.png]
+      [--earlier=auto,on,off] [--aligns=0,1,8] [--out=FILE] [--plot=FILE.png]
 
 For each model shape, channel alignment (model.channel_align: the vertical
 stack's convolutions, computed by XLA once per row, pad their channels to its
@@ -10,15 +10,18 @@ multiples; 0, the default, is the library's choice, what pj.load gives, 8 on
 a GPU; the first also for agreement), batch, kernel of the cached sampler
 (xla: XLA's ops; pallas: one fused kernel per colour pass; auto: the
 library's choice) and command-buffer choice (off: XLA's defaults; on:
-pj.sampling.COMMAND_BUFFERS) and, for the fused kernel, each --fused setting (Triton's pipelining stages x
-the most images per kernel instance x Triton's warps, fused_pass.OVERRIDE;
-auto: the library's settings for the model, fused_pass.settings) and each
---unroll (columns per iteration of the loop along a row,
-cached_loop.COLUMN_UNROLL, or auto: the library's; the first also for
-agreement): its wall time (median of 3 after compile); the naive sampler's,
-measured in full where --naive_full_limit allows and otherwise extrapolated
-as 3,072 x the time of one full forward pass (the naive loop's body), marked
-"extrapolated".
+pj.sampling.COMMAND_BUFFERS) and, for the fused kernel, each --fused
+setting (Triton's pipelining stages x the most images per kernel instance x
+Triton's warps, fused_pass.OVERRIDE; auto: the library's settings for the
+model, fused_pass.settings), each
+--earlier choice (on: passes > 0 take the dots from earlier colour groups
+from a kernel of their own, earlier_groups.py; off: from their own loop;
+auto: the library's, fused_pass.earlier_kernel) and each --unroll (columns
+per iteration of the loop along a row, cached_loop.COLUMN_UNROLL, or auto:
+the library's); the first of each also for agreement: its wall time
+(median of 3 after compile); the naive sampler's, measured in full where
+--naive_full_limit allows and otherwise extrapolated as 3,072 x the time of
+one full forward pass (the naive loop's body), marked "extrapolated".
 Floors use the H100 SXM datasheet (3.35 TB/s HBM, 989 TFLOP/s dense bf16):
 the weight bytes that one sampling step must read / bandwidth, and the FLOPs
 of one step / the bf16 rate, each times the 3,072 steps; --plot draws
@@ -60,12 +63,15 @@ def make(layers, features, kernel, dtype, precision=None, align=0):
   return model, variables
 
 
-def set_fused(setting, unroll):
-  """The fused kernel's (stages, block, warps), or None for the library's, and
-  the columns per loop iteration, for the next pj.sample; compiled loops are
-  cached by their arguments, which these are not, so the caches go too."""
-  if (fused_pass.OVERRIDE, cached_loop.COLUMN_UNROLL) != (setting, unroll):
-    fused_pass.OVERRIDE, cached_loop.COLUMN_UNROLL = setting, unroll
+def set_fused(setting, unroll, earlier):
+  """The fused kernel's (stages, block, warps), or None for the library's,
+  the columns per loop iteration and the earlier-groups choice, for the next
+  pj.sample; compiled loops are cached by their arguments, which these are
+  not, so the caches go too."""
+  now = (fused_pass.OVERRIDE, cached_loop.COLUMN_UNROLL, fused_pass.EARLIER_OVERRIDE)
+  if now != (setting, unroll, earlier):
+    fused_pass.OVERRIDE, cached_loop.COLUMN_UNROLL, fused_pass.EARLIER_OVERRIDE = (
+        setting, unroll, earlier)
     jax.clear_caches()
 
 
@@ -82,6 +88,12 @@ def fused_label(setting, model):
   stages, block, warps = setting or fused_pass.settings(model)
   return (f"{'auto:' if setting is None else ''}{stages or 'default'}x{block}"
           + (f"x{warps}" if warps else ""))
+
+
+def earlier_label(earlier, model):
+  """on / off, "auto:..." where it is the library's choice."""
+  choice = fused_pass.earlier_kernel(model) if earlier is None else earlier
+  return f"{'auto:' if earlier is None else ''}{'on' if choice else 'off'}"
 
 
 def timed(fn, repeats=3):
@@ -124,11 +136,12 @@ def plot(rows, path):
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6, 4))
   case = lambda r: (r["shape"], r["kernel"], r["command_buffers"], r.get("fused", ""),
-                    r.get("unroll", 1), r.get("channel_align", 1))
-  for shape, kernel, graphs, fused, unroll, align in dict.fromkeys(map(case, rows)):
+                    r.get("earlier", ""), r.get("unroll", 1), r.get("channel_align", 1))
+  for shape, kernel, graphs, fused, earlier, unroll, align in dict.fromkeys(map(case, rows)):
     points = [(r["batch"], r["batch"] / r["cached_s"]) for r in rows
-              if case(r) == (shape, kernel, graphs, fused, unroll, align)]
+              if case(r) == (shape, kernel, graphs, fused, earlier, unroll, align)]
     ax.plot(*zip(*points), "o-", label=f"{shape}, {kernel} {fused}, command buffers {graphs}"
+            + (f", earlier groups {earlier}" if earlier else "")
             + (f", channels aligned to {align}" if align != 1 else "")
             + (f", unroll {unroll}" if unroll != 1 else ""))
   ax.set(xscale="log", yscale="log", xlabel="batch (images)", ylabel="images/s",
@@ -156,6 +169,10 @@ def main():
   p.add_argument("--unroll", default="auto",
                  help="columns per iteration of the loop along a row, or auto (the "
                  "library's), comma-separated; the first also for agreement")
+  p.add_argument("--earlier", default="auto",
+                 help="auto (the library's), on or off: passes > 0 take the dots from "
+                 "earlier colour groups from a kernel of their own; comma-separated, "
+                 "the first also for agreement")
   p.add_argument("--aligns", default="0",
                  help="model.channel_align values (0: the library's choice, 8 on a GPU), "
                  "comma-separated; the first also for agreement")
@@ -173,6 +190,9 @@ def main():
   if not re.fullmatch(r"(auto|[1-9]\d*)(,(auto|[1-9]\d*))*", args.unroll):
     raise SystemExit(f"--unroll: comma-separated integers >= 1 or auto, got {args.unroll!r}")
   unrolls = [None if u == "auto" else int(u) for u in args.unroll.split(",")]
+  if not re.fullmatch(r"(auto|on|off)(,(auto|on|off))*", args.earlier):
+    raise SystemExit(f"--earlier: comma-separated auto, on or off, got {args.earlier!r}")
+  earliers = [{"auto": None, "on": True, "off": False}[e] for e in args.earlier.split(",")]
   if not re.fullmatch(r"\d+(,\d+)*", args.aligns):
     raise SystemExit(f"--aligns: comma-separated integers >= 0, got {args.aligns!r}")
   aligns = [int(a) for a in args.aligns.split(",")]
@@ -194,13 +214,15 @@ def main():
       else:
         naive, how = naive_est, "extrapolated"
       bw_floor, flop_floor = floors(variables, batch, 2)
-      cases = [(k, g, f, u) for k, g, u in itertools.product(
+      cases = [(k, g, f, u, e) for k, g, u in itertools.product(
                    args.kernels.split(","), args.command_buffers.split(","), unrolls)
-               for f in (fused if k != "xla" else [fused[0]])]
-      for kernel, graphs, setting, unroll in cases:
-        set_fused(setting, unroll)
+               for f in (fused if k != "xla" else [fused[0]])
+               for e in (earliers if k != "xla" else [earliers[0]])]
+      for kernel, graphs, setting, unroll, earlier in cases:
+        set_fused(setting, unroll, earlier)
         label = {"kernel": kernel, "command_buffers": graphs,
                  "fused": fused_label(setting, model) if kernel != "xla" else "",
+                 "earlier": earlier_label(earlier, model) if kernel != "xla" else "",
                  "unroll": cached_loop.column_unroll()}
         try:
           cached = timed(lambda: pj.sample(model, variables, key, batch, kernel=kernel,
@@ -219,7 +241,7 @@ def main():
         print(json.dumps(r), flush=True)
         rows.append(r)
 
-  set_fused(fused[0], unrolls[0])
+  set_fused(fused[0], unrolls[0], earliers[0])
   agree = []
   for spec in filter(None, args.agreement_dtypes.split(",")):
     dtype, _, precision = spec.partition(":")
@@ -238,7 +260,7 @@ def main():
       redrawn = pj.sampling.redraw(model, variables, key, cached)
       r = {"agreement": dtype, "precision": precision or "default", "kernel": kernel,
            "channel_align": model.channel_align, "fused": args.fused.split(",")[0],
-           "unroll": cached_loop.column_unroll(),
+           "earlier": args.earlier.split(",")[0], "unroll": cached_loop.column_unroll(),
            "shape": args.agreement_shape, "num": num, "subpixels": cached.size,
            "per_step_disagreement": float((redrawn != cached).mean()),
            "per_step_disagreements": int((redrawn != cached).sum()),
@@ -254,13 +276,13 @@ def main():
   if args.out:
     with open(args.out, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows + agree)
-  print(f"\n{'shape':>10} {'align':>5} {'kernel':>7} {'fused':>15} {'graphs':>6} "
-        f"{'unroll':>6} {'batch':>5} "
+  print(f"\n{'shape':>10} {'align':>5} {'kernel':>7} {'fused':>15} {'earlier':>8} "
+        f"{'graphs':>6} {'unroll':>6} {'batch':>5} "
         f"{'cached s':>9} {'naive s':>9} {'':>5} {'speedup':>8} {'floor(B) s':>10} "
         f"{'floor(F) s':>10}")
   for r in rows:
     print(f"{r['shape']:>10} {r['channel_align']:5d} {r['kernel']:>7} {r['fused']:>15} "
-          f"{r['command_buffers']:>6} "
+          f"{r['earlier']:>8} {r['command_buffers']:>6} "
           f"{r['unroll']:6d} {r['batch']:5d} "
           f"{r['cached_s']:9.3f} {r['naive_s']:9.1f} "
           f"{r['naive'][:5]:>5} {r['speedup']:8.0f} {r['floor_bytes_s']:10.4f} "

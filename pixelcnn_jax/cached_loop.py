@@ -161,7 +161,7 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Union[Choose
 
     def fused_col_step(carry, xs):
       """As col_step, with the draw inside each pass's kernel: between the
-      kernels of a pixel's passes there is no other launch."""
+      kernels of a pixel's passes there is no XLA op."""
       (canvas, caches), state = carry
       j, noise_CBK = xs
       links_LB2p = jax.lax.dynamic_index_in_dim(links_LBW2p, j, 2, keepdims=False)

@@ -6,7 +6,10 @@ small launches per sub-pixel and a few more for the draw; here it is one
 launch per pass and batch block, which reads the pixel's left taps, links
 and biases (one array per pixel, all passes) and the draw's noise, and
 writes its group, its draw and the drawn value as the next pass's input
-into the pixel's state in place. Feature vectors
+into the pixel's state in place. Before each pass c > 0 of a wide model, a
+second kernel makes the pass's dots from groups < c for all layers at once
+(earlier_groups.py), so that the pass's serial loop over layers does only
+group c's own work. Feature vectors
 use a padded layout, since Triton's blocks have power-of-two sides: colour
 group g occupies slots g*G .. g*G+P-1 of S = G * (C rounded up to a power of
 two), G being the group width P rounded up to a power of two; stacks of
@@ -24,13 +27,18 @@ import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
+from pixelcnn_jax import earlier_groups
+from pixelcnn_jax.earlier_groups import LOGIT_COLUMNS, group_sum
 from pixelcnn_jax.likelihood import NUM_LEVELS
 from pixelcnn_jax.model import normalize
 
-
-LOGIT_COLUMNS = 64  # Logits per dot: a [Gh, 64] float32 block is at most 32 kB.
 # bench_sample.py --fused times other (stages, block, warps) settings through this.
 OVERRIDE = None
+# Whether passes > 0 take their dots from earlier colour groups from a kernel
+# of their own (earlier_groups.py) rather than making them in their serial
+# loop over layers; None: the library's choice (earlier_kernel), a bool
+# forces it (tests, bench_sample.py --earlier).
+EARLIER_OVERRIDE = None
 
 
 def gumbel_scores(logits_BK, inv_temperature, noise_BK):
@@ -53,6 +61,15 @@ def settings(model) -> tuple:
   features per colour get the wide settings (at the defaults, 15 x 132 in
   float32 asks 324 kB)."""
   return OVERRIDE or ((1, 8, 16) if is_wide(model) else (None, 64, None))
+
+
+def earlier_kernel(model) -> bool:
+  """Whether passes > 0 read the dots from earlier colour groups from
+  earlier_groups.py's kernel: for wide models, whose batch blocks are few
+  instances for the card and whose pass c reads c + 1 groups' weight
+  blocks a layer; not for narrow ones, where its two launches a pixel cost
+  8-10% at 15 x 132 on an H200 (experiments/RESULTS.md)."""
+  return is_wide(model) if EARLIER_OVERRIDE is None else EARLIER_OVERRIDE
 
 
 def is_wide(model) -> bool:
@@ -80,6 +97,7 @@ class FusedPasses:
     self.Ph = self.head // self.C
     self.G, self.Gh = group_width(model), _pow2(max(self.Ph, 16))
     self.num_stages, self.max_block, self.num_warps = settings(model)
+    self.split = earlier_kernel(model)
     self.S, self.Sh = _pow2(self.C) * self.G, _pow2(self.C) * self.Gh  # Slots.
     self.Cp = _pow2(self.C)
     self.Lp = _pow2(self.L)                      # Layers, padded.
@@ -210,9 +228,16 @@ class FusedPasses:
     constants_2K (draw_constants). The kernel writes group c and colour c
     into the state's own buffers (aliased) and returns the state."""
     Bp = state["x"].shape[0]
+    Bb = self.blocks(Bp)[0]
+    split = self.split and c > 0
+    earlier = earlier_groups.terms(
+        c, state, self.weights[c], dict(L=self.L, G=self.G, Gh=self.Gh, dtype=self.dtype,
+                                        precision=self.precision, stages=self.num_stages,
+                                        warps=self.num_warps),
+        Bb, self.interpret) if split else []
     names = ("x", "drawn", "out", "gated", "hidden")
-    new = self._call(c, self.blocks(Bp)[0], Bp)(
-        *[state[n] for n in names], base, noise_CBK, constants_2K,
+    new = self._call(c, Bb, Bp, split)(
+        *[state[n] for n in names], base, noise_CBK, constants_2K, *earlier,
         *[self.weights[c][k] for k in self.WEIGHTS])
     return dict(zip(names, new))
 
@@ -220,7 +245,7 @@ class FusedPasses:
              "hh_prev", "hh_own", "hh_b", "ho_prev", "ho_own", "ho_b")
 
   @functools.lru_cache(maxsize=None)
-  def _call(self, c: int, Bb: int, Bp: int):
+  def _call(self, c: int, Bb: int, Bp: int, split: bool):
     Lp, S, G, Sh, Gh = self.Lp, self.S, self.G, self.Sh, self.Gh
     full = lambda shape: pl.BlockSpec(shape, lambda b: (0,) * len(shape))
     batch_spec = lambda shape, axis: pl.BlockSpec(
@@ -231,13 +256,17 @@ class FusedPasses:
     noise_spec = pl.BlockSpec((1, Bb, NUM_LEVELS), lambda b: (c, b, 0))
     in_specs = [*state_specs, batch_spec((Lp, Bb, 2, S), 1), noise_spec,
                 full((2, NUM_LEVELS))]
+    if split:
+      slots = earlier_groups.layer_slots(self.L)
+      in_specs += [batch_spec((slots, Bb, 2, G), 1), batch_spec((slots, Bb, G), 1),
+                   batch_spec((Bb, Gh), 0), batch_spec((Bb, NUM_LEVELS), 0)]
     in_specs += [full(self.weights[c][k].shape) for k in self.WEIGHTS]
     out_shape = [jax.ShapeDtypeStruct((Bp, S), jnp.float32),
                  jax.ShapeDtypeStruct((Bp, self.Cp), jnp.int32),
                  jax.ShapeDtypeStruct((Lp, Bp, S), self.dtype),
                  jax.ShapeDtypeStruct((Lp, Bp, S), self.dtype),
                  jax.ShapeDtypeStruct((Bp, Sh), self.dtype)]
-    kernel = functools.partial(_pass_kernel, c=c, G=G, Gh=Gh, L=self.L,
+    kernel = functools.partial(_pass_kernel, c=c, G=G, Gh=Gh, L=self.L, split=split,
                                dtype=self.dtype, precision=self.precision)
     return pl.pallas_call(kernel, out_shape=out_shape, grid=(Bp // Bb,),
                           in_specs=in_specs, out_specs=state_specs,
@@ -250,35 +279,45 @@ class FusedPasses:
 
 
 def _pass_kernel(x_prev_ref, _, out_prev_ref, gated_prev_ref, hidden_prev_ref, base_ref,
-                 noise_ref, constants_ref, cen_prev, cen_own, o_prev, o_own, o_b,
-                 hh_prev, hh_own, hh_b, ho_prev, ho_own, ho_b, x_ref, drawn_ref, out_ref,
-                 gated_ref, hidden_ref, *, c, G, Gh, L, dtype, precision):
+                 noise_ref, constants_ref, *refs, c, G, Gh, L, split, dtype, precision):
   """All L layers' group c, the head's group c, colour c's logits and its
-  draw, for a block of the batch: the state (FusedPasses.start; its drawn
-  values are only written), the inputs, the cut weights
+  draw, for a block of the batch. The refs: the state (FusedPasses.start;
+  its drawn values are only written), the inputs, when `split` the terms
+  from groups < c (earlier_groups.terms), the cut weights
   (FusedPasses.WEIGHTS), then the state's aliased outputs.
 
-  A "prev" weight's rows are zero outside groups < c, so only those groups'
-  slices are read: less work, and each dot's operands stay small enough for
-  a GPU block's shared memory (a whole [S, 256] float32 head block is not).
+  Without `split` the pass makes those terms itself. A "prev" weight's rows
+  are zero outside groups < c, so only those groups' slices are read: less
+  work, and each dot's operands stay small enough for a GPU block's shared
+  memory (a whole [S, 256] float32 head block is not).
   """
-  dot = lambda a, b: jnp.dot(a.astype(dtype), b, precision=precision,
-                             preferred_element_type=jnp.float32)
-  dot32 = lambda a, b: jnp.dot(a.astype(jnp.float32), b, precision=precision,
-                               preferred_element_type=jnp.float32)
-
-  def prev(x_ref, w_ref, width, groups, x_at=(), w_at=(), cols=slice(None), mul=dot):
-    """Sum over groups of x_ref[x_at][:, group] @ w_ref[w_at][group, cols]; None if none."""
-    total = None
-    for g in groups:
-      rows = pl.ds(g * width, width)
-      term = mul(x_ref[(*x_at, slice(None), rows)], w_ref[(*w_at, rows, cols)])
-      total = term if total is None else total + term
-    return total
-
+  earlier = refs[:4] if split else None
+  (cen_prev, cen_own, o_prev, o_own, o_b, hh_prev, hh_own, hh_b, ho_prev, ho_own, ho_b,
+   x_ref, drawn_ref, out_ref, gated_ref, hidden_ref) = refs[4 if split else 0:]
+  dot, relu_dot, relu_dot32 = earlier_groups.dots(dtype, precision)
   add = lambda a, b: a if b is None else a + b
   f32 = lambda v: v.astype(jnp.float32)
   own_slots = pl.ds(c * G, G)  # Group c in the padded layout of base and the state.
+
+  # The terms from groups < c, each in its own sum's order (earlier_groups).
+  if split:
+    e_pre, e_out, e_hidden, e_logits = earlier
+    first_terms = lambda h: e_pre[0, :, h, :]
+    centre_terms = lambda l, h: e_pre[l, :, h, :]
+    out_terms = lambda l: e_out[l]
+    hidden_terms = lambda: e_hidden[...]
+    logit_terms = lambda cols: e_logits[:, cols]
+  else:
+    first_terms = lambda h: group_sum(x_prev_ref, cen_prev, G, range(-(-c // G)), dot,
+                                      w_at=(0, h))
+    centre_terms = lambda l, h: group_sum(out_prev_ref, cen_prev, G, range(c), dot,
+                                          x_at=(l - 1,), w_at=(l, h))
+    out_terms = lambda l: group_sum(gated_prev_ref, o_prev, G, range(c), dot, x_at=(l,),
+                                    w_at=(l,))
+    hidden_terms = lambda: group_sum(out_prev_ref, hh_prev, G, range(c), relu_dot,
+                                     x_at=(L - 1,))
+    logit_terms = lambda cols: group_sum(hidden_prev_ref, ho_prev, Gh, range(c), relu_dot32,
+                                         cols=cols)
 
   def layer(l, pres, own):
     """Layer l's group c from its two pre-activations (float32); own: the
@@ -288,8 +327,7 @@ def _pass_kernel(x_prev_ref, _, out_prev_ref, gated_prev_ref, hidden_prev_ref, b
     # (and as Triton needs: its tanh takes float32).
     gated = (f32(jnp.tanh(f32(f)).astype(dtype))
              * f32(jax.nn.sigmoid(f32(g)).astype(dtype))).astype(dtype)
-    out = add(dot(gated, o_own[l]), prev(gated_prev_ref, o_prev, G, range(c), x_at=(l,),
-                                         w_at=(l,))).astype(dtype) + o_b[l].astype(dtype)
+    out = add(dot(gated, o_own[l]), out_terms(l)).astype(dtype) + o_b[l].astype(dtype)
     if own is not None:
       out = out + own
     out_ref[l, :, own_slots] = out.astype(out_ref.dtype)
@@ -299,31 +337,23 @@ def _pass_kernel(x_prev_ref, _, out_prev_ref, gated_prev_ref, hidden_prev_ref, b
   # Layer 0 reads the pixel's channels before c (at slots 0..c-1) and has no
   # residual; layers 1.. are one loop, not unrolled, so that a deep model's
   # kernel stays small enough to compile in seconds.
-  own = layer(0, [add(base_ref[0, :, h, own_slots], prev(x_prev_ref, cen_prev, G, range(-(-c // G)),
-                                                 w_at=(0, h))) for h in (0, 1)], None)
+  own = layer(0, [add(base_ref[0, :, h, own_slots], first_terms(h)) for h in (0, 1)], None)
 
   def body(l, own):
-    pres = [add(base_ref[l, :, h, own_slots], prev(out_prev_ref, cen_prev, G, range(c),
-                                           x_at=(l - 1,), w_at=(l, h)))
-            + dot(own, cen_own[l, h]) for h in (0, 1)]
+    pres = [add(base_ref[l, :, h, own_slots], centre_terms(l, h)) + dot(own, cen_own[l, h])
+            for h in (0, 1)]
     return layer(l, pres, own)
 
   own = jax.lax.fori_loop(1, L, body, own)
-  relu = lambda v: jnp.maximum(v, 0)
-  relu_dot = lambda a, b: dot(relu(a), b)
-  hidden = add(dot(relu(own), hh_own[...]),
-               prev(out_prev_ref, hh_prev, G, range(c), x_at=(L - 1,), mul=relu_dot)
+  hidden = add(relu_dot(own, hh_own[...]), hidden_terms()
                ).astype(dtype) + hh_b[...].astype(dtype)
   hidden_ref[:, pl.ds(c * Gh, Gh)] = hidden.astype(hidden_ref.dtype)
-  relu_dot32 = lambda a, b: dot32(relu(a), b)
   # The draw: the first level of the highest score, as jnp.argmax takes it,
   # over column blocks (for shared memory too), an earlier block winning ties.
   best = drawn = None
   for n in range(0, NUM_LEVELS, LOGIT_COLUMNS):
     cols = pl.ds(n, LOGIT_COLUMNS)
-    logits = add(dot32(relu(hidden), ho_own[:, cols]),
-                 prev(hidden_prev_ref, ho_prev, Gh, range(c), cols=cols, mul=relu_dot32)
-                 ) + ho_b[:, cols]
+    logits = add(relu_dot32(hidden, ho_own[:, cols]), logit_terms(cols)) + ho_b[:, cols]
     scores = gumbel_scores(logits, constants_ref[pl.ds(0, 1), cols], noise_ref[0, :, cols])
     top = jnp.max(scores, axis=1, keepdims=True)
     first = jnp.min(jnp.where(scores == top, _levels(n), NUM_LEVELS), axis=1, keepdims=True)

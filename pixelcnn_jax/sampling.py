@@ -131,7 +131,7 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
 
 def _cached_auto(cached, args, mesh, batch):
   model = args[0]
-  case = (model, batch, fused_pass.OVERRIDE)
+  case = (model, batch, fused_pass.OVERRIDE, fused_pass.EARLIER_OVERRIDE)
   if (jax.default_backend() != "gpu" or mesh.size > 1 or model.skip
       or not _fused_is_faster(model, batch) or case in _FUSED_FAILED):
     return cached(*args, "xla")

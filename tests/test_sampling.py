@@ -284,13 +284,17 @@ def test_the_fused_kernel_takes_only_the_samplers_draw():
                             kernel="pallas_interpret")
 
 
-@pytest.mark.parametrize("features, dtype, precision", [
-    (24, jnp.bfloat16, None), (384, jnp.bfloat16, None), (24, jnp.float32, "highest")])
-def test_fused_kernel_lowers_to_triton_for_a_gpu_on_this_host(features, dtype, precision):
-  """The fused colour pass goes through Pallas's Triton lowering, with the
-  narrow and the wide settings (fused_pass.settings), without a GPU: jax's
-  export lowers for CUDA here. The interpreter the other tests use checks
-  the arithmetic, not what Triton accepts."""
+@pytest.mark.parametrize("features, dtype, precision, earlier", [
+    (24, jnp.bfloat16, None, False), (384, jnp.bfloat16, None, True),
+    (24, jnp.float32, "highest", True), (24, jnp.bfloat16, None, True)])
+def test_fused_kernel_lowers_to_triton_for_a_gpu_on_this_host(monkeypatch, features, dtype,
+                                                               precision, earlier):
+  """The fused colour pass, and the earlier groups' kernel between passes,
+  go through Pallas's Triton lowering, with the narrow and the wide settings
+  (fused_pass.settings), without a GPU: jax's export lowers for CUDA here.
+  The interpreter the other tests use checks the arithmetic, not what
+  Triton accepts."""
+  monkeypatch.setattr(pj.fused_pass, "EARLIER_OVERRIDE", earlier)
   model = pj.GatedPixelCNN(num_layers=2, features=features, channels=3, image_size=(4, 4),
                            dtype=dtype, precision=precision)
   variables = jax.eval_shape(model.init, jax.random.PRNGKey(0),
@@ -305,9 +309,37 @@ def test_fused_kernel_lowers_to_triton_for_a_gpu_on_this_host(features, dtype, p
           jax.ShapeDtypeStruct((3, 4, 4, 3), jnp.uint8),
           jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((), jnp.float32))
   module = exported.mlir_module()
-  assert module.count(f"stablehlo.custom_call @{triton}") == 3  # A kernel per colour.
+  # A kernel per colour, and one before each colour but the first.
+  assert module.count(f"stablehlo.custom_call @{triton}") == (5 if earlier else 3)
   warps = pj.fused_pass.settings(model)[2] or 4
-  assert f"num_warps = {warps} : i32" in module
+  assert module.count(f"num_warps = {warps} : i32") == (5 if earlier else 3)
+
+
+@pytest.mark.parametrize("dtype, precision", [(jnp.bfloat16, None), (jnp.float32, "highest")])
+def test_earlier_groups_kernel_changes_no_draw(monkeypatch, dtype, precision):
+  """Passes > 0 taking the dots from earlier colour groups from their own
+  kernel (earlier_groups.py) make the same sums, term for term, as passes
+  making them in their loop: the same bytes in bf16 too, where a changed
+  order of sums would show, with a batch padded to its block."""
+  model = pj.GatedPixelCNN(num_layers=3, features=48, channels=3, image_size=(2, 3),
+                           dtype=dtype, precision=precision)
+  variables = model.init(jax.random.PRNGKey(5), jnp.zeros((1, 2, 3, 3), jnp.uint8))
+  key = jax.random.PRNGKey(9)
+  images = {}
+  for earlier in (True, False):
+    monkeypatch.setattr(pj.fused_pass, "EARLIER_OVERRIDE", earlier)
+    jax.clear_caches()  # The loop's jit cache does not key on the choice.
+    images[earlier] = pj.sample(model, variables, key, 3, kernel="pallas")
+  jax.clear_caches()
+  np.testing.assert_array_equal(images[True], images[False])
+  assert len(np.unique(images[True])) > 3
+
+
+def test_only_wide_models_take_the_earlier_groups_kernel_by_default():
+  narrow, wide = (pj.GatedPixelCNN(num_layers=2, features=f, channels=3, image_size=(4, 4),
+                                   dtype=jnp.bfloat16) for f in (132, 384))
+  assert not pj.fused_pass.earlier_kernel(narrow)
+  assert pj.fused_pass.earlier_kernel(wide)
 
 
 def test_unrolled_column_loop_draws_what_the_naive_sampler_draws(monkeypatch):
@@ -327,6 +359,7 @@ def test_unrolled_column_loop_draws_what_the_naive_sampler_draws(monkeypatch):
 
 @pytest.mark.parametrize("flag, error", [
     ("--unroll=4,0", "--unroll: comma-separated integers >= 1 or auto, got '4,0'"),
+    ("--earlier=on,yes", "--earlier: comma-separated auto, on or off, got 'on,yes'"),
     ("--aligns=8,-1", "--aligns: comma-separated integers >= 0, got '8,-1'")])
 def test_bench_sample_refuses_a_bad_choice(flag, error):
   bench = os.path.join(REPO, "experiments", "bench_sample.py")
