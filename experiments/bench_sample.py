@@ -174,7 +174,7 @@ def main():
                  "earlier colour groups from a kernel of their own; comma-separated, "
                  "the first also for agreement")
   p.add_argument("--aligns", default="0",
-                 help="model.channel_align values (0: the library's choice, 8 on a GPU), "
+                 help="model.channel_align values (0: the library's choice, 32 on a GPU), "
                  "comma-separated; the first also for agreement")
   p.add_argument("--agreement_dtypes", default="float32:highest,float32,bfloat16",
                  help="DTYPE[:PRECISION],... to check cached against the reference; "

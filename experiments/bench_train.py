@@ -137,8 +137,8 @@ def main():
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--aligns", default="0",
                  help="model.channel_align values, comma-separated (0: the library's "
-                 "choice, 8 on a GPU; 8: channels padded "
-                 "to multiples of 8 while computing)")
+                 "choice, 32 on a GPU; 8: channels padded to multiples of 8 while "
+                 "computing)")
   p.add_argument("--peak_tflops", type=float, default=PEAK_TFLOPS)
   p.add_argument("--out", default="")
   p.add_argument("--plot", default="")

@@ -93,7 +93,7 @@ def main():
   p.add_argument("--dtype", default="bfloat16")
   p.add_argument("--batch", type=int, default=256)
   p.add_argument("--align", type=int, default=0,
-                 help="model.channel_align (0: the library's choice, 8 on a GPU)")
+                 help="model.channel_align (0: the library's choice, 32 on a GPU)")
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--top", type=int, default=25)
   p.add_argument("--out", default="")

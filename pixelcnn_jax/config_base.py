@@ -55,7 +55,7 @@ def base() -> ml_collections.ConfigDict:
   c.model.spatial_features = 32
   c.model.dtype = "float32"        # Compute dtype; params and logits stay float32.
   c.model.dropout = 0.0            # On the horizontal stack's residual branch.
-  c.model.channel_align = 0        # Pad channels to multiples of this; 0: 8 on GPU, else 1.
+  c.model.channel_align = 0        # Pad channels to multiples of this; 0: 32 on GPU, else 1.
   c.model.cond_noise = 0.0         # Std of noise on a vector h in training (not on labels).
   c.model.cond_zero_init = False   # Maps from h into the gates start at zero.
 
@@ -189,7 +189,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _check(m.dtype in train_state.DTYPES,
          f"model.dtype must be one of {list(train_state.DTYPES)}, got {m.dtype!r}")
   _check(isinstance(m.channel_align, int) and m.channel_align >= 0,
-         f"model.channel_align must be an integer >= 0 (0: 8 on a GPU, 1 elsewhere), "
+         f"model.channel_align must be an integer >= 0 (0: 32 on a GPU, 1 elsewhere), "
          f"got {m.channel_align!r}")
   _check(m.conditioning != "spatial" or m.spatial_features > 0,
          f"model.spatial_features must be > 0, got {m.spatial_features}")

@@ -67,8 +67,10 @@ def earlier_kernel(model) -> bool:
   """Whether passes > 0 read the dots from earlier colour groups from
   earlier_groups.py's kernel: for wide models, whose batch blocks are few
   instances for the card and whose pass c reads c + 1 groups' weight
-  blocks a layer; not for narrow ones, where its two launches a pixel cost
-  8-10% at 15 x 132 on an H200 (experiments/RESULTS.md)."""
+  blocks a layer (20 x 384 on an H200: 16, 64 and 256 images in 0.37, 0.43
+  and 0.57 s, against 0.48, 0.55 and 0.63 s without); not for narrow ones,
+  where its two launches a pixel cost 8-10% at 15 x 132
+  (experiments/RESULTS.md)."""
   return is_wide(model) if EARLIER_OVERRIDE is None else EARLIER_OVERRIDE
 
 

@@ -39,7 +39,8 @@ KERNELS = ("auto", "xla", "pallas")
 # 0.17 s for 1 and 16 images against 0.29 and 0.30, but 0.52 s for 256
 # against 0.48. Wide ones from FUSED_MIN_BATCH_WIDE images: 20 x 384 (8 or
 # 16 warps) drew 16, 64 and 256 in 0.53, 0.57 and 0.65 s against 0.57, 0.74
-# and 1.04, but 1 in 0.49 against 0.47.
+# and 1.04, but 1 in 0.49 against 0.47 (before the earlier groups' kernel,
+# which took 16 to 0.37 s on an H200; 1 is not timed with it).
 FUSED_MAX_BATCH = 64
 FUSED_MIN_BATCH_WIDE = 16
 # XLA's command buffers (CUDA graphs) for every op, loops and branches

@@ -39,14 +39,14 @@ def test_wrong_image_channels():
     model.apply(variables, jnp.zeros((1, 4, 4, 1), jnp.uint8))
 
 
-@pytest.mark.parametrize("conditioning,skip", [("none", False), ("class", True),
-                                                ("spatial", False)])
-def test_channel_align_changes_neither_params_nor_logits(conditioning, skip):
+@pytest.mark.parametrize("conditioning,skip,align", [
+    ("none", False, 8), ("class", True, 8), ("spatial", False, 8), ("class", False, 32)])
+def test_channel_align_changes_neither_params_nor_logits(conditioning, skip, align):
   """Channels padded with zeros while computing: the same parameters, the same
   sums (features 18, head 9, 3 image channels: none a multiple of 8)."""
   model, variables = random_model(3, 3, 2, skip=skip, conditioning=conditioning,
                                   head_features=9)
-  aligned = model.clone(channel_align=8)
+  aligned = model.clone(channel_align=align)
   x = jax.random.randint(jax.random.PRNGKey(0), (2, 6, 7, 3), 0, 256)
   h = example_h(model, 2)
   fresh = aligned.init(jax.random.PRNGKey(0), x, h=h)
@@ -56,14 +56,14 @@ def test_channel_align_changes_neither_params_nor_logits(conditioning, skip):
                              model.apply(variables, x, h=h), rtol=1e-5, atol=1e-5)
 
 
-def test_channel_align_zero_means_8_on_a_gpu_only(monkeypatch):
+def test_channel_align_zero_means_32_on_a_gpu_only(monkeypatch):
   from pixelcnn_jax import config_base, train_state
   cfg = config_base.base().model
   cfg.features, cfg.num_layers = 12, 2
   assert cfg.channel_align == 0
   assert train_state.make_model(cfg, (4, 4)).channel_align == 1
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  assert train_state.make_model(cfg, (4, 4)).channel_align == 8
+  assert train_state.make_model(cfg, (4, 4)).channel_align == 32
   cfg.channel_align = 1
   assert train_state.make_model(cfg, (4, 4)).channel_align == 1
 
