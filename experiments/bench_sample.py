@@ -6,8 +6,8 @@
 
 For each model shape, channel alignment (model.channel_align: the vertical
 stack's convolutions, computed by XLA once per row, pad their channels to its
-multiples; 0, the default, is the library's choice, what pj.load gives, 8 on
-a GPU; the first also for agreement), batch, kernel of the cached sampler
+multiples; 0, the default, is the library's choice, what pj.load gives, 32
+on a GPU; the first also for agreement), batch, kernel of the cached sampler
 (xla: XLA's ops; pallas: one fused kernel per colour pass; auto: the
 library's choice) and command-buffer choice (off: XLA's defaults; on:
 pj.sampling.COMMAND_BUFFERS) and, for the fused kernel, each --fused
@@ -49,7 +49,7 @@ import pixelcnn_jax as pj
 from pixelcnn_jax import cached_loop, fused_pass, train_state
 
 SHAPES = ((15, 132, 3), (20, 384, 5))
-CHOICES = {"on": True, "off": False}  # --command_buffers
+CHOICES = {"on": True, "off": False}  # --command_buffers, and --earlier with auto
 HBM_BYTES_PER_S, BF16_FLOPS = 3.35e12, 989e12
 STEPS = 32 * 32 * 3
 
@@ -192,7 +192,7 @@ def main():
   unrolls = [None if u == "auto" else int(u) for u in args.unroll.split(",")]
   if not re.fullmatch(r"(auto|on|off)(,(auto|on|off))*", args.earlier):
     raise SystemExit(f"--earlier: comma-separated auto, on or off, got {args.earlier!r}")
-  earliers = [{"auto": None, "on": True, "off": False}[e] for e in args.earlier.split(",")]
+  earliers = [{**CHOICES, "auto": None}[e] for e in args.earlier.split(",")]
   if not re.fullmatch(r"\d+(,\d+)*", args.aligns):
     raise SystemExit(f"--aligns: comma-separated integers >= 0, got {args.aligns!r}")
   aligns = [int(a) for a in args.aligns.split(",")]
