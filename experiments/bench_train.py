@@ -1,13 +1,14 @@
-"""Train throughput of RGB 32x32 models: img/s, MFU and weak scaling.
+"""Train throughput: img/s, MFU and weak scaling.
 
-  python experiments/bench_train.py [--shapes=15x132k3,20x384k5] [--dtypes=bfloat16]
-      [--aligns=0,1,8] [--batches=128,256] [--meshes=1] [--steps=20] [--out=FILE]
-      [--plot=FILE.png]
+  python experiments/bench_train.py [--shapes=15x132k3,20x384k5] [--image=32x32x3]
+      [--dtypes=bfloat16] [--aligns=0,1,8] [--batches=128,256] [--meshes=1] [--steps=20]
+      [--out=FILE] [--plot=FILE.png]
 
 One case per shape x dtype x channel_align x batch x mesh. A mesh is DEVICES or DEVICESxFSDP
 (e.g. 4x2: 4 devices, params split 2 ways, batch over all 4); --batches is per
 device, so the cases of one shape and batch are a weak-scaling series, whose
-efficiency img/s(N) / (N * img/s(1)) is printed. Time: the median step after
+efficiency img/s(N) / (N * img/s(1)) is printed. --image is the images'
+HEIGHTxWIDTHxCHANNELS (28x28x1: MNIST's). Time: the median step after
 compilation. MFU: a training step costs 3 forward passes, and a forward pass
 2 FLOPs per kernel weight per pixel (biases aside; what a shifted or masked
 kernel skips is counted too), against --peak_tflops (790: the bf16 matrix rate
@@ -35,11 +36,14 @@ from pixelcnn_jax import train_state as ts
 PEAK_TFLOPS = 790.0  # The bf16 matrix rate measured on this workplace's H100s and H200s.
 
 
-def config_for(layers, features, kernel, dtype, batch, align=0):
+IMAGE = (32, 32, 3)
+
+
+def config_for(layers, features, kernel, dtype, batch, align=0, image=IMAGE):
   c = config_base.base()
-  c.model.update(num_layers=layers, features=features, kernel_size=kernel, channels=3,
-                 dtype=dtype, channel_align=align)
-  c.data.image_size = (32, 32)
+  c.model.update(num_layers=layers, features=features, kernel_size=kernel,
+                 channels=image[2], dtype=dtype, channel_align=align)
+  c.data.image_size = image[:2]
   c.train.update(warmup_steps=10, num_steps=1000, batch_size=batch)
   return c
 
@@ -55,15 +59,15 @@ def make_mesh(devices: int, fsdp: int) -> Mesh:
 
 
 def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, steps,
-          peak_tflops, align=0):
+          peak_tflops, align=0, image=IMAGE):
   batch = per_device_batch * devices
-  cfg = config_for(layers, features, kernel, dtype, batch, align)
+  cfg = config_for(layers, features, kernel, dtype, batch, align, image)
   mesh = make_mesh(devices, fsdp)
   model, tx, shardings, step = train.setup(cfg, mesh)
   state = train.fresh_state(cfg, model, tx, shardings)
   key = jax.random.PRNGKey(1)
   rng = np.random.default_rng(0)
-  batches = [jax.device_put(rng.integers(0, 256, (batch, 32, 32, 3), np.uint8),
+  batches = [jax.device_put(rng.integers(0, 256, (batch, *image), np.uint8),
                             mesh_lib.batch_sharding(mesh)) for _ in range(4)]
   t0 = time.perf_counter()
   state, m = step(state, batches[0], None, key)
@@ -76,8 +80,9 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
   med = statistics.median(times)
-  flops = train_flops_per_image(state.params, 32 * 32)
+  flops = train_flops_per_image(state.params, image[0] * image[1])
   return {"layers": layers, "features": features, "kernel": kernel, "dtype": dtype,
+          "image": "x".join(map(str, image)),
           "batch": batch, "per_device_batch": per_device_batch, "devices": devices,
           "fsdp": fsdp, "channel_align": ts.channel_align(align), "img_per_s": batch / med,
           "median_step_s": med,
@@ -91,7 +96,7 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
 
 def add_efficiency(rows):
   """img/s(N) / (N * img/s(1)) against the one-device case of the same series."""
-  series = lambda r: (r["layers"], r["features"], r["kernel"], r["dtype"],
+  series = lambda r: (r["layers"], r["features"], r["kernel"], r.get("image"), r["dtype"],
                       r.get("per_device_batch"), r.get("channel_align"))
   base = {series(r): r["img_per_s"] for r in rows if "error" not in r and r["devices"] == 1}
   for r in rows:
@@ -127,10 +132,19 @@ def plot(rows, path):
   fig.savefig(path, dpi=120)
 
 
+def _ints(pattern, text, flag, form, default=None):
+  m = re.fullmatch(pattern, text)
+  if m is None:
+    raise SystemExit(f"{flag}: {form}, got {text!r}")
+  return tuple(int(v if v is not None else default) for v in m.groups())
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--shapes", default="15x132k3,20x384k5",
                  help="comma-separated LAYERSxFEATURESkKERNEL")
+  p.add_argument("--image", default="x".join(map(str, IMAGE)),
+                 help="HEIGHTxWIDTHxCHANNELS of the images")
   p.add_argument("--dtypes", default="bfloat16")
   p.add_argument("--batches", default="256", help="per-device batch sizes")
   p.add_argument("--meshes", default="1", help="DEVICES or DEVICESxFSDP, comma-separated")
@@ -143,19 +157,22 @@ def main():
   p.add_argument("--out", default="")
   p.add_argument("--plot", default="")
   args = p.parse_args()
-  shapes = [tuple(int(v) for v in re.fullmatch(r"(\d+)x(\d+)k(\d+)", s).groups())
+  shapes = [_ints(r"(\d+)x(\d+)k(\d+)", s, "--shapes", "LAYERSxFEATURESkKERNEL, e.g. 15x132k3")
             for s in args.shapes.split(",")]
-  meshes = [tuple(int(v) for v in (m.split("x") + ["1"])[:2])
-            for m in args.meshes.split(",")]
+  image = _ints(r"(\d+)x(\d+)x(\d+)", args.image, "--image",
+                "HEIGHTxWIDTHxCHANNELS, e.g. 28x28x1")
+  meshes = [_ints(r"(\d+)(?:x(\d+))?", m, "--meshes", "DEVICES or DEVICESxFSDP, e.g. 4x2",
+                  default="1") for m in args.meshes.split(",")]
+  aligns = [_ints(r"(\d+)", a, "--aligns", "integers >= 0, e.g. 0,8,32")[0]
+            for a in args.aligns.split(",")]
   rows = []
   for layers, features, kernel in shapes:
-    for dtype, align in itertools.product(args.dtypes.split(","),
-                                          (int(a) for a in args.aligns.split(","))):
+    for dtype, align in itertools.product(args.dtypes.split(","), aligns):
       for per_device in (int(b) for b in args.batches.split(",")):
         for devices, fsdp in meshes:
           try:
             r = bench(layers, features, kernel, dtype, per_device, devices, fsdp,
-                      args.steps, args.peak_tflops, align)
+                      args.steps, args.peak_tflops, align, image)
           except Exception as e:  # An OOM on one case should not hide the others.
             r = {"layers": layers, "features": features, "kernel": kernel,
                  "dtype": dtype, "per_device_batch": per_device, "devices": devices,

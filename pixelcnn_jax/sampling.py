@@ -32,17 +32,15 @@ from pixelcnn_jax.model import GatedPixelCNN
 METHODS = ("cached", "naive")
 KERNELS = ("auto", "xla", "pallas")
 # kernel="auto" takes the fused kernel on a GPU where it was measured faster
-# than XLA's ops (H100, bf16, experiments/RESULTS.md). One kernel instance
-# runs a block of images through every layer in turn, so the kernel wins
-# where the weights are small or there are many blocks. Narrow models (not
-# fused_pass.is_wide, e.g. 15 x 132) up to FUSED_MAX_BATCH images: 0.16 and
-# 0.17 s for 1 and 16 images against 0.29 and 0.30, but 0.52 s for 256
-# against 0.48. Wide ones from FUSED_MIN_BATCH_WIDE images: 20 x 384 (8 or
-# 16 warps) drew 16, 64 and 256 in 0.53, 0.57 and 0.65 s against 0.57, 0.74
-# and 1.04, but 1 in 0.49 against 0.47 (before the earlier groups' kernel,
-# which took 16 to 0.37 s on an H200; 1 is not timed with it).
+# than XLA's ops (H100 and H200, bf16, experiments/RESULTS.md). Its instances
+# take blocks of at most 64 images, whose dots at narrow widths are too small
+# for the tensor cores once XLA's batch-wide ones fill them. Narrow models
+# (not fused_pass.is_wide, e.g. 15 x 132) up to FUSED_MAX_BATCH images: 0.16
+# and 0.17 s for 1 and 16 images against 0.29 and 0.30, but 0.52 s for 256
+# against 0.48 (H100). Wide ones at every batch, with the earlier groups'
+# kernel: 20 x 384 drew 1 to 8 images in 0.34-0.35 s against 0.47-0.54
+# (H200), and 256 in 0.57 s (H200) against 1.02 by XLA's ops (H100).
 FUSED_MAX_BATCH = 64
-FUSED_MIN_BATCH_WIDE = 16
 # XLA's command buffers (CUDA graphs) for every op, loops and branches
 # included, when command_buffers=True. They helped the cached loop before its
 # colour-restricted passes (3.32 -> 2.33 s for 16 images) and now cost 3-18%
@@ -150,9 +148,7 @@ def _cached_auto(cached, args, mesh, batch):
 
 
 def _fused_is_faster(model, batch: int) -> bool:
-  if fused_pass.is_wide(model):
-    return batch >= FUSED_MIN_BATCH_WIDE
-  return batch <= FUSED_MAX_BATCH
+  return fused_pass.is_wide(model) or batch <= FUSED_MAX_BATCH
 
 
 def _prefix_canvas(prefix, num, height, width, channels):

@@ -11,11 +11,16 @@ import pytest
 from conftest import REPO
 
 BENCH_MAIN = os.path.join(REPO, "experiments", "bench_main.py")
+BENCH_TRAIN = os.path.join(REPO, "experiments", "bench_train.py")
+
+
+def _run(script, *args, timeout):
+  return subprocess.run([sys.executable, script, *args], capture_output=True,
+                        text=True, timeout=timeout)
 
 
 def _bench_main(*args, timeout=300):
-  return subprocess.run([sys.executable, BENCH_MAIN, *args], capture_output=True,
-                        text=True, timeout=timeout)
+  return _run(BENCH_MAIN, *args, timeout=timeout)
 
 
 def test_bench_main_times_main_py_and_the_bare_step(tmp_path):
@@ -37,5 +42,30 @@ def test_bench_main_times_main_py_and_the_bare_step(tmp_path):
 ])
 def test_bench_main_refuses_bad_arguments_in_one_line(args, error):
   r = _bench_main(*args, timeout=120)
+  assert r.returncode != 0
+  assert r.stderr.strip().splitlines() == [error]
+
+
+def test_bench_train_times_one_channel_images(tmp_path):
+  out = tmp_path / "rows.jsonl"
+  r = _run(BENCH_TRAIN, "--shapes=2x12k3", "--image=8x6x1", "--batches=4", "--steps=2",
+           "--aligns=1,8", f"--out={out}", timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [(row["image"], row["channel_align"]) for row in rows] == [("8x6x1", 1), ("8x6x1", 8)]
+  assert all(row["img_per_s"] > 0 and row["scaling_efficiency"] == 1.0 for row in rows)
+  # 6 flops a kernel weight a pixel: the 48 pixels of an 8x6 image.
+  assert rows[0]["train_gflop_per_img"] == rows[1]["train_gflop_per_img"]
+  assert round(rows[0]["train_gflop_per_img"] * 1e9) % (6 * 48) == 0
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--shapes=15x132"], "--shapes: LAYERSxFEATURESkKERNEL, e.g. 15x132k3, got '15x132'"),
+    (["--image=28x28"], "--image: HEIGHTxWIDTHxCHANNELS, e.g. 28x28x1, got '28x28'"),
+    (["--meshes=4x"], "--meshes: DEVICES or DEVICESxFSDP, e.g. 4x2, got '4x'"),
+    (["--aligns=0,-8"], "--aligns: integers >= 0, e.g. 0,8,32, got '-8'"),
+])
+def test_bench_train_refuses_bad_arguments_in_one_line(args, error):
+  r = _run(BENCH_TRAIN, *args, timeout=120)
   assert r.returncode != 0
   assert r.stderr.strip().splitlines() == [error]

@@ -439,16 +439,16 @@ def test_auto_kernel_is_fused_on_one_gpu_for_small_batches_only(monkeypatch):
   assert asked == ["pallas", "xla", "xla"]
 
 
-def test_auto_kernel_is_fused_for_wide_models_from_a_minimum_batch(monkeypatch):
+def test_auto_kernel_is_fused_for_wide_models_at_every_batch(monkeypatch):
   model = pj.GatedPixelCNN(num_layers=1, features=3 * 65, kernel_size=3, channels=3,
                            image_size=(1, 2))
   variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 2, 3), jnp.uint8))
   asked = _fake_gpu(monkeypatch, interpret=False)
   one_device = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
   key = jax.random.PRNGKey(0)
-  for num in (pj.sampling.FUSED_MIN_BATCH_WIDE - 1, pj.sampling.FUSED_MIN_BATCH_WIDE):
+  for num in (1, pj.sampling.FUSED_MAX_BATCH + 1):
     pj.sample(model, variables, key, num, mesh=one_device)
-  assert asked == ["xla", "pallas"]
+  assert asked == ["pallas", "pallas"]
 
 
 def test_auto_kernel_falls_back_to_xla_where_the_fused_kernel_does_not_fit(
