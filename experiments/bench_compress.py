@@ -24,6 +24,7 @@ from PIL import Image
 
 import pixelcnn_jax as pj
 from pixelcnn_jax import compression
+from pixelcnn_jax.errors import UserError
 
 
 def file_bits(images, **save) -> float:
@@ -46,10 +47,18 @@ def main():
   p.add_argument("--step", default="best")
   p.add_argument("--out", default="")
   args = p.parse_args()
-  model, variables, config = pj.load(args.workdir, step=args.step)
-  with np.load(args.data) as f:
-    images = f["image"][:args.limit or None]
-    labels = f["label"][:args.limit or None] if model.num_classes else None
+  try:
+    model, variables, config = pj.load(args.workdir, step=args.step)
+    with np.load(args.data) as f:
+      images = f["image"][:args.limit or None]
+      labels = f["label"][:args.limit or None] if model.num_classes else None
+  except (UserError, OSError, KeyError, ValueError) as e:
+    raise SystemExit(f"error: {e}") from None
+  want = (*model.image_size, model.channels)
+  if images.dtype != np.uint8 or images.shape[1:] != want or not len(images):
+    raise SystemExit(f"error: {args.data}: this model needs uint8 images "
+                     f"[N, {', '.join(map(str, want))}], got {images.dtype} "
+                     f"{list(images.shape)}")
   h_of = lambda s: None if labels is None else labels[s]
   bpd_fn = jax.jit(lambda x, h: pj.bits_per_dim(model.apply(variables, x, h=h), x))
   bpd = np.concatenate([np.asarray(bpd_fn(images[s], h_of(s)))

@@ -18,7 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -65,10 +64,7 @@ def main():
   p.add_argument("--npz_dir", default=config_base.SHIPPED_CIFAR)
   p.add_argument("--out", default="")
   args = p.parse_args()
-  shape = re.fullmatch(r"(\d+)x(\d+)k(\d+)", args.shape)
-  if not shape:
-    raise SystemExit(f"--shape: LAYERSxFEATURESkKERNEL, e.g. 15x132k3, got {args.shape!r}")
-  layers, features, kernel = (int(v) for v in shape.groups())
+  layers, features, kernel = bench_train.parse_shape(args.shape, "--shape")
   if args.steps < 3 * args.log_every:
     raise SystemExit(f"--steps={args.steps} leaves no logged window after the first two "
                      f"(--log_every={args.log_every}): give at least {3 * args.log_every}")

@@ -152,6 +152,16 @@ def plot(rows, path):
   fig.savefig(path, dpi=120)
 
 
+def _listed(args, flag, item, form, empty=False):
+  """The comma-separated items of --flag, each matching `item`; else one error line."""
+  text = getattr(args, flag)
+  if empty and not text:
+    return []
+  if not re.fullmatch(rf"({item})(,({item}))*", text):
+    raise SystemExit(f"--{flag}: comma-separated {form}, got {text!r}")
+  return text.split(",")
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--batches", default="1,16,64,256")
@@ -186,25 +196,35 @@ def main():
   p.add_argument("--shapes", default=",".join(f"{l}x{f}k{k}" for l, f, k in SHAPES),
                  help="comma-separated LAYERSxFEATURESkKERNEL")
   args = p.parse_args()
-  fused = [parse_fused(spec) for spec in args.fused.split(",")]
-  if not re.fullmatch(r"(auto|[1-9]\d*)(,(auto|[1-9]\d*))*", args.unroll):
-    raise SystemExit(f"--unroll: comma-separated integers >= 1 or auto, got {args.unroll!r}")
-  unrolls = [None if u == "auto" else int(u) for u in args.unroll.split(",")]
-  if not re.fullmatch(r"(auto|on|off)(,(auto|on|off))*", args.earlier):
-    raise SystemExit(f"--earlier: comma-separated auto, on or off, got {args.earlier!r}")
-  earliers = [{**CHOICES, "auto": None}[e] for e in args.earlier.split(",")]
-  if not re.fullmatch(r"\d+(,\d+)*", args.aligns):
-    raise SystemExit(f"--aligns: comma-separated integers >= 0, got {args.aligns!r}")
-  aligns = [int(a) for a in args.aligns.split(",")]
-  parse = lambda s: tuple(int(v) for v in re.fullmatch(r"(\d+)x(\d+)k(\d+)", s).groups())
-  shapes = [parse(s) for s in args.shapes.split(",") if s]
+  fused = [parse_fused(spec) for spec in _listed(
+      args, "fused", r"auto|(default|[1-9]\d*)x[1-9]\d*(x[1-9]\d*)?",
+      "auto or STAGESxBLOCK[xWARPS], e.g. defaultx64 or 1x8x16")]
+  unrolls = [None if u == "auto" else int(u) for u in _listed(
+      args, "unroll", r"auto|[1-9]\d*", "integers >= 1 or auto")]
+  earliers = [{**CHOICES, "auto": None}[e]
+              for e in _listed(args, "earlier", r"auto|on|off", "auto, on or off")]
+  aligns = [int(a) for a in _listed(args, "aligns", r"\d+", "integers >= 0")]
+  batches = [int(b) for b in _listed(args, "batches", r"[1-9]\d*", "integers >= 1")]
+  kernels = _listed(args, "kernels", "|".join(pj.sampling.KERNELS),
+                    "of " + ", ".join(pj.sampling.KERNELS))
+  graphs_list = _listed(args, "command_buffers", r"on|off", "on or off")
+  shape, shape_form = r"\d+x\d+k\d+", "LAYERSxFEATURESkKERNEL, e.g. 15x132k3"
+  parse = lambda s: tuple(int(v) for v in re.findall(r"\d+", s))
+  shapes = [parse(s) for s in _listed(args, "shapes", shape, shape_form)]
+  if not re.fullmatch(shape, args.agreement_shape):
+    raise SystemExit(f"--agreement_shape: {shape_form}, got {args.agreement_shape!r}")
+  agreement_shape = parse(args.agreement_shape)
+  agreement_dtypes = _listed(args, "agreement_dtypes",
+                             r"(float32|bfloat16)(:(default|high|highest))?",
+                             "DTYPE[:PRECISION] with float32 or bfloat16 and default, "
+                             "high or highest", empty=True)
   key = jax.random.PRNGKey(1)
   rows = []
   one_device = Mesh(np.array(jax.devices()[:1]), ("data",))
   for (layers, features, kernel_size), align in itertools.product(shapes, aligns):
     model, variables = make(layers, features, kernel_size, jnp.bfloat16, align=align)
     forward = jax.jit(model.apply)
-    for batch in [int(b) for b in args.batches.split(",")]:
+    for batch in batches:
       x = jnp.zeros((batch, 32, 32, 3), jnp.uint8)
       fwd = timed(lambda: jax.block_until_ready(forward(variables, x)))
       naive_est = fwd * STEPS
@@ -214,8 +234,7 @@ def main():
       else:
         naive, how = naive_est, "extrapolated"
       bw_floor, flop_floor = floors(variables, batch, 2)
-      cases = [(k, g, f, u, e) for k, g, u in itertools.product(
-                   args.kernels.split(","), args.command_buffers.split(","), unrolls)
+      cases = [(k, g, f, u, e) for k, g, u in itertools.product(kernels, graphs_list, unrolls)
                for f in (fused if k != "xla" else [fused[0]])
                for e in (earliers if k != "xla" else [earliers[0]])]
       for kernel, graphs, setting, unroll, earlier in cases:
@@ -243,14 +262,14 @@ def main():
 
   set_fused(fused[0], unrolls[0], earliers[0])
   agree = []
-  for spec in filter(None, args.agreement_dtypes.split(",")):
+  for spec in agreement_dtypes:
     dtype, _, precision = spec.partition(":")
-    model, variables = make(*parse(args.agreement_shape), jnp.dtype(dtype),
-                            precision or None, aligns[0])
+    model, variables = make(*agreement_shape, jnp.dtype(dtype),
+                            None if precision in ("", "default") else precision, aligns[0])
     num = args.agreement_num
     naive = (pj.sample(model, variables, key, num, method="naive", mesh=one_device)
              if args.agreement_naive else None)
-    for kernel in args.kernels.split(","):
+    for kernel in kernels:
       try:
         cached = pj.sample(model, variables, key, num, kernel=kernel, mesh=one_device)
       except Exception as e:

@@ -132,11 +132,17 @@ def plot(rows, path):
   fig.savefig(path, dpi=120)
 
 
-def _ints(pattern, text, flag, form, default=None):
+def parse_ints(pattern, text, flag, form, default=None):
+  """The integers that `pattern`'s groups match in `text`; else one error line."""
   m = re.fullmatch(pattern, text)
   if m is None:
     raise SystemExit(f"{flag}: {form}, got {text!r}")
   return tuple(int(v if v is not None else default) for v in m.groups())
+
+
+def parse_shape(text, flag):
+  """(layers, features, kernel) of LAYERSxFEATURESkKERNEL."""
+  return parse_ints(r"(\d+)x(\d+)k(\d+)", text, flag, "LAYERSxFEATURESkKERNEL, e.g. 15x132k3")
 
 
 def main():
@@ -157,13 +163,12 @@ def main():
   p.add_argument("--out", default="")
   p.add_argument("--plot", default="")
   args = p.parse_args()
-  shapes = [_ints(r"(\d+)x(\d+)k(\d+)", s, "--shapes", "LAYERSxFEATURESkKERNEL, e.g. 15x132k3")
-            for s in args.shapes.split(",")]
-  image = _ints(r"(\d+)x(\d+)x(\d+)", args.image, "--image",
+  shapes = [parse_shape(s, "--shapes") for s in args.shapes.split(",")]
+  image = parse_ints(r"(\d+)x(\d+)x(\d+)", args.image, "--image",
                 "HEIGHTxWIDTHxCHANNELS, e.g. 28x28x1")
-  meshes = [_ints(r"(\d+)(?:x(\d+))?", m, "--meshes", "DEVICES or DEVICESxFSDP, e.g. 4x2",
+  meshes = [parse_ints(r"(\d+)(?:x(\d+))?", m, "--meshes", "DEVICES or DEVICESxFSDP, e.g. 4x2",
                   default="1") for m in args.meshes.split(",")]
-  aligns = [_ints(r"(\d+)", a, "--aligns", "integers >= 0, e.g. 0,8,32")[0]
+  aligns = [parse_ints(r"(\d+)", a, "--aligns", "integers >= 0, e.g. 0,8,32")[0]
             for a in args.aligns.split(",")]
   rows = []
   for layers, features, kernel in shapes:

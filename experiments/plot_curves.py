@@ -19,8 +19,12 @@ import matplotlib.pyplot as plt  # noqa: E402 (after the backend choice)
 def curves(workdir: str) -> dict:
   """{name: [(minutes, value), ...]} of the train_<objective> metric and of
   each eval_<objective>_<weights> one."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    records = [json.loads(line) for line in f if line.strip()]
+  path = os.path.join(workdir, "metrics.jsonl")
+  try:
+    with open(path) as f:
+      records = [json.loads(line) for line in f if line.strip()]
+  except OSError as e:
+    raise SystemExit(f"error: cannot read {path}: {e.strerror}") from None
   if not records:
     raise SystemExit(f"error: {workdir}/metrics.jsonl is empty")
   start = records[0]["time"]

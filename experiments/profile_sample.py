@@ -13,7 +13,6 @@ time, which it does not).
 """
 
 import argparse
-import re
 import tempfile
 import time
 
@@ -26,6 +25,7 @@ import pixelcnn_jax as pj
 from pixelcnn_jax import fused_pass
 
 import bench_sample
+import bench_train
 import profile_train
 
 SUBPIXELS = 32 * 32 * 3
@@ -41,8 +41,7 @@ def main():
   p.add_argument("--top", type=int, default=25)
   p.add_argument("--out", default="")
   args = p.parse_args()
-  layers, features, kernel_size = (int(v) for v in re.fullmatch(
-      r"(\d+)x(\d+)k(\d+)", args.shape).groups())
+  layers, features, kernel_size = bench_train.parse_shape(args.shape, "--shape")
   fused_pass.OVERRIDE = bench_sample.parse_fused(args.fused)
   model, variables = bench_sample.make(layers, features, kernel_size, jnp.bfloat16)
   one_device = Mesh(np.array(jax.devices()[:1]), ("data",))

@@ -99,8 +99,7 @@ def main():
   p.add_argument("--out", default="")
   p.add_argument("--hlo", default="")
   args = p.parse_args()
-  layers, features, kernel = (int(v) for v in re.fullmatch(
-      r"(\d+)x(\d+)k(\d+)", args.shape).groups())
+  layers, features, kernel = bench_train.parse_shape(args.shape, "--shape")
   cfg = bench_train.config_for(layers, features, kernel, args.dtype, args.batch, args.align)
   mesh = bench_train.make_mesh(1, 1)
   model, tx, shardings, step = train.setup(cfg, mesh)

@@ -12,6 +12,7 @@ from conftest import REPO
 
 BENCH_MAIN = os.path.join(REPO, "experiments", "bench_main.py")
 BENCH_TRAIN = os.path.join(REPO, "experiments", "bench_train.py")
+BENCH_SAMPLE = os.path.join(REPO, "experiments", "bench_sample.py")
 
 
 def _run(script, *args, timeout):
@@ -69,3 +70,26 @@ def test_bench_train_refuses_bad_arguments_in_one_line(args, error):
   r = _run(BENCH_TRAIN, *args, timeout=120)
   assert r.returncode != 0
   assert r.stderr.strip().splitlines() == [error]
+
+
+def test_bench_sample_times_the_sampler_and_checks_it_against_the_naive_one(tmp_path):
+  out = tmp_path / "rows.jsonl"
+  r = _run(BENCH_SAMPLE, "--shapes=2x12k3", "--batches=1,2", "--kernels=xla",
+           "--naive_full_limit=0", "--agreement_dtypes=float32:highest",
+           "--agreement_shape=2x12k3", "--agreement_num=1", f"--out={out}", timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  timed, agreement = rows[:2], rows[2:]
+  assert [row["batch"] for row in timed] == [1, 2]
+  assert all(row["cached_s"] > 0 and row["naive"] == "extrapolated" for row in timed)
+  assert [(a["agreement"], a["precision"], a["kernel"]) for a in agreement] == [
+      ("float32", "highest", "xla")]
+  assert agreement[0]["identical"] and agreement[0]["per_step_disagreements"] == 0
+
+
+@pytest.mark.parametrize("script", ["profile_sample.py", "profile_train.py"])
+def test_profilers_refuse_a_bad_shape_in_one_line(script):
+  r = _run(os.path.join(REPO, "experiments", script), "--shape=15x132", timeout=120)
+  assert r.returncode != 0
+  assert r.stderr.strip().splitlines() == [
+      "--shape: LAYERSxFEATURESkKERNEL, e.g. 15x132k3, got '15x132'"]

@@ -1,12 +1,17 @@
 """Lossless compression with a PixelCNN: exact round trips, the rate its
 bits/dim promise, and files that never decode to wrong images."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 import pixelcnn_jax as pj
 from pixelcnn_jax import compression
-from conftest import example_h, one_line_error, random_model, run_cli
+from conftest import REPO, example_h, one_line_error, random_model, run_cli
 
 
 def _images(model, num, seed=0):
@@ -85,3 +90,21 @@ def test_the_cli_compresses_and_decompresses_files(tmp_path):
   one_line_error(run_cli(smoke, wd, "--mode=compress",
                          f"--config.compress.input={tmp_path}/nolabels.npz",
                          f"--config.compress.output={tmp_path}/y.pcnnz"), "no 'label' array")
+
+  # experiments/bench_compress.py, the benchmark behind the compression results.
+  bench = lambda data: subprocess.run(
+      [sys.executable, os.path.join(REPO, "experiments", "bench_compress.py"),
+       f"--workdir={tmp_path / 'w'}", f"--data={data}", "--batch=4", "--step=latest"],
+      capture_output=True, text=True, timeout=300)
+  r = bench(tmp_path / "in.npz")
+  assert r.returncode == 0, r.stderr[-3000:]
+  result = json.loads(r.stdout)
+  assert result["images"] == 6 and result["round_trip_exact"]
+  assert result["written_bits_per_subpixel"] > result["payload_bits_per_subpixel"] > 0
+  np.savez(tmp_path / "small.npz", image=images[:, :4, :4], label=labels)
+  for data, error in (
+      (tmp_path / "small.npz", f"error: {tmp_path}/small.npz: this model needs uint8 images "
+       "[N, 8, 8, 1], got uint8 [6, 4, 4, 1]"),
+      (tmp_path / "nolabels.npz", "error: 'label is not a file in the archive'")):
+    r = bench(data)
+    assert r.returncode != 0 and r.stderr.strip().splitlines() == [error]

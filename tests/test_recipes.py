@@ -50,6 +50,16 @@ def test_cifar10_recipe_takes_its_data_and_split_as_arguments(tmp_path, split):
   _check_outputs(tmp_path / "out", split, 60 if split == "holdout" else 40)
 
 
+def test_plot_curves_refuses_a_workdir_without_metrics_in_one_line(tmp_path):
+  r = subprocess.run([sys.executable, "experiments/plot_curves.py", str(tmp_path),
+                      str(tmp_path / "c.png")], cwd=REPO, capture_output=True, text=True,
+                     timeout=120)
+  assert r.returncode != 0
+  assert r.stderr.strip().splitlines() == [
+      f"error: cannot read {tmp_path}/metrics.jsonl: No such file or directory"]
+  assert not (tmp_path / "c.png").exists()
+
+
 def test_mnist_recipe_reports_the_whole_test_split(tmp_path):
   train = np.load(os.path.join(datasets.SHIPPED_DIR, "train.npz"))
   test = np.load(os.path.join(datasets.SHIPPED_DIR, "test.npz"))

@@ -360,7 +360,18 @@ def test_unrolled_column_loop_draws_what_the_naive_sampler_draws(monkeypatch):
 @pytest.mark.parametrize("flag, error", [
     ("--unroll=4,0", "--unroll: comma-separated integers >= 1 or auto, got '4,0'"),
     ("--earlier=on,yes", "--earlier: comma-separated auto, on or off, got 'on,yes'"),
-    ("--aligns=8,-1", "--aligns: comma-separated integers >= 0, got '8,-1'")])
+    ("--aligns=8,-1", "--aligns: comma-separated integers >= 0, got '8,-1'"),
+    ("--fused=auto,3x", "--fused: comma-separated auto or STAGESxBLOCK[xWARPS], e.g. "
+     "defaultx64 or 1x8x16, got 'auto,3x'"),
+    ("--batches=16,a", "--batches: comma-separated integers >= 1, got '16,a'"),
+    ("--kernels=xla,cuda", "--kernels: comma-separated of auto, xla, pallas, got 'xla,cuda'"),
+    ("--command_buffers=yes", "--command_buffers: comma-separated on or off, got 'yes'"),
+    ("--shapes=15x132", "--shapes: comma-separated LAYERSxFEATURESkKERNEL, e.g. 15x132k3, "
+     "got '15x132'"),
+    ("--agreement_shape=15x132k3,4x8k3", "--agreement_shape: LAYERSxFEATURESkKERNEL, e.g. "
+     "15x132k3, got '15x132k3,4x8k3'"),
+    ("--agreement_dtypes=float16", "--agreement_dtypes: comma-separated DTYPE[:PRECISION] "
+     "with float32 or bfloat16 and default, high or highest, got 'float16'")])
 def test_bench_sample_refuses_a_bad_choice(flag, error):
   bench = os.path.join(REPO, "experiments", "bench_sample.py")
   r = subprocess.run([sys.executable, bench, flag], capture_output=True, text=True,
