@@ -113,7 +113,7 @@ def plot(rows, path):
   series = {}
   for r in rows:
     if "error" not in r:
-      name = (f"{r['layers']}x{r['features']} k{r['kernel']} {r['dtype']}, "
+      name = (f"{r['layers']}x{r['features']} k{r['kernel']} {r['image']} {r['dtype']}, "
               f"align {r['channel_align']}, "
               f"{r['per_device_batch']}/device, fsdp={r['fsdp']}")
       series.setdefault(name, []).append((r["devices"], r["img_per_s"]))
@@ -180,7 +180,7 @@ def main():
                       args.steps, args.peak_tflops, align, image)
           except Exception as e:  # An OOM on one case should not hide the others.
             r = {"layers": layers, "features": features, "kernel": kernel,
-                 "dtype": dtype, "per_device_batch": per_device, "devices": devices,
+                 "image": "x".join(map(str, image)), "dtype": dtype, "per_device_batch": per_device, "devices": devices,
                  "fsdp": fsdp, "channel_align": ts.channel_align(align),
                  "error": str(e).splitlines()[0][:200]}
           print(json.dumps(r), flush=True)
