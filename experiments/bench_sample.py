@@ -48,6 +48,8 @@ from jax.sharding import Mesh
 import pixelcnn_jax as pj
 from pixelcnn_jax import cached_loop, fused_pass, train_state
 
+import bench_train
+
 SHAPES = ((15, 132, 3), (20, 384, 5))
 CHOICES = {"on": True, "off": False}  # --command_buffers, and --earlier with auto
 HBM_BYTES_PER_S, BF16_FLOPS = 3.35e12, 989e12
@@ -208,12 +210,9 @@ def main():
   kernels = _listed(args, "kernels", "|".join(pj.sampling.KERNELS),
                     "of " + ", ".join(pj.sampling.KERNELS))
   graphs_list = _listed(args, "command_buffers", r"on|off", "on or off")
-  shape, shape_form = r"\d+x\d+k\d+", "LAYERSxFEATURESkKERNEL, e.g. 15x132k3"
-  parse = lambda s: tuple(int(v) for v in re.findall(r"\d+", s))
-  shapes = [parse(s) for s in _listed(args, "shapes", shape, shape_form)]
-  if not re.fullmatch(shape, args.agreement_shape):
-    raise SystemExit(f"--agreement_shape: {shape_form}, got {args.agreement_shape!r}")
-  agreement_shape = parse(args.agreement_shape)
+  shapes = [bench_train.parse_shape(s, "--shapes") for s in _listed(
+      args, "shapes", r"\d+x\d+k\d+", "LAYERSxFEATURESkKERNEL, e.g. 15x132k3")]
+  agreement_shape = bench_train.parse_shape(args.agreement_shape, "--agreement_shape")
   agreement_dtypes = _listed(args, "agreement_dtypes",
                              r"(float32|bfloat16)(:(default|high|highest))?",
                              "DTYPE[:PRECISION] with float32 or bfloat16 and default, "

@@ -9,7 +9,7 @@ chain through the layers, so this kernel makes them all between pass c-1
 and pass c, one kernel instance per layer (and one for the head) in
 parallel, where the pass's kernel would make them one layer after the other
 (on a GPU, one instance at a small batch). The sums are the pass kernel's,
-term for term (group_sum), so the draws do not change.
+term for term (group_terms), so the draws do not change.
 """
 
 import functools
@@ -43,6 +43,22 @@ def dots(dtype, precision):
   relu = lambda v: jnp.maximum(v, 0)
   return (dot, lambda a, b: dot(relu(a), b),
           lambda a, b: dot(relu(a), b, jnp.float32))
+
+
+def group_terms(c, G, Gh, L, x_ref, out_ref, gated_ref, hidden_ref, cen_prev, o_prev,
+                hh_prev, ho_prev, dtype, precision):
+  """Pass c's sums over groups < c, as functions of where they go: layer 0's
+  centre tap (of gate half h), layer l's, layer l's output 1x1, the head's
+  hidden layer, and the logits of columns `cols`. The refs are the pixel's
+  state after pass c-1 and pass c's cut "prev" weights; both kernels make
+  the terms through these, so that they are the same sums."""
+  dot, relu_dot, relu_dot32 = dots(dtype, precision)
+  return (
+      lambda h: group_sum(x_ref, cen_prev, G, range(-(-c // G)), dot, w_at=(0, h)),
+      lambda l, h: group_sum(out_ref, cen_prev, G, range(c), dot, x_at=(l - 1,), w_at=(l, h)),
+      lambda l: group_sum(gated_ref, o_prev, G, range(c), dot, x_at=(l,), w_at=(l,)),
+      lambda: group_sum(out_ref, hh_prev, G, range(c), relu_dot, x_at=(L - 1,)),
+      lambda cols: group_sum(hidden_ref, ho_prev, Gh, range(c), relu_dot32, cols=cols))
 
 
 def layer_slots(num_layers: int) -> int:
@@ -98,26 +114,27 @@ def _kernel(x_ref, out_ref, gated_ref, hidden_ref, cen_prev, o_prev, hh_prev, ho
   then the terms (`terms`), for layer program_id(0), or the head's when it
   is L."""
   l = pl.program_id(0)
-  dot, relu_dot, relu_dot32 = dots(dtype, precision)
+  first, centre, out, hidden, logits = group_terms(
+      c, G, Gh, L, x_ref, out_ref, gated_ref, hidden_ref, cen_prev, o_prev, hh_prev, ho_prev,
+      dtype, precision)
 
   @pl.when(l == 0)
   def _():
     for h in (0, 1):  # The pixel's colours < c, at slots 0..c-1.
-      pre_ref[0, :, h, :] = group_sum(x_ref, cen_prev, G, range(-(-c // G)), dot, w_at=(0, h))
+      pre_ref[0, :, h, :] = first(h)
 
   @pl.when((l > 0) & (l < L))
   def _():
     for h in (0, 1):
-      pre_ref[0, :, h, :] = group_sum(out_ref, cen_prev, G, range(c), dot, x_at=(l - 1,),
-                                      w_at=(l, h))
+      pre_ref[0, :, h, :] = centre(l, h)
 
   @pl.when(l < L)
   def _():
-    lin_ref[0] = group_sum(gated_ref, o_prev, G, range(c), dot, x_at=(l,), w_at=(l,))
+    lin_ref[0] = out(l)
 
   @pl.when(l == L)
   def _():
-    hid_ref[...] = group_sum(out_ref, hh_prev, G, range(c), relu_dot, x_at=(L - 1,))
+    hid_ref[...] = hidden()
     for n in range(0, NUM_LEVELS, LOGIT_COLUMNS):
       cols = pl.ds(n, LOGIT_COLUMNS)
-      log_ref[:, cols] = group_sum(hidden_ref, ho_prev, Gh, range(c), relu_dot32, cols=cols)
+      log_ref[:, cols] = logits(cols)

@@ -28,7 +28,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
 from pixelcnn_jax import earlier_groups
-from pixelcnn_jax.earlier_groups import LOGIT_COLUMNS, group_sum
+from pixelcnn_jax.earlier_groups import LOGIT_COLUMNS
 from pixelcnn_jax.likelihood import NUM_LEVELS
 from pixelcnn_jax.model import normalize
 
@@ -301,7 +301,8 @@ def _pass_kernel(x_prev_ref, _, out_prev_ref, gated_prev_ref, hidden_prev_ref, b
   f32 = lambda v: v.astype(jnp.float32)
   own_slots = pl.ds(c * G, G)  # Group c in the padded layout of base and the state.
 
-  # The terms from groups < c, each in its own sum's order (earlier_groups).
+  # The terms from groups < c: read from the earlier groups' kernel, or made
+  # here one layer after the other, through the same sums (earlier_groups).
   if split:
     e_pre, e_out, e_hidden, e_logits = earlier
     first_terms = lambda h: e_pre[0, :, h, :]
@@ -310,16 +311,10 @@ def _pass_kernel(x_prev_ref, _, out_prev_ref, gated_prev_ref, hidden_prev_ref, b
     hidden_terms = lambda: e_hidden[...]
     logit_terms = lambda cols: e_logits[:, cols]
   else:
-    first_terms = lambda h: group_sum(x_prev_ref, cen_prev, G, range(-(-c // G)), dot,
-                                      w_at=(0, h))
-    centre_terms = lambda l, h: group_sum(out_prev_ref, cen_prev, G, range(c), dot,
-                                          x_at=(l - 1,), w_at=(l, h))
-    out_terms = lambda l: group_sum(gated_prev_ref, o_prev, G, range(c), dot, x_at=(l,),
-                                    w_at=(l,))
-    hidden_terms = lambda: group_sum(out_prev_ref, hh_prev, G, range(c), relu_dot,
-                                     x_at=(L - 1,))
-    logit_terms = lambda cols: group_sum(hidden_prev_ref, ho_prev, Gh, range(c), relu_dot32,
-                                         cols=cols)
+    first_terms, centre_terms, out_terms, hidden_terms, logit_terms = (
+        earlier_groups.group_terms(c, G, Gh, L, x_prev_ref, out_prev_ref, gated_prev_ref,
+                                   hidden_prev_ref, cen_prev, o_prev, hh_prev, ho_prev,
+                                   dtype, precision))
 
   def layer(l, pres, own):
     """Layer l's group c from its two pre-activations (float32); own: the
