@@ -165,23 +165,26 @@ def main():
   args = p.parse_args()
   shapes = [parse_shape(s, "--shapes") for s in args.shapes.split(",")]
   image = parse_ints(r"(\d+)x(\d+)x(\d+)", args.image, "--image",
-                "HEIGHTxWIDTHxCHANNELS, e.g. 28x28x1")
+                     "HEIGHTxWIDTHxCHANNELS, e.g. 28x28x1")
   meshes = [parse_ints(r"(\d+)(?:x(\d+))?", m, "--meshes", "DEVICES or DEVICESxFSDP, e.g. 4x2",
-                  default="1") for m in args.meshes.split(",")]
+                       default="1") for m in args.meshes.split(",")]
   aligns = [parse_ints(r"(\d+)", a, "--aligns", "integers >= 0, e.g. 0,8,32")[0]
             for a in args.aligns.split(",")]
+  batches = [parse_ints(r"([1-9]\d*)", b, "--batches", "integers >= 1, e.g. 128,256")[0]
+             for b in args.batches.split(",")]
   rows = []
   for layers, features, kernel in shapes:
     for dtype, align in itertools.product(args.dtypes.split(","), aligns):
-      for per_device in (int(b) for b in args.batches.split(",")):
+      for per_device in batches:
         for devices, fsdp in meshes:
           try:
             r = bench(layers, features, kernel, dtype, per_device, devices, fsdp,
                       args.steps, args.peak_tflops, align, image)
           except Exception as e:  # An OOM on one case should not hide the others.
             r = {"layers": layers, "features": features, "kernel": kernel,
-                 "image": "x".join(map(str, image)), "dtype": dtype, "per_device_batch": per_device, "devices": devices,
-                 "fsdp": fsdp, "channel_align": ts.channel_align(align),
+                 "image": "x".join(map(str, image)), "dtype": dtype,
+                 "per_device_batch": per_device, "devices": devices, "fsdp": fsdp,
+                 "channel_align": ts.channel_align(align),
                  "error": str(e).splitlines()[0][:200]}
           print(json.dumps(r), flush=True)
           rows.append(r)
@@ -191,11 +194,11 @@ def main():
       f.writelines(json.dumps(r) + "\n" for r in rows)
   if args.plot:
     plot(rows, args.plot)
-  print(f"\n{'shape':>12} {'dtype':>8} {'align':>5} {'batch':>6} {'GPUs':>4} {'fsdp':>4} "
-        f"{'img/s':>8} {'MFU':>5} {'eff.':>5}  device")
+  print(f"\n{'shape':>12} {'image':>9} {'dtype':>8} {'align':>5} {'batch':>6} {'GPUs':>4} "
+        f"{'fsdp':>4} {'img/s':>8} {'MFU':>5} {'eff.':>5}  device")
   for r in rows:
     shape = f"{r['layers']}x{r['features']}k{r['kernel']}"
-    head = (f"{shape:>12} {r['dtype']:>8} {r['channel_align']:>5} "
+    head = (f"{shape:>12} {r['image']:>9} {r['dtype']:>8} {r['channel_align']:>5} "
             f"{r['per_device_batch']:>6} {r['devices']:>4} {r['fsdp']:>4}")
     if "error" in r:
       print(f"{head}  error: {r['error'][:60]}")

@@ -65,6 +65,7 @@ def test_bench_train_times_one_channel_images(tmp_path):
     (["--image=28x28"], "--image: HEIGHTxWIDTHxCHANNELS, e.g. 28x28x1, got '28x28'"),
     (["--meshes=4x"], "--meshes: DEVICES or DEVICESxFSDP, e.g. 4x2, got '4x'"),
     (["--aligns=0,-8"], "--aligns: integers >= 0, e.g. 0,8,32, got '-8'"),
+    (["--batches=128,0"], "--batches: integers >= 1, e.g. 128,256, got '0'"),
 ])
 def test_bench_train_refuses_bad_arguments_in_one_line(args, error):
   r = _run(BENCH_TRAIN, *args, timeout=120)
