@@ -7,10 +7,9 @@
 #            "holdout" (then the held-out training images are the eval set).
 # EVAL_SPLIT the split that gives the final number: "holdout", or e.g. "test".
 # OUT_DIR    the workdir: metrics.jsonl, eval/*.json, samples/, curves.png.
-# FLAG       further config flags for every step, e.g. on one GPU (3.212 on
-#            an H200 in 19 minutes, against 3.202 on 4 H100s without them)
-#            --config.train.batch_size=32 --config.train.learning_rate=1e-3
-#            --config.train.weight_decay=0.1.
+# FLAG       further config flags for every step, e.g. on one GPU (see
+#            configs/cifar10.py) --config.train.batch_size=32
+#            --config.train.learning_rate=1e-3 --config.train.weight_decay=0.1.
 #
 # The last 5,000 images of train_*.npz are held out: the run validates on them
 # (live against EMA weights, and which checkpoint is best) and trains on the
