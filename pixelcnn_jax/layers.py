@@ -60,6 +60,13 @@ def pad_channels(x: jax.Array, axis: int, multiple: int) -> jax.Array:
   return jnp.pad(x, widths)
 
 
+def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+  """y + bias in y's dtype. The bias is broadcast before it is cast, so that
+  autodiff sums its gradient in float32: cast first, a bf16 y's bias gradient
+  would be a bf16 sum over every position, rounded to 8 bits."""
+  return y + jnp.broadcast_to(bias, y.shape).astype(y.dtype)
+
+
 def gate(pre: jax.Array) -> jax.Array:
   """y = tanh(f) * sigmoid(g), with [f | g] stacked on the last axis."""
   f, g = jnp.split(pre, 2, axis=-1)
@@ -101,7 +108,7 @@ class ShiftedConv(nn.Module):
         pad_channels(pad_channels(kernel.astype(self.dtype), 2, a), 3, a),
         window_strides=(1, 1), padding=tuple(padding),
         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
-    return y[..., :self.features] + bias.astype(self.dtype)
+    return add_bias(y[..., :self.features], bias)
 
 
 class MaskedDense(nn.Module):
@@ -126,6 +133,6 @@ class MaskedDense(nn.Module):
                    pad_channels(pad_channels(kernel.astype(self.dtype), 0, a), 1, a),
                    precision=self.precision)[..., :self.features]
     if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,),
-                         jnp.float32).astype(self.dtype)
+      y = add_bias(y, self.param("bias", nn.initializers.zeros, (self.features,),
+                                 jnp.float32))
     return y

@@ -5,6 +5,7 @@ import pytest
 from flax import linen as nn
 
 import pixelcnn_jax as pj
+from pixelcnn_jax import layers
 from conftest import example_h, random_model
 
 
@@ -31,6 +32,23 @@ def test_logits_shape_and_dtype_in_bf16():
   logits = model.apply(variables, jnp.zeros((2, 4, 4, 3), jnp.uint8))
   assert logits.shape == (2, 4, 4, 3, 256) and logits.dtype == jnp.float32
   assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables))
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_bf16_bias_gradients_are_float32_sums(conv):
+  """A bf16 layer's bias gradient is its cotangent summed in float32, not a
+  bf16 sum: 4,096 terms near 1, where bf16 keeps only steps of 16."""
+  layer = (layers.ShiftedConv(4, (1, 1), dtype=jnp.bfloat16) if conv
+           else layers.MaskedDense(4, dtype=jnp.bfloat16))
+  x = jnp.ones((1, 64, 64, 3), jnp.bfloat16)
+  apply = lambda p: layer.apply({"params": p}, x, *([((0, 0), (0, 0))] if conv else []))
+  params = layer.init(jax.random.PRNGKey(0), x, *([((0, 0), (0, 0))] if conv else []))["params"]
+  c = jnp.asarray(np.random.default_rng(0).uniform(0.5, 1.5, (1, 64, 64, 4)), jnp.float32)
+  grads = jax.grad(lambda p: jnp.sum(apply(p).astype(jnp.float32) * c))(params)
+  expected = jnp.sum(c.astype(jnp.bfloat16).astype(jnp.float32), axis=(0, 1, 2))
+  assert grads["bias"].dtype == jnp.float32
+  np.testing.assert_allclose(grads["bias"], expected, rtol=1e-6)
+  assert jax.jvp(apply, (params,), (params,))[1].dtype == jnp.bfloat16  # Forward mode too.
 
 
 def test_wrong_image_channels():
