@@ -40,9 +40,9 @@ def test_bf16_bias_gradients_are_float32_sums(conv):
   bf16 sum: 4,096 terms near 1, where bf16 keeps only steps of 16."""
   layer = (layers.ShiftedConv(4, (1, 1), dtype=jnp.bfloat16) if conv
            else layers.MaskedDense(4, dtype=jnp.bfloat16))
-  x = jnp.ones((1, 64, 64, 3), jnp.bfloat16)
-  apply = lambda p: layer.apply({"params": p}, x, *([((0, 0), (0, 0))] if conv else []))
-  params = layer.init(jax.random.PRNGKey(0), x, *([((0, 0), (0, 0))] if conv else []))["params"]
+  args = (jnp.ones((1, 64, 64, 3), jnp.bfloat16), *([((0, 0), (0, 0))] if conv else []))
+  apply = lambda p: layer.apply({"params": p}, *args)
+  params = layer.init(jax.random.PRNGKey(0), *args)["params"]
   c = jnp.asarray(np.random.default_rng(0).uniform(0.5, 1.5, (1, 64, 64, 4)), jnp.float32)
   grads = jax.grad(lambda p: jnp.sum(apply(p).astype(jnp.float32) * c))(params)
   expected = jnp.sum(c.astype(jnp.bfloat16).astype(jnp.float32), axis=(0, 1, 2))
