@@ -86,8 +86,12 @@ def parse_fused(spec: str):
 
 
 def fused_label(setting, model):
-  """STAGESxBLOCK[xWARPS] of a setting, "auto:..." where it is the library's."""
+  """STAGESxBLOCK[xWARPS] of a setting, "auto:..." where it is the library's,
+  whose block is the most images per instance that fit so far
+  (pj.sampling.fused_block)."""
   stages, block, warps = setting or fused_pass.settings(model)
+  if setting is None:
+    block = pj.sampling.fused_block(model)
   return (f"{'auto:' if setting is None else ''}{stages or 'default'}x{block}"
           + (f"x{warps}" if warps else ""))
 
@@ -250,6 +254,8 @@ def main():
           print(json.dumps({"shape": f"{layers}x{features} k{kernel_size}", **label,
                             "batch": batch, "error": repr(e)[:2000]}), flush=True)
           continue
+        if kernel != "xla":  # The library may have halved its block to fit.
+          label["fused"] = fused_label(setting, model)
         r = {"shape": f"{layers}x{features} k{kernel_size}", "dtype": "bfloat16",
              "channel_align": model.channel_align, **label, "batch": batch,
              "cached_s": cached, "naive_s": naive,

@@ -85,7 +85,7 @@ def column_unroll() -> int:
 
 def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Union[Choose, GumbelDraw],
                 per_row: Optional[Callable[[jax.Array], jax.Array]] = None,
-                kernel: str = "xla"):
+                kernel: str = "xla", max_block: Optional[int] = None):
   """At each sub-pixel t, in order: the logits [B, 256] given everything
   before t, then choose(logits, t, the canvas's value at t [B], extra) -> the
   value to set. extra is per_row(i)[j, c] (per_row(i) [W, C, ...]: e.g. a
@@ -93,7 +93,8 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Union[Choose
   GumbelDraw, the sampler's choice, which brings its own noise. kernel:
   "xla", or "pallas" for one fused kernel per colour pass that also makes
   the draw, so choose must then be a GumbelDraw (fused_pass.py;
-  "pallas_interpret" runs it through Pallas's interpreter, as on a CPU).
+  "pallas_interpret" runs it through Pallas's interpreter, as on a CPU);
+  max_block caps its images per kernel instance (fused_pass.batch_block).
   Sampling draws; the lossless coder (compression.py) encodes the known
   value or decodes a new one, on this very arithmetic. Call it under jit."""
   draw = choose if isinstance(choose, GumbelDraw) else None
@@ -109,7 +110,8 @@ def cached_loop(model: GatedPixelCNN, variables, canvas, h, choose: Union[Choose
   no_pad = ((0, 0), (0, 0))
   passes = _ColourPasses(model, variables["params"])
   fused = None if kernel == "xla" else fused_pass.FusedPasses(
-      model, variables["params"], interpret=kernel == "pallas_interpret")
+      model, variables["params"], interpret=kernel == "pallas_interpret",
+      max_block=max_block)
   if fused is not None:
     constants_2K = fused.draw_constants(draw.inv_temperature)
 

@@ -52,15 +52,29 @@ def settings(model) -> tuple:
   """(Triton's pipelining stages for the loop over layers; the most images
   per kernel instance; Triton's warps per instance) for a model, None being
   Triton's default (3 stages, 4 warps). On an H100
-  (experiments/RESULTS.md): 15 x 132 in bf16 is fastest at the defaults and
-  64-image blocks; 20 x 384 fits the card's shared memory only at one stage
+  (experiments/RESULTS.md): 15 x 132 in bf16 is fastest at the defaults;
+  the 64-image blocks that were fastest for an earlier version of the
+  kernel ask 336 kB of shared memory of today's on an H200, and 32 fit by
+  experiments/fused_smem.py's estimate (sampling.py halves a block that
+  does not); 20 x 384 fits the card's shared memory only at one stage
   (two ask 315 kB of its 227 kB), where 8-image blocks, more instances in
   parallel, beat 16, and 16 warps beat 4 (0.65 s against 0.80 for 256
   images): one instance then has the threads to cover its larger weight
   tiles. At 15 x 132 more warps gain nothing. Float32 models past 32
   features per colour get the wide settings (at the defaults, 15 x 132 in
   float32 asks 324 kB)."""
-  return OVERRIDE or ((1, 8, 16) if is_wide(model) else (None, 64, None))
+  return OVERRIDE or ((1, 8, 16) if is_wide(model) else (None, 32, None))
+
+
+def batch_block(model, batch=None, max_block=None) -> int:
+  """Images per kernel instance for `batch` images: the batch rounded up to a
+  power of two (at least 16), capped by the settings' block and by
+  `max_block` where given (sampling.py halves it where a block does not fit
+  the GPU); batch None: the most at any batch."""
+  block = settings(model)[1]
+  if batch is not None:
+    block = min(_pow2(max(batch, 16)), block)
+  return block if max_block is None else min(block, max_block)
 
 
 def earlier_kernel(model) -> bool:
@@ -92,13 +106,14 @@ def _pow2(n: int) -> int:
 class FusedPasses:
   """Weights cut for the fused kernel, and the kernel call for pass c."""
 
-  def __init__(self, model, params, interpret: bool):
+  def __init__(self, model, params, interpret: bool, max_block=None):
     self.C, self.L, self.p = model.channels, model.num_layers, model.features
     self.P = self.p // self.C
     self.head = model.head_features or model.features
     self.Ph = self.head // self.C
     self.G, self.Gh = group_width(model), _pow2(max(self.Ph, 16))
-    self.num_stages, self.max_block, self.num_warps = settings(model)
+    self.model, self.max_block = model, max_block
+    self.num_stages, _, self.num_warps = settings(model)
     self.split = earlier_kernel(model)
     self.S, self.Sh = _pow2(self.C) * self.G, _pow2(self.C) * self.Gh  # Slots.
     self.Cp = _pow2(self.C)
@@ -173,7 +188,7 @@ class FusedPasses:
 
   def blocks(self, batch: int) -> tuple[int, int]:
     """(images per kernel instance, the batch padded to a multiple of it)."""
-    block = min(_pow2(max(batch, 16)), self.max_block)
+    block = batch_block(self.model, batch, self.max_block)
     return block, -(-batch // block) * block
 
   def start(self, batch: int):

@@ -33,13 +33,15 @@ METHODS = ("cached", "naive")
 KERNELS = ("auto", "xla", "pallas")
 # kernel="auto" takes the fused kernel on a GPU where it was measured faster
 # than XLA's ops (H100 and H200, bf16, experiments/RESULTS.md). Its instances
-# take blocks of at most 64 images, whose dots at narrow widths are too small
-# for the tensor cores once XLA's batch-wide ones fill them. Narrow models
-# (not fused_pass.is_wide, e.g. 15 x 132) up to FUSED_MAX_BATCH images: 0.16
-# and 0.17 s for 1 and 16 images against 0.29 and 0.30, but 0.52 s for 256
-# against 0.48 (H100). Wide ones at every batch, with the earlier groups'
-# kernel: 20 x 384 drew 1 to 8 images in 0.34-0.35 s against 0.47-0.54
-# (H200), and 256 in 0.57 s (H200) against 1.02 by XLA's ops (H100).
+# take blocks of at most 32 images (fused_pass.settings), whose dots at narrow
+# widths are too small for the tensor cores once XLA's batch-wide ones fill
+# them. Narrow models (not fused_pass.is_wide, e.g. 15 x 132) up to
+# FUSED_MAX_BATCH images: 0.16 and 0.17 s for 1 and 16 images against 0.29
+# and 0.30, but 0.52 s for 256 against 0.48 (H100, 64-image blocks then;
+# 32-image blocks at 64 and 256 images are not timed yet). Wide ones at
+# every batch, with the earlier groups' kernel: 20 x 384 drew 1 to 8 images
+# in 0.34-0.35 s against 0.47-0.54 (H200), and 256 in 0.57 s (H200) against
+# 1.02 by XLA's ops (H100).
 FUSED_MAX_BATCH = 64
 # XLA's command buffers (CUDA graphs) for every op, loops and branches
 # included, when command_buffers=True. They helped the cached loop before its
@@ -48,9 +50,13 @@ FUSED_MAX_BATCH = 64
 COMMAND_BUFFERS = {"xla_gpu_enable_command_buffer":
                    "FUSION,CUBLAS,CUBLASLT,CUDNN,CUSTOM_CALL,CONDITIONAL,WHILE",
                    "xla_gpu_graph_min_graph_size": 1}
-# Cases (model, batch and the fused kernel's settings) whose fused kernel did
-# not fit the GPU (shared memory): kernel="auto" uses XLA for them from then on.
-_FUSED_FAILED = set()
+# Per model and fused-kernel overrides, the most images per kernel instance
+# once a larger block did not fit the GPU's shared memory; 0 where none did
+# (kernel="auto" then uses XLA's ops). A block's shared memory does not depend
+# on the batch, so what one batch learnt holds for every batch.
+_FUSED_CAP = {}
+# The smallest block tried: wide models' own (fused_pass.settings).
+MIN_FUSED_BLOCK = 8
 
 
 def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
@@ -67,11 +73,12 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
   mesh: the batch is split over its batch axes; default all devices.
   kernel: how the cached sampler runs a colour pass: "xla" (XLA's ops) or
     "pallas" (one fused kernel per pass; on CPU through Pallas's interpreter,
-    which is slow and only for tests), on one device. Models with skip
-    connections need "xla". "auto": "pallas" on a GPU for a one-device mesh and
-    no skip connections where it is the faster (_fused_is_faster), falling
-    back to "xla" where the kernel does not fit the GPU; "xla" otherwise. Both draw
-    the same images.
+    which is slow and only for tests), on one device. Where a block of images
+    (fused_block) does not fit the GPU's shared memory, "pallas" halves it
+    down to MIN_FUSED_BLOCK and then raises. Models with skip connections
+    need "xla". "auto": "pallas" on a GPU for a one-device mesh and no skip
+    connections where it is the faster (_fused_is_faster), falling back to
+    "xla" where no block fits; "xla" otherwise. All draw the same images.
   shared_noise: every image gets the Gumbel noise that a one-image draw with
     this key gets, so images that differ only in h differ only through h:
     the rows of an interpolation.
@@ -118,33 +125,61 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
     out = _naive(*args)
   else:
     cached = _cached_graphs if command_buffers else _cached
+    on_gpu = jax.default_backend() == "gpu"
     if kernel == "auto":
-      out = _cached_auto(cached, args, mesh, padded)
+      out = None
+      if (on_gpu and mesh.size == 1 and not model.skip
+          and _fused_is_faster(model, padded)):
+        out = _cached_fused(cached, args, padded, strict=False)
+      if out is None:
+        out = cached(*args, "xla", None)
+    elif kernel == "pallas" and on_gpu:
+      out = _cached_fused(cached, args, padded, strict=True)
     else:
-      if kernel == "pallas" and jax.default_backend() != "gpu":
-        kernel = "pallas_interpret"
-      out = cached(*args, kernel)
+      out = cached(*args, "pallas_interpret" if kernel == "pallas" else kernel, None)
   # Every process gets the whole batch, also when the mesh spans several hosts.
   return np.asarray(multihost_utils.process_allgather(out, tiled=True))[:num]
 
 
-def _cached_auto(cached, args, mesh, batch):
-  model = args[0]
-  case = (model, batch, fused_pass.OVERRIDE, fused_pass.EARLIER_OVERRIDE)
-  if (jax.default_backend() != "gpu" or mesh.size > 1 or model.skip
-      or not _fused_is_faster(model, batch) or case in _FUSED_FAILED):
-    return cached(*args, "xla")
-  try:
-    # Blocks, so that an error raised while the kernel loads surfaces here.
-    return jax.block_until_ready(cached(*args, "pallas"))
-  except jax.errors.JaxRuntimeError as e:
-    if "RESOURCE_EXHAUSTED" not in str(e):
-      raise
-    logging.warning("the fused sampling kernel does not fit this GPU for %d images "
-                    "of this model (%s); using kernel='xla'", batch,
-                    str(e).splitlines()[0][:200])
-    _FUSED_FAILED.add(case)
-    return cached(*args, "xla")
+def fused_block(model: GatedPixelCNN, num: Optional[int] = None) -> int:
+  """Images per instance of the fused kernel when sample() draws `num`
+  images of `model` on this GPU (None: the most at any batch):
+  fused_pass.batch_block, capped where a larger block did not fit; 0 where
+  none did."""
+  cap = _FUSED_CAP.get(_fused_case(model))
+  return 0 if cap == 0 else fused_pass.batch_block(model, num, cap)
+
+
+def _fused_case(model):
+  return model, fused_pass.OVERRIDE, fused_pass.EARLIER_OVERRIDE
+
+
+def _cached_fused(cached, args, batch, strict):
+  """The cached loop through the fused kernel at the largest block that fits
+  the GPU's shared memory, halving it after each RESOURCE_EXHAUSTED (not
+  under fused_pass.OVERRIDE, whose block is asked for exactly). Where no
+  block fits: None, or a ValueError if `strict`."""
+  model, error = args[0], "no block fitted at an earlier call"
+  while block := fused_block(model, batch):
+    try:
+      # Waits for the result, so that an error raised while the kernel loads
+      # surfaces here.
+      return jax.block_until_ready(cached(*args, "pallas", block))
+    except jax.errors.JaxRuntimeError as e:
+      if "RESOURCE_EXHAUSTED" not in str(e):
+        raise
+      error = str(e).splitlines()[0][:200]
+      half = block // 2 if fused_pass.OVERRIDE is None else 0
+      half = half if half >= MIN_FUSED_BLOCK else 0
+      _FUSED_CAP[_fused_case(model)] = half
+      logging.warning("the fused sampling kernel does not fit this GPU at %d images a "
+                      "block (%s); %s", block, error,
+                      f"trying {half}" if half else "no smaller block is tried")
+  if strict:
+    raise ValueError("kernel='pallas': the fused sampling kernel does not fit this GPU's "
+                     f"shared memory for this model ({error}); use kernel='xla'")
+  logging.warning("using kernel='xla' for this model")
+  return None
 
 
 def _fused_is_faster(model, batch: int) -> bool:
@@ -227,7 +262,8 @@ def _naive(model, variables, key, canvas, h, n_known, temperature, shared):
   return jax.lax.fori_loop(0, height * width * channels, body, canvas)
 
 
-def _cached_body(model, variables, key, canvas, h, n_known, temperature, shared, kernel):
+def _cached_body(model, variables, key, canvas, h, n_known, temperature, shared, kernel,
+                 max_block):
   B, _, W, C = canvas.shape
 
   def row_noise(i):
@@ -239,9 +275,9 @@ def _cached_body(model, variables, key, canvas, h, n_known, temperature, shared,
                                                          shape)))(t_WC)
 
   draw = GumbelDraw(row_noise, 1 / temperature, n_known)
-  return cached_loop(model, variables, canvas, h, draw, kernel=kernel)
+  return cached_loop(model, variables, canvas, h, draw, kernel=kernel, max_block=max_block)
 
 
-_cached = jax.jit(_cached_body, static_argnums=(0, 7, 8))
-_cached_graphs = jax.jit(_cached_body, static_argnums=(0, 7, 8),
+_cached = jax.jit(_cached_body, static_argnums=(0, 7, 8, 9))
+_cached_graphs = jax.jit(_cached_body, static_argnums=(0, 7, 8, 9),
                          compiler_options=COMMAND_BUFFERS)

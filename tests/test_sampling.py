@@ -300,7 +300,7 @@ def test_fused_kernel_lowers_to_triton_for_a_gpu_on_this_host(monkeypatch, featu
   variables = jax.eval_shape(model.init, jax.random.PRNGKey(0),
                              jnp.zeros((1, 4, 4, 3), jnp.uint8))
   body = lambda v, key, canvas, n, t: pj.sampling._cached_body(
-      model, v, key, canvas, None, n, t, False, "pallas")
+      model, v, key, canvas, None, n, t, False, "pallas", None)
   triton = "__gpu$xla.gpu.triton"
   exported = jax.export.export(
       jax.jit(body), platforms=["cuda"],
@@ -357,25 +357,30 @@ def test_unrolled_column_loop_draws_what_the_naive_sampler_draws(monkeypatch):
     jax.clear_caches()
 
 
-@pytest.mark.parametrize("flag, error", [
-    ("--unroll=4,0", "--unroll: comma-separated integers >= 1 or auto, got '4,0'"),
-    ("--earlier=on,yes", "--earlier: comma-separated auto, on or off, got 'on,yes'"),
-    ("--aligns=8,-1", "--aligns: comma-separated integers >= 0, got '8,-1'"),
-    ("--fused=auto,3x", "--fused: comma-separated auto or STAGESxBLOCK[xWARPS], e.g. "
-     "defaultx64 or 1x8x16, got 'auto,3x'"),
-    ("--batches=16,a", "--batches: comma-separated integers >= 1, got '16,a'"),
-    ("--kernels=xla,cuda", "--kernels: comma-separated of auto, xla, pallas, got 'xla,cuda'"),
-    ("--command_buffers=yes", "--command_buffers: comma-separated on or off, got 'yes'"),
-    ("--shapes=15x132", "--shapes: comma-separated LAYERSxFEATURESkKERNEL, e.g. 15x132k3, "
-     "got '15x132'"),
-    ("--agreement_shape=15x132k3,4x8k3", "--agreement_shape: LAYERSxFEATURESkKERNEL, e.g. "
-     "15x132k3, got '15x132k3,4x8k3'"),
-    ("--agreement_dtypes=float16", "--agreement_dtypes: comma-separated DTYPE[:PRECISION] "
-     "with float32 or bfloat16 and default, high or highest, got 'float16'")])
-def test_bench_sample_refuses_a_bad_choice(flag, error):
-  bench = os.path.join(REPO, "experiments", "bench_sample.py")
-  r = subprocess.run([sys.executable, bench, flag], capture_output=True, text=True,
-                     timeout=120)
+@pytest.mark.parametrize("script, flag, error", [
+    *[("bench_sample.py", flag, error) for flag, error in [
+        ("--unroll=4,0", "--unroll: comma-separated integers >= 1 or auto, got '4,0'"),
+        ("--earlier=on,yes", "--earlier: comma-separated auto, on or off, got 'on,yes'"),
+        ("--aligns=8,-1", "--aligns: comma-separated integers >= 0, got '8,-1'"),
+        ("--fused=auto,3x", "--fused: comma-separated auto or STAGESxBLOCK[xWARPS], e.g. "
+         "defaultx64 or 1x8x16, got 'auto,3x'"),
+        ("--batches=16,a", "--batches: comma-separated integers >= 1, got '16,a'"),
+        ("--kernels=xla,cuda",
+         "--kernels: comma-separated of auto, xla, pallas, got 'xla,cuda'"),
+        ("--command_buffers=yes", "--command_buffers: comma-separated on or off, got 'yes'"),
+        ("--shapes=15x132", "--shapes: comma-separated LAYERSxFEATURESkKERNEL, e.g. "
+         "15x132k3, got '15x132'"),
+        ("--agreement_shape=15x132k3,4x8k3", "--agreement_shape: LAYERSxFEATURESkKERNEL, "
+         "e.g. 15x132k3, got '15x132k3,4x8k3'"),
+        ("--agreement_dtypes=float16", "--agreement_dtypes: comma-separated "
+         "DTYPE[:PRECISION] with float32 or bfloat16 and default, high or highest, "
+         "got 'float16'")]],
+    ("fused_smem.py", "--blocks=0", "--blocks: comma-separated integers >= 1, got '0'"),
+    ("fused_smem.py", "--stages=auto,0",
+     "--stages: comma-separated integers >= 1 or auto, got 'auto,0'")])
+def test_sampler_experiments_refuse_a_bad_choice(script, flag, error):
+  r = subprocess.run([sys.executable, os.path.join(REPO, "experiments", script), flag],
+                     capture_output=True, text=True, timeout=120)
   assert r.returncode != 0
   assert r.stderr.strip().splitlines() == [error]
 
@@ -390,7 +395,7 @@ def test_the_column_loop_is_unrolled_by_default_only_on_gpus(monkeypatch):
 
 @pytest.mark.parametrize("override, num, size", [(None, 70, (2, 3)), ((1, 8, None), 11, (2, 2))])
 def test_fused_pallas_pass_splits_large_batches_into_blocks(monkeypatch, override, num, size):
-  """64-image blocks (narrow models), and 8-image blocks at one pipelining
+  """32-image blocks (narrow models), and 8-image blocks at one pipelining
   stage (what wide models get), padded where the batch does not fill them."""
   monkeypatch.setattr(pj.fused_pass, "OVERRIDE", override)
   model, variables = random_model(3, 3, 1, False, "none", size)
@@ -404,10 +409,10 @@ def test_fused_kernel_settings_by_the_bytes_of_a_group():
                                                    channels=3, dtype=dtype)
   narrow, wide = model(132, jnp.bfloat16), model(384, jnp.bfloat16)
   assert (pj.fused_pass.group_width(narrow), pj.fused_pass.group_width(wide)) == (64, 128)
-  assert pj.fused_pass.settings(narrow) == (None, 64, None)
+  assert pj.fused_pass.settings(narrow) == (None, 32, None)
   assert pj.fused_pass.settings(wide) == (1, 8, 16)
   assert pj.fused_pass.settings(model(132, jnp.float32)) == (1, 8, 16)
-  assert pj.fused_pass.settings(model(96, jnp.float32)) == (None, 64, None)
+  assert pj.fused_pass.settings(model(96, jnp.float32)) == (None, 32, None)
 
 
 def test_fused_pallas_pass_refuses_skip_connections():
@@ -416,22 +421,30 @@ def test_fused_pallas_pass_refuses_skip_connections():
     pj.sample(model, variables, jax.random.PRNGKey(0), 2, kernel="pallas")
 
 
-def _fake_gpu(monkeypatch, fail_with=None, interpret=True):
-  """sample() as on a GPU whose fused kernel raises `fail_with` (or runs
-  through the interpreter when None, or as XLA's ops unless `interpret`);
-  returns the kernels it was asked for."""
+SHARED_MEMORY_FULL = jax.errors.JaxRuntimeError(
+    "RESOURCE_EXHAUSTED: Shared memory size limit exceeded: requested 413696")
+
+
+def _fake_gpu(monkeypatch, fail_with=None, interpret=True, fits=0, blocks=None):
+  """sample() as on a GPU whose fused kernel raises `fail_with` at blocks of
+  more than `fits` images (or runs through the interpreter, or as XLA's ops
+  unless `interpret`); returns the kernels it was asked for, and appends
+  each fused call's block to `blocks`."""
   asked, real = [], pj.sampling._cached
 
   def cached(*args):
-    asked.append(args[-1])
-    if args[-1] == "pallas":
-      if fail_with is not None:
+    kernel, block = args[-2:]
+    asked.append(kernel)
+    if kernel == "pallas":
+      if blocks is not None:
+        blocks.append(block)
+      if fail_with is not None and block > fits:
         raise fail_with
-      return real(*args[:-1], "pallas_interpret" if interpret else "xla")
+      return real(*args[:-2], "pallas_interpret" if interpret else "xla", block)
     return real(*args)
 
   monkeypatch.setattr(pj.sampling, "_cached", cached)
-  monkeypatch.setattr(pj.sampling, "_FUSED_FAILED", set())
+  monkeypatch.setattr(pj.sampling, "_FUSED_CAP", {})
   monkeypatch.setattr(pj.sampling.jax, "default_backend", lambda: "gpu")
   return asked
 
@@ -467,13 +480,46 @@ def test_auto_kernel_falls_back_to_xla_where_the_fused_kernel_does_not_fit(
   model, variables = random_model(3, 3, 1, False, "none", (2, 3))
   key = jax.random.PRNGKey(0)
   reference = pj.sample(model, variables, key, 2, kernel="xla")
-  full = jax.errors.JaxRuntimeError(
-      "RESOURCE_EXHAUSTED: Shared memory size limit exceeded: requested 413696")
-  asked = _fake_gpu(monkeypatch, full)
+  blocks = []
+  asked = _fake_gpu(monkeypatch, SHARED_MEMORY_FULL, blocks=blocks)
   np.testing.assert_array_equal(pj.sample(model, variables, key, 2), reference)
   assert "does not fit this GPU" in caplog.text
-  np.testing.assert_array_equal(pj.sample(model, variables, key, 2), reference)
-  assert asked == ["pallas", "xla", "xla"]  # The second call remembers.
+  pj.sample(model, variables, key, 20)
+  assert blocks == [16, 8]  # Halved once; the second call, at another batch, remembers.
+  assert asked == ["pallas", "pallas", "xla", "xla"]
+  with pytest.raises(ValueError, match="^kernel='pallas': the fused sampling kernel does "
+                     "not fit this GPU's shared memory for this model"):
+    pj.sample(model, variables, key, 2, kernel="pallas")
+
+
+def test_fused_kernel_halves_its_block_until_it_fits(monkeypatch, caplog):
+  """A block's shared memory grows with its images: 64 did not fit a 15 x 132
+  model on an H200 (experiments/RESULTS.md), 16 did. Each block draws the
+  same images."""
+  model, variables = random_model(3, 3, 1, False, "none", (2, 3))
+  key = jax.random.PRNGKey(0)
+  one_device = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+  reference = pj.sample(model, variables, key, 40, kernel="xla")
+  blocks = []
+  _fake_gpu(monkeypatch, SHARED_MEMORY_FULL, fits=8, blocks=blocks)
+  assert pj.sampling.fused_block(model, 40) == pj.sampling.fused_block(model) == 32
+  for kernel in ("pallas", "auto"):
+    np.testing.assert_array_equal(
+        pj.sample(model, variables, key, 40, kernel=kernel, mesh=one_device), reference)
+  assert blocks == [32, 16, 8, 8]
+  assert "at 32 images a block" in caplog.text and "trying 16" in caplog.text
+  assert pj.sampling.fused_block(model) == pj.sampling.fused_block(model, 3) == 8
+
+
+def test_fused_kernel_keeps_an_overridden_block(monkeypatch):
+  """bench_sample.py times the block it asks for, or reports that it failed."""
+  model, variables = random_model(3, 3, 1, False, "none", (2, 3))
+  monkeypatch.setattr(pj.fused_pass, "OVERRIDE", (None, 32, None))
+  blocks = []
+  _fake_gpu(monkeypatch, SHARED_MEMORY_FULL, fits=16, blocks=blocks)
+  with pytest.raises(ValueError, match="requested 413696"):
+    pj.sample(model, variables, jax.random.PRNGKey(0), 40, kernel="pallas")
+  assert blocks == [32]
 
 
 def test_auto_kernel_does_not_hide_other_errors(monkeypatch):
