@@ -53,11 +53,11 @@ def settings(model) -> tuple:
   per kernel instance; Triton's warps per instance) for a model, None being
   Triton's default (3 stages, 4 warps). On an H100
   (experiments/RESULTS.md): 15 x 132 in bf16 is fastest at the defaults;
-  64-image blocks, the fastest with an earlier version of the kernel, ask
-  336 kB of shared memory with this one (H200, of the 227 kB a block may
-  have), and 32 fit by experiments/fused_smem.py's estimate (sampling.py
-  halves a block that does not); 20 x 384 fits the card's shared memory only at one stage
-  (two ask 315 kB of its 227 kB), where 8-image blocks, more instances in
+  its 64-image blocks, the fastest with an earlier version of the kernel,
+  ask 336 kB of shared memory with this one (H200, of the 227 kB a block
+  may have), and 32 fit by experiments/fused_smem.py's estimate
+  (sampling.py halves a block that does not). 20 x 384 fits the card's
+  shared memory only at one stage (two ask 315 kB of its 227 kB), where 8-image blocks, more instances in
   parallel, beat 16, and 16 warps beat 4 (0.65 s against 0.80 for 256
   images): one instance then has the threads to cover its larger weight
   tiles. At 15 x 132 more warps gain nothing. Float32 models past 32
