@@ -140,22 +140,29 @@ def plot(rows, path):
   import matplotlib  # Only for --plot.
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(6, 4))
-  case = lambda r: (r["shape"], r["kernel"], r["command_buffers"], r.get("fused", ""),
-                    r.get("earlier", ""), r.get("unroll", 1), r.get("channel_align", 1))
-  for shape, kernel, graphs, fused, earlier, unroll, align in dict.fromkeys(map(case, rows)):
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  names = ("fused", "earlier groups", "command buffers", "unroll", "channels aligned to")
+  extra = lambda r: (r.get("fused", ""), r.get("earlier", ""), r["command_buffers"],
+                     r.get("unroll", 1), r.get("channel_align", 1))
+  case = lambda r: (r["shape"], r["kernel"], extra(r))
+  cases = list(dict.fromkeys(map(case, rows)))
+  # Settings that every curve of one kernel shares would only lengthen the
+  # legend until it crowds out the axes; only those that tell curves apart stay.
+  varying = [i for i in range(len(names))
+             if len({(k, e[i]) for _, k, e in cases}) > len({k for _, k, _ in cases})]
+  for shape, kernel, settings in cases:
     points = [(r["batch"], r["batch"] / r["cached_s"]) for r in rows
-              if case(r) == (shape, kernel, graphs, fused, earlier, unroll, align)]
-    ax.plot(*zip(*points), "o-", label=f"{shape}, {kernel} {fused}, command buffers {graphs}"
-            + (f", earlier groups {earlier}" if earlier else "")
-            + (f", channels aligned to {align}" if align != 1 else "")
-            + (f", unroll {unroll}" if unroll != 1 else ""))
+              if case(r) == (shape, kernel, settings)]
+    label = ", ".join([shape, kernel] + [f"{names[i]} {settings[i]}" for i in varying
+                                         if settings[i] != ""])
+    ax.plot(*zip(*points), "o-", label=label)
   ax.set(xscale="log", yscale="log", xlabel="batch (images)", ylabel="images/s",
-         title=f"32x32x3 sampling, bf16, {rows[0]['device']}")
+         title=f"32x32x3 sampling, bf16, {rows[0]['device']}, {rows[0]['date']}")
   ax.grid(True, which="both", alpha=0.3)
-  ax.legend()
+  ax.legend(fontsize="small")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
+  return fig
 
 
 def _listed(args, flag, item, form, empty=False):

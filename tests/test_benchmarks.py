@@ -94,3 +94,18 @@ def test_profilers_refuse_a_bad_shape_in_one_line(script):
   assert r.returncode != 0
   assert r.stderr.strip().splitlines() == [
       "--shape: LAYERSxFEATURESkKERNEL, e.g. 15x132k3, got '15x132'"]
+
+
+def test_bench_sample_plot_names_only_the_settings_that_tell_curves_apart(tmp_path):
+  sys.path.insert(0, os.path.dirname(BENCH_SAMPLE))
+  import bench_sample
+  row = lambda kernel, fused, batch: {
+      "shape": "2x12 k3", "kernel": kernel, "fused": fused, "earlier": "" if kernel == "xla"
+      else "auto:off", "command_buffers": "off", "unroll": 4, "channel_align": 32,
+      "batch": batch, "cached_s": 0.1 * batch, "device": "cpu", "date": "2026-12-02"}
+  rows = [row(k, f, b) for k, f in [("xla", ""), ("pallas", "1x32"), ("pallas", "1x64")]
+          for b in (1, 16)]
+  fig = bench_sample.plot(rows, tmp_path / "plot.png")
+  legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+  assert legend == ["2x12 k3, xla", "2x12 k3, pallas, fused 1x32", "2x12 k3, pallas, fused 1x64"]
+  assert (tmp_path / "plot.png").stat().st_size > 0

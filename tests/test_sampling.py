@@ -10,7 +10,7 @@ import pytest
 
 import pixelcnn_jax as pj
 from pixelcnn_jax import cached_loop
-from conftest import REPO, example_h, random_model, run_cli
+from conftest import REPO, example_h, host_devices, random_model, run_cli
 
 CASES = [  # channels, kernel, layers, skip, conditioning, (H, W)
     (1, 3, 1, False, "none", (5, 6)),
@@ -171,7 +171,7 @@ def test_loaded_weights_sample_on_three_devices_with_padding(tmp_path):
       """)
   done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                         timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu",
-                                              XLA_FLAGS="--xla_force_host_platform_device_count=3"))
+                                              XLA_FLAGS=host_devices(3)))
   assert done.returncode == 0, done.stderr[-3000:]
 
 

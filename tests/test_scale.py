@@ -13,7 +13,7 @@ import pytest
 
 import pixelcnn_jax as pj
 
-from conftest import REPO, run_cli
+from conftest import REPO, host_devices, run_cli
 
 LAUNCH = os.path.join(REPO, "launch")
 
@@ -26,7 +26,7 @@ def _env(**extra):
 def test_sharded_step_matches_one_device(devices, fsdp):
   out = subprocess.run(
       [sys.executable, os.path.join(REPO, "tests", "sharded_step.py"), str(fsdp)],
-      env=_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"),
+      env=_env(XLA_FLAGS=host_devices(devices)),
       capture_output=True, text=True, timeout=600, cwd=REPO)
   assert out.returncode == 0, out.stderr[-3000:]
   match = re.search(r"devices=(\d+) fsdp=(\d+) split_arrays=(\d+) max_abs_diff=(\S+)",
@@ -38,7 +38,7 @@ def test_sharded_step_matches_one_device(devices, fsdp):
 
 
 def test_fsdp_trains_evaluates_and_samples_through_the_cli(tmp_path):
-  four = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  four = {"XLA_FLAGS": host_devices(4)}
   args = ["--config=configs/cifar10.py:smoke", f"--workdir={tmp_path}",
           "--config.mesh.fsdp=2"]
   trained = run_cli(*args, env=four)
