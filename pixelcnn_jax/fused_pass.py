@@ -55,14 +55,14 @@ def settings(model) -> tuple:
   (experiments/RESULTS.md): 15 x 132 in bf16 is fastest at the defaults;
   its 64-image blocks, the fastest with an earlier version of the kernel,
   ask 336 kB of shared memory with this one (H200, of the 227 kB a block
-  may have), and 32 fit by experiments/fused_smem.py's estimate
-  (sampling.py halves a block that does not). 20 x 384 fits the card's
-  shared memory only at one stage (two ask 315 kB of its 227 kB), where 8-image blocks, more instances in
-  parallel, beat 16, and 16 warps beat 4 (0.65 s against 0.80 for 256
-  images): one instance then has the threads to cover its larger weight
-  tiles. At 15 x 132 more warps gain nothing. Float32 models past 32
-  features per colour get the wide settings (at the defaults, 15 x 132 in
-  float32 asks 324 kB)."""
+  may have), and 32 fit, 15-48% faster than one stage at 16 to 256 images
+  (H200; sampling.py halves a block that does not fit). 20 x 384 fits the
+  card's shared memory only at one stage (two ask 315 kB of its 227 kB),
+  where 8-image blocks, more instances in parallel, beat 16, and 16 warps
+  beat 4 (0.65 s against 0.80 for 256 images): one instance then has the
+  threads to cover its larger weight tiles. At 15 x 132 more warps gain
+  nothing. Float32 models past 32 features per colour get the wide
+  settings (at the defaults, 15 x 132 in float32 asks 324 kB)."""
   return OVERRIDE or ((1, 8, 16) if is_wide(model) else (None, 32, None))
 
 

@@ -32,17 +32,16 @@ from pixelcnn_jax.model import GatedPixelCNN
 METHODS = ("cached", "naive")
 KERNELS = ("auto", "xla", "pallas")
 # kernel="auto" takes the fused kernel on a GPU where it was measured faster
-# than XLA's ops (H100 and H200, bf16, experiments/RESULTS.md). Its instances
-# take blocks of at most 32 images (fused_pass.settings), whose dots at narrow
-# widths are too small for the tensor cores once XLA's batch-wide ones fill
-# them. Narrow models (not fused_pass.is_wide, e.g. 15 x 132) up to
-# FUSED_MAX_BATCH images: 0.16 and 0.17 s for 1 and 16 images against 0.29
-# and 0.30, but 0.52 s for 256 against 0.48 (H100, 64-image blocks then;
-# 32-image blocks at 64 and 256 images are not timed yet). Wide ones at
+# than XLA's ops (H100 and H200, bf16, experiments/RESULTS.md). Narrow models
+# (not fused_pass.is_wide, e.g. 15 x 132, blocks of at most 32 images) up to
+# FUSED_MAX_BATCH images, the largest batch timed: on an H200, 1, 16, 64,
+# 256 and 1,024 images in 0.145, 0.155, 0.215, 0.258 and 0.387 s against
+# 0.260, 0.299, 0.358, 0.446 and 0.640 (an earlier kernel, with 64-image
+# blocks, lost at 256 images on an H100: 0.52 s against 0.48). Wide ones at
 # every batch, with the earlier groups' kernel: 20 x 384 drew 1 to 8 images
-# in 0.34-0.35 s against 0.47-0.54 (H200), and 256 in 0.57 s (H200) against
-# 1.02 by XLA's ops (H100).
-FUSED_MAX_BATCH = 64
+# in 0.34-0.35 s against 0.47-0.54, and 256 and 1,024 in 0.57 and 1.19 s
+# against 1.02 and 1.70 (H200).
+FUSED_MAX_BATCH = 1024
 # XLA's command buffers (CUDA graphs) for every op, loops and branches
 # included, when command_buffers=True. They helped the cached loop before its
 # colour-restricted passes (3.32 -> 2.33 s for 16 images) and now cost 3-18%
