@@ -96,8 +96,9 @@ def test_profilers_refuse_a_bad_shape_in_one_line(script):
       "--shape: LAYERSxFEATURESkKERNEL, e.g. 15x132k3, got '15x132'"]
 
 
-def test_bench_sample_plot_names_only_the_settings_that_tell_curves_apart(tmp_path):
-  sys.path.insert(0, os.path.dirname(BENCH_SAMPLE))
+def test_bench_sample_plot_names_only_the_settings_that_tell_curves_apart(tmp_path,
+                                                                         monkeypatch):
+  monkeypatch.syspath_prepend(os.path.dirname(BENCH_SAMPLE))
   import bench_sample
   row = lambda kernel, fused, batch: {
       "shape": "2x12 k3", "kernel": kernel, "fused": fused, "earlier": "" if kernel == "xla"
