@@ -36,6 +36,7 @@ import argparse
 import datetime
 import itertools
 import json
+import os
 import re
 import statistics
 import time
@@ -268,7 +269,8 @@ def main():
              "cached_s": cached, "naive_s": naive,
              "naive": how, "speedup": naive / cached, "floor_bytes_s": bw_floor,
              "floor_flops_s": flop_floor, "device": jax.devices()[0].device_kind,
-             "date": datetime.date.today().isoformat()}
+             "date": datetime.date.today().isoformat(),
+             "xla_flags": os.environ.get("XLA_FLAGS", "")}
         print(json.dumps(r), flush=True)
         rows.append(r)
 
@@ -296,7 +298,8 @@ def main():
            "per_step_disagreement": float((redrawn != cached).mean()),
            "per_step_disagreements": int((redrawn != cached).sum()),
            "device": jax.devices()[0].device_kind,
-           "date": datetime.date.today().isoformat()}
+           "date": datetime.date.today().isoformat(),
+           "xla_flags": os.environ.get("XLA_FLAGS", "")}
       if naive is not None:
         first = np.flatnonzero((naive != cached).reshape(num, -1).any(0))
         r.update(identical=bool((naive == cached).all()),

@@ -73,6 +73,7 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
   state, m = step(state, batches[0], None, key)
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t0
+  loss_first = train_loss(m)
   times = []
   for i in range(steps):
     t0 = time.perf_counter()
@@ -86,12 +87,19 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
           "batch": batch, "per_device_batch": per_device_batch, "devices": devices,
           "fsdp": fsdp, "channel_align": ts.channel_align(align), "img_per_s": batch / med,
           "median_step_s": med,
-          "compile_s": compile_s, "params": ts.param_count(state.params),
+          "compile_s": compile_s, "loss_first": loss_first, "loss_last": train_loss(m),
+          "params": ts.param_count(state.params),
           "train_gflop_per_img": flops / 1e9,
           "mfu": batch / med * flops / (devices * peak_tflops * 1e12),
           "device": jax.devices()[0].device_kind,
           "date": datetime.date.today().isoformat(), "jax": jax.__version__,
           "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def train_loss(metrics) -> float:
+  """The step's training loss, which a flag that changes numerics (XLA_FLAGS)
+  shows against a run without it: the batches and key are fixed."""
+  return float(next(v for k, v in metrics.items() if k.startswith("train_")))
 
 
 def add_efficiency(rows):

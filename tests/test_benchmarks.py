@@ -55,6 +55,10 @@ def test_bench_train_times_one_channel_images(tmp_path):
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   assert [(row["image"], row["channel_align"]) for row in rows] == [("8x6x1", 1), ("8x6x1", 8)]
   assert all(row["img_per_s"] > 0 and row["scaling_efficiency"] == 1.0 for row in rows)
+  # Rows say which XLA_FLAGS they ran under, and the loss, which a flag that
+  # changes numerics would move: near 8 bits/dim (uniform over 256) at first.
+  assert all(row["xla_flags"] == os.environ.get("XLA_FLAGS", "") for row in rows)
+  assert all(7 < row["loss_first"] < 9 and 7 < row["loss_last"] < 9 for row in rows)
   # 6 flops a kernel weight a pixel: the 48 pixels of an 8x6 image.
   assert rows[0]["train_gflop_per_img"] == rows[1]["train_gflop_per_img"]
   assert round(rows[0]["train_gflop_per_img"] * 1e9) % (6 * 48) == 0
@@ -86,6 +90,7 @@ def test_bench_sample_times_the_sampler_and_checks_it_against_the_naive_one(tmp_
   assert [(a["agreement"], a["precision"], a["kernel"]) for a in agreement] == [
       ("float32", "highest", "xla")]
   assert agreement[0]["identical"] and agreement[0]["per_step_disagreements"] == 0
+  assert all(row["xla_flags"] == os.environ.get("XLA_FLAGS", "") for row in rows)
 
 
 @pytest.mark.parametrize("script", ["profile_sample.py", "profile_train.py"])
