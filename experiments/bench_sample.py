@@ -2,7 +2,8 @@
 
   python experiments/bench_sample.py [--batches=1,16,64,256] [--kernels=auto,xla,pallas]
       [--command_buffers=off,on] [--fused=auto,defaultx64x2,1x8] [--unroll=1,4]
-      [--earlier=auto,on,off] [--aligns=0,1,8] [--out=FILE] [--plot=FILE.png]
+      [--earlier=auto,on,off] [--conv_fusion=auto,on,off] [--aligns=0,1,8]
+      [--out=FILE] [--plot=FILE.png]
 
 For each model shape, channel alignment (model.channel_align: the vertical
 stack's convolutions, computed by XLA once per row, pad their channels to its
@@ -16,8 +17,10 @@ Triton's warps, fused_pass.OVERRIDE; auto: the library's settings for the
 model, fused_pass.settings), each
 --earlier choice (on: passes > 0 take the dots from earlier colour groups
 from a kernel of their own, earlier_groups.py; off: from their own loop;
-auto: the library's, fused_pass.earlier_kernel) and each --unroll (columns
+auto: the library's, fused_pass.earlier_kernel), each --unroll (columns
 per iteration of the loop along a row, cached_loop.COLUMN_UNROLL, or auto:
+the library's) and each --conv_fusion (on: the cached loop of bf16 models
+compiled with cuDNN's convolution fusions, pj.sampling.CONV_FUSION; auto:
 the library's); the first of each also for agreement: its wall time
 (median of 3 after compile); the naive sampler's, measured in full where
 --naive_full_limit allows and otherwise extrapolated as 3,072 x the time of
@@ -50,6 +53,8 @@ import pixelcnn_jax as pj
 from pixelcnn_jax import cached_loop, fused_pass, train_state
 
 import bench_train
+
+LIBRARY_CONV_FUSION = pj.sampling.CONV_FUSION
 
 SHAPES = ((15, 132, 3), (20, 384, 5))
 CHOICES = {"on": True, "off": False}  # --command_buffers, and --earlier with auto
@@ -98,9 +103,22 @@ def fused_label(setting, model):
 
 
 def earlier_label(earlier, model):
-  """on / off, "auto:..." where it is the library's choice."""
-  choice = fused_pass.earlier_kernel(model) if earlier is None else earlier
-  return f"{'auto:' if earlier is None else ''}{'on' if choice else 'off'}"
+  return choice_label(earlier, fused_pass.earlier_kernel(model))
+
+
+def set_conv_fusion(choice):
+  """pj.sampling.CONV_FUSION for the next pj.sample; None: the library's."""
+  pj.sampling.CONV_FUSION = LIBRARY_CONV_FUSION if choice is None else choice
+
+
+def conv_fusion_label(choice, model, command_buffers=False):
+  """Set after set_conv_fusion(choice); command buffers compile without it."""
+  return choice_label(choice, pj.sampling._conv_fusion(model) and not command_buffers)
+
+
+def choice_label(choice, used):
+  """on / off as `used`, "auto:..." where `choice` is None: the library's."""
+  return f"{'auto:' if choice is None else ''}{'on' if used else 'off'}"
 
 
 def timed(fn, repeats=3):
@@ -142,9 +160,10 @@ def plot(rows, path):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  names = ("fused", "earlier groups", "command buffers", "unroll", "channels aligned to")
+  names = ("fused", "earlier groups", "command buffers", "conv fusion", "unroll",
+           "channels aligned to")
   extra = lambda r: (r.get("fused", ""), r.get("earlier", ""), r["command_buffers"],
-                     r.get("unroll", 1), r.get("channel_align", 1))
+                     r.get("conv_fusion", "off"), r.get("unroll", 1), r.get("channel_align", 1))
   case = lambda r: (r["shape"], r["kernel"], extra(r))
   cases = list(dict.fromkeys(map(case, rows)))
   # Settings that every curve of one kernel shares would only lengthen the
@@ -197,6 +216,10 @@ def main():
                  help="auto (the library's), on or off: passes > 0 take the dots from "
                  "earlier colour groups from a kernel of their own; comma-separated, "
                  "the first also for agreement")
+  p.add_argument("--conv_fusion", default="auto",
+                 help="auto (the library's), on or off: the cached loop of bf16 models "
+                 "compiled with cuDNN's convolution fusions; comma-separated, the first "
+                 "also for agreement")
   p.add_argument("--aligns", default="0",
                  help="model.channel_align values (0: the library's choice, 32 on a GPU), "
                  "comma-separated; the first also for agreement")
@@ -217,6 +240,8 @@ def main():
       args, "unroll", r"auto|[1-9]\d*", "integers >= 1 or auto")]
   earliers = [{**CHOICES, "auto": None}[e]
               for e in _listed(args, "earlier", r"auto|on|off", "auto, on or off")]
+  conv_fusions = [{**CHOICES, "auto": None}[c] for c in _listed(
+      args, "conv_fusion", r"auto|on|off", "auto, on or off")]
   aligns = [int(a) for a in _listed(args, "aligns", r"\d+", "integers >= 0")]
   batches = [int(b) for b in _listed(args, "batches", r"[1-9]\d*", "integers >= 1")]
   kernels = _listed(args, "kernels", "|".join(pj.sampling.KERNELS),
@@ -245,12 +270,15 @@ def main():
       else:
         naive, how = naive_est, "extrapolated"
       bw_floor, flop_floor = floors(variables, batch, 2)
-      cases = [(k, g, f, u, e) for k, g, u in itertools.product(kernels, graphs_list, unrolls)
+      cases = [(k, g, f, u, e, c) for k, g, u, c
+               in itertools.product(kernels, graphs_list, unrolls, conv_fusions)
                for f in (fused if k != "xla" else [fused[0]])
                for e in (earliers if k != "xla" else [earliers[0]])]
-      for kernel, graphs, setting, unroll, earlier in cases:
+      for kernel, graphs, setting, unroll, earlier, conv_fusion in cases:
         set_fused(setting, unroll, earlier)
+        set_conv_fusion(conv_fusion)
         label = {"kernel": kernel, "command_buffers": graphs,
+                 "conv_fusion": conv_fusion_label(conv_fusion, model, CHOICES[graphs]),
                  "fused": fused_label(setting, model) if kernel != "xla" else "",
                  "earlier": earlier_label(earlier, model) if kernel != "xla" else "",
                  "unroll": cached_loop.column_unroll()}
@@ -275,6 +303,7 @@ def main():
         rows.append(r)
 
   set_fused(fused[0], unrolls[0], earliers[0])
+  set_conv_fusion(conv_fusions[0])
   agree = []
   for spec in agreement_dtypes:
     dtype, _, precision = spec.partition(":")
@@ -294,6 +323,7 @@ def main():
       r = {"agreement": dtype, "precision": precision or "default", "kernel": kernel,
            "channel_align": model.channel_align, "fused": args.fused.split(",")[0],
            "earlier": args.earlier.split(",")[0], "unroll": cached_loop.column_unroll(),
+           "conv_fusion": conv_fusion_label(conv_fusions[0], model),
            "shape": args.agreement_shape, "num": num, "subpixels": cached.size,
            "per_step_disagreement": float((redrawn != cached).mean()),
            "per_step_disagreements": int((redrawn != cached).sum()),
@@ -311,12 +341,12 @@ def main():
     with open(args.out, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows + agree)
   print(f"\n{'shape':>10} {'align':>5} {'kernel':>7} {'fused':>15} {'earlier':>8} "
-        f"{'graphs':>6} {'unroll':>6} {'batch':>5} "
+        f"{'graphs':>6} {'convfu':>7} {'unroll':>6} {'batch':>5} "
         f"{'cached s':>9} {'naive s':>9} {'':>5} {'speedup':>8} {'floor(B) s':>10} "
         f"{'floor(F) s':>10}")
   for r in rows:
     print(f"{r['shape']:>10} {r['channel_align']:5d} {r['kernel']:>7} {r['fused']:>15} "
-          f"{r['earlier']:>8} {r['command_buffers']:>6} "
+          f"{r['earlier']:>8} {r['command_buffers']:>6} {r['conv_fusion']:>7} "
           f"{r['unroll']:6d} {r['batch']:5d} "
           f"{r['cached_s']:9.3f} {r['naive_s']:9.1f} "
           f"{r['naive'][:5]:>5} {r['speedup']:8.0f} {r['floor_bytes_s']:10.4f} "

@@ -49,6 +49,15 @@ FUSED_MAX_BATCH = 1024
 COMMAND_BUFFERS = {"xla_gpu_enable_command_buffer":
                    "FUSION,CUBLAS,CUBLASLT,CUDNN,CUSTOM_CALL,CONDITIONAL,WHILE",
                    "xla_gpu_graph_min_graph_size": 1}
+# cuDNN's fusions of each convolution with its pointwise neighbours (XLA's
+# ConvFusionRewriter), for the cached loop of bf16 models only, whose
+# exactness is an agreement rate, not bit-identity: on an H200 they drew 16
+# images of 15 x 132 in 0.144-0.147 s against 0.149-0.152, where they slow
+# training by 8-16%, so no other jit takes them (experiments/RESULTS.md).
+# Off until that agreement is measured on a GPU; bench_sample.py
+# --conv_fusion=on sets it.
+CONV_FUSION = False
+CONV_FUSION_OPTIONS = {"xla_gpu_experimental_enable_conv_fusion": True}
 # Per model and fused-kernel overrides, the most images per kernel instance
 # once a larger block did not fit the GPU's shared memory; 0 where none did
 # (kernel="auto" then uses XLA's ops). A block's shared memory does not depend
@@ -82,8 +91,8 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
     this key gets, so images that differ only in h differ only through h:
     the rows of an interpolation.
   command_buffers: compile the cached loop with XLA's command buffers for
-    every op (COMMAND_BUFFERS); False keeps XLA's defaults. The draws do not
-    change.
+    every op (COMMAND_BUFFERS, and no CONV_FUSION); False keeps XLA's
+    defaults. The draws do not change.
   """
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -123,7 +132,8 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
   if method == "naive":
     out = _naive(*args)
   else:
-    cached = _cached_graphs if command_buffers else _cached
+    cached = (_cached_graphs if command_buffers else
+              _cached_conv_fusion if _conv_fusion(model) else _cached)
     on_gpu = jax.default_backend() == "gpu"
     if kernel == "auto":
       out = None
@@ -179,6 +189,10 @@ def _cached_fused(cached, args, batch, strict):
                      f"shared memory for this model ({error}); use kernel='xla'")
   logging.warning("using kernel='xla' for this model")
   return None
+
+
+def _conv_fusion(model) -> bool:
+  return CONV_FUSION and jnp.dtype(model.dtype) == jnp.bfloat16
 
 
 def _fused_is_faster(model, batch: int) -> bool:
@@ -280,3 +294,5 @@ def _cached_body(model, variables, key, canvas, h, n_known, temperature, shared,
 _cached = jax.jit(_cached_body, static_argnums=(0, 7, 8, 9))
 _cached_graphs = jax.jit(_cached_body, static_argnums=(0, 7, 8, 9),
                          compiler_options=COMMAND_BUFFERS)
+_cached_conv_fusion = jax.jit(_cached_body, static_argnums=(0, 7, 8, 9),
+                              compiler_options=CONV_FUSION_OPTIONS)

@@ -80,12 +80,16 @@ def test_bench_train_refuses_bad_arguments_in_one_line(args, error):
 def test_bench_sample_times_the_sampler_and_checks_it_against_the_naive_one(tmp_path):
   out = tmp_path / "rows.jsonl"
   r = _run(BENCH_SAMPLE, "--shapes=2x12k3", "--batches=1,2", "--kernels=xla",
-           "--naive_full_limit=0", "--agreement_dtypes=float32:highest",
-           "--agreement_shape=2x12k3", "--agreement_num=1", f"--out={out}", timeout=300)
+           "--conv_fusion=auto,on", "--naive_full_limit=0",
+           "--agreement_dtypes=float32:highest", "--agreement_shape=2x12k3",
+           "--agreement_num=1", f"--out={out}", timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
   rows = [json.loads(line) for line in out.read_text().splitlines()]
-  timed, agreement = rows[:2], rows[2:]
-  assert [row["batch"] for row in timed] == [1, 2]
+  timed, agreement = rows[:4], rows[4:]
+  assert [(row["batch"], row["conv_fusion"]) for row in timed] == [
+      (1, "auto:off"), (1, "on"), (2, "auto:off"), (2, "on")]
+  # Float32 models never take the fusions: their draws must stay bit-identical.
+  assert agreement[0]["conv_fusion"] == "auto:off"
   assert all(row["cached_s"] > 0 and row["naive"] == "extrapolated" for row in timed)
   assert [(a["agreement"], a["precision"], a["kernel"]) for a in agreement] == [
       ("float32", "highest", "xla")]

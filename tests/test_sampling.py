@@ -71,6 +71,19 @@ def test_command_buffers_leave_the_draws_unchanged():
       pj.sample(model, variables, key, 2, command_buffers=False))
 
 
+def test_conv_fusion_is_taken_by_bf16_models_only_and_leaves_the_draws_unchanged(monkeypatch):
+  """Off a GPU the option changes nothing, but XLA must still accept it."""
+  key = jax.random.PRNGKey(4)
+  for dtype, fused in ((jnp.float32, False), (jnp.bfloat16, True)):
+    model, variables = random_model(3, 3, 2, False, "none", (4, 4), dtype=dtype)
+    plain = pj.sample(model, variables, key, 2, kernel="xla")
+    monkeypatch.setattr(pj.sampling, "CONV_FUSION", True)
+    before = pj.sampling._cached_conv_fusion._cache_size()
+    np.testing.assert_array_equal(pj.sample(model, variables, key, 2, kernel="xla"), plain)
+    assert (pj.sampling._cached_conv_fusion._cache_size() > before) == fused
+    monkeypatch.setattr(pj.sampling, "CONV_FUSION", False)
+
+
 def test_samplers_ignore_dropout():
   model, variables = random_model(3, 3, 2, True, "none", (4, 4), dropout=0.5)
   key = jax.random.PRNGKey(5)
@@ -368,6 +381,7 @@ def test_unrolled_column_loop_draws_what_the_naive_sampler_draws(monkeypatch):
         ("--kernels=xla,cuda",
          "--kernels: comma-separated of auto, xla, pallas, got 'xla,cuda'"),
         ("--command_buffers=yes", "--command_buffers: comma-separated on or off, got 'yes'"),
+        ("--conv_fusion=on,1", "--conv_fusion: comma-separated auto, on or off, got 'on,1'"),
         ("--shapes=15x132", "--shapes: comma-separated LAYERSxFEATURESkKERNEL, e.g. "
          "15x132k3, got '15x132'"),
         ("--agreement_shape=15x132k3,4x8k3", "--agreement_shape: LAYERSxFEATURESkKERNEL, "
