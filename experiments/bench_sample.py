@@ -111,9 +111,9 @@ def set_conv_fusion(choice):
   pj.sampling.CONV_FUSION = LIBRARY_CONV_FUSION if choice is None else choice
 
 
-def conv_fusion_label(choice, model, command_buffers=False):
-  """Set after set_conv_fusion(choice); command buffers compile without it."""
-  return choice_label(choice, pj.sampling._conv_fusion(model) and not command_buffers)
+def conv_fusion_label(choice, model):
+  """Set after set_conv_fusion(choice)."""
+  return choice_label(choice, pj.sampling._conv_fusion(model))
 
 
 def choice_label(choice, used):
@@ -278,7 +278,7 @@ def main():
         set_fused(setting, unroll, earlier)
         set_conv_fusion(conv_fusion)
         label = {"kernel": kernel, "command_buffers": graphs,
-                 "conv_fusion": conv_fusion_label(conv_fusion, model, CHOICES[graphs]),
+                 "conv_fusion": conv_fusion_label(conv_fusion, model),
                  "fused": fused_label(setting, model) if kernel != "xla" else "",
                  "earlier": earlier_label(earlier, model) if kernel != "xla" else "",
                  "unroll": cached_loop.column_unroll()}

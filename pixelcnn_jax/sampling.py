@@ -91,8 +91,8 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
     this key gets, so images that differ only in h differ only through h:
     the rows of an interpolation.
   command_buffers: compile the cached loop with XLA's command buffers for
-    every op (COMMAND_BUFFERS, and no CONV_FUSION); False keeps XLA's
-    defaults. The draws do not change.
+    every op (COMMAND_BUFFERS); False keeps XLA's defaults. The draws do not
+    change.
   """
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -132,8 +132,7 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
   if method == "naive":
     out = _naive(*args)
   else:
-    cached = (_cached_graphs if command_buffers else
-              _cached_conv_fusion if _conv_fusion(model) else _cached)
+    cached = _cached_loop(model, command_buffers)
     on_gpu = jax.default_backend() == "gpu"
     if kernel == "auto":
       out = None
@@ -189,6 +188,18 @@ def _cached_fused(cached, args, batch, strict):
                      f"shared memory for this model ({error}); use kernel='xla'")
   logging.warning("using kernel='xla' for this model")
   return None
+
+
+def _cached_loop(model, command_buffers: bool):
+  """The cached loop compiled with the options asked for, or XLA's defaults."""
+  options = {**(COMMAND_BUFFERS if command_buffers else {}),
+             **(CONV_FUSION_OPTIONS if _conv_fusion(model) else {})}
+  return _cached_with(tuple(options.items())) if options else _cached
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_with(options: tuple):
+  return jax.jit(_cached_body, static_argnums=(0, 7, 8, 9), compiler_options=dict(options))
 
 
 def _conv_fusion(model) -> bool:
@@ -292,7 +303,3 @@ def _cached_body(model, variables, key, canvas, h, n_known, temperature, shared,
 
 
 _cached = jax.jit(_cached_body, static_argnums=(0, 7, 8, 9))
-_cached_graphs = jax.jit(_cached_body, static_argnums=(0, 7, 8, 9),
-                         compiler_options=COMMAND_BUFFERS)
-_cached_conv_fusion = jax.jit(_cached_body, static_argnums=(0, 7, 8, 9),
-                              compiler_options=CONV_FUSION_OPTIONS)

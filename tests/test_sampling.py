@@ -78,9 +78,10 @@ def test_conv_fusion_is_taken_by_bf16_models_only_and_leaves_the_draws_unchanged
     model, variables = random_model(3, 3, 2, False, "none", (4, 4), dtype=dtype)
     plain = pj.sample(model, variables, key, 2, kernel="xla")
     monkeypatch.setattr(pj.sampling, "CONV_FUSION", True)
-    before = pj.sampling._cached_conv_fusion._cache_size()
+    fusion_loop = pj.sampling._cached_with(tuple(pj.sampling.CONV_FUSION_OPTIONS.items()))
+    before = fusion_loop._cache_size()
     np.testing.assert_array_equal(pj.sample(model, variables, key, 2, kernel="xla"), plain)
-    assert (pj.sampling._cached_conv_fusion._cache_size() > before) == fused
+    assert (fusion_loop._cache_size() > before) == fused
     monkeypatch.setattr(pj.sampling, "CONV_FUSION", False)
 
 
