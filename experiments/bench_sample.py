@@ -20,9 +20,10 @@ from a kernel of their own, earlier_groups.py; off: from their own loop;
 auto: the library's, fused_pass.earlier_kernel), each --unroll (columns
 per iteration of the loop along a row, cached_loop.COLUMN_UNROLL, or auto:
 the library's) and each --conv_fusion (on: the cached loop of bf16 models
-compiled with cuDNN's convolution fusions, pj.sampling.CONV_FUSION; auto:
-the library's); the first of each also for agreement: its wall time
-(median of 3 after compile); the naive sampler's, measured in full where
+compiled with cuDNN's convolution fusions at every batch on a GPU; auto:
+the library's, up to pj.sampling.CONV_FUSION_MAX_BATCH images; rows say
+what ran); the first of each also for agreement: its wall time (median of
+3 after compile); the naive sampler's, measured in full where
 --naive_full_limit allows and otherwise extrapolated as 3,072 x the time of
 one full forward pass (the naive loop's body), marked "extrapolated".
 Floors use the H100 SXM datasheet (3.35 TB/s HBM, 989 TFLOP/s dense bf16):
@@ -42,6 +43,7 @@ import json
 import os
 import re
 import statistics
+import sys
 import time
 
 import jax
@@ -54,7 +56,7 @@ from pixelcnn_jax import cached_loop, fused_pass, train_state
 
 import bench_train
 
-LIBRARY_CONV_FUSION = pj.sampling.CONV_FUSION
+LIBRARY_CONV_FUSION_MAX_BATCH = pj.sampling.CONV_FUSION_MAX_BATCH
 
 SHAPES = ((15, 132, 3), (20, 384, 5))
 CHOICES = {"on": True, "off": False}  # --command_buffers, and --earlier with auto
@@ -107,13 +109,15 @@ def earlier_label(earlier, model):
 
 
 def set_conv_fusion(choice):
-  """pj.sampling.CONV_FUSION for the next pj.sample; None: the library's."""
-  pj.sampling.CONV_FUSION = LIBRARY_CONV_FUSION if choice is None else choice
+  """pj.sampling.CONV_FUSION_MAX_BATCH for the next pj.sample: every batch,
+  none, or (None) the library's."""
+  pj.sampling.CONV_FUSION_MAX_BATCH = (LIBRARY_CONV_FUSION_MAX_BATCH if choice is None
+                                       else sys.maxsize if choice else 0)
 
 
-def conv_fusion_label(choice, model):
+def conv_fusion_label(choice, model, batch):
   """Set after set_conv_fusion(choice)."""
-  return choice_label(choice, pj.sampling._conv_fusion(model))
+  return choice_label(choice, pj.sampling._conv_fusion(model, batch))
 
 
 def choice_label(choice, used):
@@ -278,7 +282,7 @@ def main():
         set_fused(setting, unroll, earlier)
         set_conv_fusion(conv_fusion)
         label = {"kernel": kernel, "command_buffers": graphs,
-                 "conv_fusion": conv_fusion_label(conv_fusion, model),
+                 "conv_fusion": conv_fusion_label(conv_fusion, model, batch),
                  "fused": fused_label(setting, model) if kernel != "xla" else "",
                  "earlier": earlier_label(earlier, model) if kernel != "xla" else "",
                  "unroll": cached_loop.column_unroll()}
@@ -323,7 +327,7 @@ def main():
       r = {"agreement": dtype, "precision": precision or "default", "kernel": kernel,
            "channel_align": model.channel_align, "fused": args.fused.split(",")[0],
            "earlier": args.earlier.split(",")[0], "unroll": cached_loop.column_unroll(),
-           "conv_fusion": conv_fusion_label(conv_fusions[0], model),
+           "conv_fusion": conv_fusion_label(conv_fusions[0], model, num),
            "shape": args.agreement_shape, "num": num, "subpixels": cached.size,
            "per_step_disagreement": float((redrawn != cached).mean()),
            "per_step_disagreements": int((redrawn != cached).sum()),

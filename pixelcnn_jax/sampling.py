@@ -50,13 +50,15 @@ COMMAND_BUFFERS = {"xla_gpu_enable_command_buffer":
                    "FUSION,CUBLAS,CUBLASLT,CUDNN,CUSTOM_CALL,CONDITIONAL,WHILE",
                    "xla_gpu_graph_min_graph_size": 1}
 # cuDNN's fusions of each convolution with its pointwise neighbours (XLA's
-# ConvFusionRewriter), for the cached loop of bf16 models only, whose
-# exactness is an agreement rate, not bit-identity: on an H200 they drew 16
-# images of 15 x 132 in 0.144-0.147 s against 0.149-0.152, where they slow
+# ConvFusionRewriter), for the cached loop of bf16 models drawing at most this
+# many images a device (0: never). On an H200, 16 images of 15 x 132 took 2.2%
+# less time (six pairs over two sessions, five of them faster) and 256 took 4%
+# more; the bf16 per-step disagreement stayed within issue #10's 0.1% (the
+# same draws as without them at 15 x 132, 0.08% at 20 x 384). They slow
 # training by 8-16%, so no other jit takes them (experiments/RESULTS.md).
-# Off until that agreement is measured on a GPU; bench_sample.py
-# --conv_fusion=on sets it.
-CONV_FUSION = False
+# They are cuDNN's, so other backends never get the option.
+CONV_FUSION_MAX_BATCH = 16
+CONV_FUSION_BACKENDS = ("gpu",)
 CONV_FUSION_OPTIONS = {"xla_gpu_experimental_enable_conv_fusion": True}
 # Per model and fused-kernel overrides, the most images per kernel instance
 # once a larger block did not fit the GPU's shared memory; 0 where none did
@@ -132,7 +134,7 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
   if method == "naive":
     out = _naive(*args)
   else:
-    cached = _cached_loop(model, command_buffers)
+    cached = _cached_loop(model, command_buffers, padded // shards)
     on_gpu = jax.default_backend() == "gpu"
     if kernel == "auto":
       out = None
@@ -190,10 +192,11 @@ def _cached_fused(cached, args, batch, strict):
   return None
 
 
-def _cached_loop(model, command_buffers: bool):
-  """The cached loop compiled with the options asked for, or XLA's defaults."""
+def _cached_loop(model, command_buffers: bool, batch: int):
+  """The cached loop compiled with the options asked for and those that pay
+  at this many images a device, or XLA's defaults."""
   options = {**(COMMAND_BUFFERS if command_buffers else {}),
-             **(CONV_FUSION_OPTIONS if _conv_fusion(model) else {})}
+             **(CONV_FUSION_OPTIONS if _conv_fusion(model, batch) else {})}
   return _cached_with(tuple(options.items())) if options else _cached
 
 
@@ -202,8 +205,9 @@ def _cached_with(options: tuple):
   return jax.jit(_cached_body, static_argnums=(0, 7, 8, 9), compiler_options=dict(options))
 
 
-def _conv_fusion(model) -> bool:
-  return CONV_FUSION and jnp.dtype(model.dtype) == jnp.bfloat16
+def _conv_fusion(model, batch: int) -> bool:
+  return (jax.default_backend() in CONV_FUSION_BACKENDS
+          and jnp.dtype(model.dtype) == jnp.bfloat16 and batch <= CONV_FUSION_MAX_BATCH)
 
 
 def _fused_is_faster(model, batch: int) -> bool:

@@ -71,18 +71,24 @@ def test_command_buffers_leave_the_draws_unchanged():
       pj.sample(model, variables, key, 2, command_buffers=False))
 
 
-def test_conv_fusion_is_taken_by_bf16_models_only_and_leaves_the_draws_unchanged(monkeypatch):
+def test_conv_fusion_is_taken_by_bf16_models_at_small_batches_only_and_leaves_the_draws_unchanged(
+    monkeypatch):
   """Off a GPU the option changes nothing, but XLA must still accept it."""
   key = jax.random.PRNGKey(4)
-  for dtype, fused in ((jnp.float32, False), (jnp.bfloat16, True)):
+  monkeypatch.setattr(pj.sampling, "CONV_FUSION_MAX_BATCH", 2)
+  fusion_loop = pj.sampling._cached_with(tuple(pj.sampling.CONV_FUSION_OPTIONS.items()))
+  bf16, _ = random_model(3, 3, 2, False, "none", (4, 4), dtype=jnp.bfloat16)
+  assert not pj.sampling._conv_fusion(bf16, 1)  # Not a GPU.
+  monkeypatch.setattr(pj.sampling, "CONV_FUSION_BACKENDS", (jax.default_backend(),))
+  for dtype, num, fused in ((jnp.float32, 2, False), (jnp.bfloat16, 3, False),
+                            (jnp.bfloat16, 2, True)):
     model, variables = random_model(3, 3, 2, False, "none", (4, 4), dtype=dtype)
-    plain = pj.sample(model, variables, key, 2, kernel="xla")
-    monkeypatch.setattr(pj.sampling, "CONV_FUSION", True)
-    fusion_loop = pj.sampling._cached_with(tuple(pj.sampling.CONV_FUSION_OPTIONS.items()))
     before = fusion_loop._cache_size()
-    np.testing.assert_array_equal(pj.sample(model, variables, key, 2, kernel="xla"), plain)
+    drawn = pj.sample(model, variables, key, num, kernel="xla")
     assert (fusion_loop._cache_size() > before) == fused
-    monkeypatch.setattr(pj.sampling, "CONV_FUSION", False)
+    monkeypatch.setattr(pj.sampling, "CONV_FUSION_MAX_BATCH", 0)
+    np.testing.assert_array_equal(pj.sample(model, variables, key, num, kernel="xla"), drawn)
+    monkeypatch.setattr(pj.sampling, "CONV_FUSION_MAX_BATCH", 2)
 
 
 def test_samplers_ignore_dropout():
