@@ -71,9 +71,9 @@ def test_command_buffers_leave_the_draws_unchanged():
       pj.sample(model, variables, key, 2, command_buffers=False))
 
 
-def test_conv_fusion_is_taken_by_bf16_models_at_small_batches_only_and_leaves_the_draws_unchanged(
-    monkeypatch):
-  """Off a GPU the option changes nothing, but XLA must still accept it."""
+def test_conv_fusion_is_taken_on_gpus_by_small_bf16_batches_and_keeps_the_draws(monkeypatch):
+  """Forced onto this backend, the option must still compile, and off a GPU
+  it changes nothing."""
   key = jax.random.PRNGKey(4)
   monkeypatch.setattr(pj.sampling, "CONV_FUSION_MAX_BATCH", 2)
   fusion_loop = pj.sampling._cached_with(tuple(pj.sampling.CONV_FUSION_OPTIONS.items()))
