@@ -221,7 +221,8 @@ def main():
                  "earlier colour groups from a kernel of their own; comma-separated, "
                  "the first also for agreement")
   p.add_argument("--conv_fusion", default="auto",
-                 help="auto (the library's), on or off: the cached loop of bf16 models "
+                 help="auto (the library's: up to pj.sampling.CONV_FUSION_MAX_BATCH "
+                 "images), on (every batch) or off: the cached loop of bf16 models on a GPU "
                  "compiled with cuDNN's convolution fusions; comma-separated, the first "
                  "also for agreement")
   p.add_argument("--aligns", default="0",

@@ -197,11 +197,12 @@ def _cached_loop(model, command_buffers: bool, batch: int):
   at this many images a device, or XLA's defaults."""
   options = {**(COMMAND_BUFFERS if command_buffers else {}),
              **(CONV_FUSION_OPTIONS if _conv_fusion(model, batch) else {})}
-  return _cached_with(tuple(options.items())) if options else _cached
+  return _cached_with(tuple(options.items()))
 
 
 @functools.lru_cache(maxsize=None)
 def _cached_with(options: tuple):
+  """One jit of the cached loop per set of compiler options."""
   return jax.jit(_cached_body, static_argnums=(0, 7, 8, 9), compiler_options=dict(options))
 
 
@@ -305,5 +306,3 @@ def _cached_body(model, variables, key, canvas, h, n_known, temperature, shared,
   draw = GumbelDraw(row_noise, 1 / temperature, n_known)
   return cached_loop(model, variables, canvas, h, draw, kernel=kernel, max_block=max_block)
 
-
-_cached = jax.jit(_cached_body, static_argnums=(0, 7, 8, 9))

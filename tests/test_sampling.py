@@ -451,20 +451,25 @@ def _fake_gpu(monkeypatch, fail_with=None, interpret=True, fits=0, blocks=None):
   more than `fits` images (or runs through the interpreter, or as XLA's ops
   unless `interpret`); returns the kernels it was asked for, and appends
   each fused call's block to `blocks`."""
-  asked, real = [], pj.sampling._cached
+  asked, real_loop = [], pj.sampling._cached_loop
 
-  def cached(*args):
-    kernel, block = args[-2:]
-    asked.append(kernel)
-    if kernel == "pallas":
-      if blocks is not None:
-        blocks.append(block)
-      if fail_with is not None and block > fits:
-        raise fail_with
-      return real(*args[:-2], "pallas_interpret" if interpret else "xla", block)
-    return real(*args)
+  def loop(*loop_args):
+    real = real_loop(*loop_args)
 
-  monkeypatch.setattr(pj.sampling, "_cached", cached)
+    def cached(*args):
+      kernel, block = args[-2:]
+      asked.append(kernel)
+      if kernel == "pallas":
+        if blocks is not None:
+          blocks.append(block)
+        if fail_with is not None and block > fits:
+          raise fail_with
+        return real(*args[:-2], "pallas_interpret" if interpret else "xla", block)
+      return real(*args)
+
+    return cached
+
+  monkeypatch.setattr(pj.sampling, "_cached_loop", loop)
   monkeypatch.setattr(pj.sampling, "_FUSED_CAP", {})
   monkeypatch.setattr(pj.sampling.jax, "default_backend", lambda: "gpu")
   return asked
