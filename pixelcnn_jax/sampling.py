@@ -51,13 +51,15 @@ COMMAND_BUFFERS = {"xla_gpu_enable_command_buffer":
                    "xla_gpu_graph_min_graph_size": 1}
 # cuDNN's fusions of each convolution with its pointwise neighbours (XLA's
 # ConvFusionRewriter), for the cached loop of bf16 models drawing at most this
-# many images a device (0: never). On an H200, 16 images of 15 x 132 took 2.2%
-# less time (six pairs over two sessions, five of them faster) and 256 took 4%
-# more; the bf16 per-step disagreement stayed within issue #10's 0.1% (the
-# same draws as without them at 15 x 132, 0.08% at 20 x 384). They slow
-# training by 8-16%, so no other jit takes them (experiments/RESULTS.md).
-# They are cuDNN's, so other backends never get the option.
-CONV_FUSION_MAX_BATCH = 16
+# many images a device (0: never). On an H200 they were never slower from 1 to
+# 64 images (16 images of 15 x 132: 2.2% faster over six pairs; 32 of
+# 20 x 384: 3.5%), level at 128, and 4% slower at 256 images of 15 x 132. The
+# draws were the same as without them where both were compared (16 images of
+# 15 x 132, 32 of 20 x 384), and the bf16 per-step disagreement stayed within
+# issue #10's 0.1% (0.073% at 64 images of 15 x 132). They slow training by
+# 8-16%, so no other jit takes them (experiments/RESULTS.md). They are
+# cuDNN's, so other backends never get the option.
+CONV_FUSION_MAX_BATCH = 64
 CONV_FUSION_BACKENDS = ("gpu",)
 CONV_FUSION_OPTIONS = {"xla_gpu_experimental_enable_conv_fusion": True}
 # Per model and fused-kernel overrides, the most images per kernel instance
