@@ -51,9 +51,9 @@ COMMAND_BUFFERS = {"xla_gpu_enable_command_buffer":
                    "xla_gpu_graph_min_graph_size": 1}
 # cuDNN's fusions of each convolution with its pointwise neighbours (XLA's
 # ConvFusionRewriter), for the cached loop of bf16 models drawing at most this
-# many images a device (0: never). On an H200 they were never slower from 1 to
-# 64 images (16 images of 15 x 132: 2.2% faster over six pairs; 32 of
-# 20 x 384: 3.5%), level at 128, and 4% slower at 256 images of 15 x 132. The
+# many images a device (0: never). On an H200 they were at most 0.1% slower
+# from 1 to 64 images (16 images of 15 x 132: 2.2% faster over six pairs; 32
+# of 20 x 384: 3.3%), level at 128, and 4% slower at 256 images of 15 x 132. The
 # draws were the same as without them where both were compared (16 images of
 # 15 x 132, 32 of 20 x 384), and the bf16 per-step disagreement stayed within
 # issue #10's 0.1% (0.073% at 64 images of 15 x 132). They slow training by
