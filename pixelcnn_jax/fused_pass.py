@@ -51,19 +51,19 @@ def gumbel_scores(logits_BK, inv_temperature, noise_BK):
 def settings(model) -> tuple:
   """(Triton's pipelining stages for the loop over layers; the most images
   per kernel instance; Triton's warps per instance) for a model, None being
-  Triton's default (3 stages, 4 warps). On an H100
-  (experiments/RESULTS.md): 15 x 132 in bf16 is fastest at the defaults;
-  its 64-image blocks, the fastest with an earlier version of the kernel,
-  ask 336 kB of shared memory with this one (H200, of the 227 kB a block
-  may have), and 32 fit, 15-48% faster than one stage at 16 to 256 images
-  (H200; sampling.py halves a block that does not fit). 20 x 384 fits the
-  card's shared memory only at one stage (two ask 315 kB of its 227 kB),
-  where 8-image blocks, more instances in parallel, beat 16, and 16 warps
-  beat 4 (0.65 s against 0.80 for 256 images): one instance then has the
-  threads to cover its larger weight tiles. At 15 x 132 more warps gain
-  nothing. Float32 models past 32 features per colour get the wide
-  settings (at the defaults, 15 x 132 in float32 asks 324 kB)."""
-  return OVERRIDE or ((1, 8, 16) if is_wide(model) else (None, 32, None))
+  Triton's default (3 stages, 4 warps). 8-image blocks, many instances in
+  parallel, at 3 stages: on an H200 (experiments/RESULTS.md) 15 x 132 in
+  bf16 drew 16, 32 and 256 images in 0.130, 0.130 and 0.162 s, against
+  0.149, 0.204 and 0.257 with 32-image blocks, and 20 x 384 in 0.279, 0.293
+  and 0.471 s with 8 warps, against 0.362, 0.380 and 0.564 at one stage
+  and 16 warps; 4-image blocks were within 4% of 8 at 15 x 132. Wide
+  models take 8 warps, which cover their larger weight tiles (4 were 4-15%
+  slower); at 15 x 132, 8 warps were 4-6% slower than 4. 20 x 384 is near
+  the 227 kB of shared memory a block may have (fused_smem.py: 233 kB at 8
+  images, whose counts run high; it ran), and sampling.py halves a block
+  that does not fit. Float32 models past 32 features per colour take the
+  wide settings (117 kB at 15 x 132; not timed)."""
+  return OVERRIDE or ((None, 8, 8) if is_wide(model) else (None, 8, None))
 
 
 def batch_block(model, batch=None, max_block=None) -> int:

@@ -33,14 +33,12 @@ METHODS = ("cached", "naive")
 KERNELS = ("auto", "xla", "pallas")
 # kernel="auto" takes the fused kernel on a GPU where it was measured faster
 # than XLA's ops (H100 and H200, bf16, experiments/RESULTS.md). Narrow models
-# (not fused_pass.is_wide, e.g. 15 x 132, blocks of at most 32 images) up to
-# FUSED_MAX_BATCH images, the largest batch timed: on an H200, 1, 16, 64,
-# 256 and 1,024 images in 0.145, 0.155, 0.215, 0.258 and 0.387 s against
-# 0.260, 0.299, 0.358, 0.446 and 0.640 (an earlier kernel, with 64-image
-# blocks, lost at 256 images on an H100: 0.52 s against 0.48). Wide ones at
-# every batch, with the earlier groups' kernel: 20 x 384 drew 1 to 8 images
-# in 0.34-0.35 s against 0.47-0.54, and 256 and 1,024 in 0.57 and 1.19 s
-# against 1.02 and 1.70 (H200).
+# (not fused_pass.is_wide, e.g. 15 x 132) up to FUSED_MAX_BATCH images, the
+# largest batch timed: on an H200 with 8-image blocks, 16 and 1,024 images in
+# 0.132 and 0.292 s against 0.272 and 0.633 (an earlier kernel, with
+# 64-image blocks, lost at 256 images on an H100: 0.52 s against 0.48). Wide
+# ones at every batch, with the earlier groups' kernel: 20 x 384 drew 16 and
+# 1,024 images in 0.280 and 1.078 s against 0.492 and 1.682 (H200).
 FUSED_MAX_BATCH = 1024
 # XLA's command buffers (CUDA graphs) for every op, loops and branches
 # included, when command_buffers=True. They helped the cached loop before its
@@ -67,8 +65,9 @@ CONV_FUSION_OPTIONS = {"xla_gpu_experimental_enable_conv_fusion": True}
 # (kernel="auto" then uses XLA's ops). A block's shared memory does not depend
 # on the batch, so what one batch learnt holds for every batch.
 _FUSED_CAP = {}
-# The smallest block tried: wide models' own (fused_pass.settings).
-MIN_FUSED_BLOCK = 8
+# The smallest block tried: half the library's (fused_pass.settings), the
+# smallest timed on a GPU (experiments/RESULTS.md).
+MIN_FUSED_BLOCK = 4
 
 
 def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
