@@ -1,9 +1,11 @@
 """Shared memory that each fused sampling kernel asks for, without a GPU.
 
   python experiments/fused_smem.py [--shapes=15x132k3,20x384k5] [--blocks=64,32,16,8]
-      [--stages=auto,1] [--arch=90] [--limit=232448] [--out=FILE.jsonl]
+      [--stages=auto,1] [--dtypes=bfloat16,float32] [--arch=90] [--limit=232448]
+      [--out=FILE.jsonl]
 
-For each model shape, block of images per kernel instance and number of
+For each model shape and dtype (float32 at precision "highest", as the
+exact sampler runs it), block of images per kernel instance and number of
 Triton pipelining stages (auto: the library's, fused_pass.settings; its
 warps in every case), set through fused_pass.OVERRIDE, lowers the cached
 sampler for a batch of one block for CUDA, as the tests do (jax's export),
@@ -108,6 +110,7 @@ def main():
   p.add_argument("--blocks", default="64,32,16,8", help="images per kernel instance")
   p.add_argument("--stages", default="auto",
                  help="Triton pipelining stages, or auto (the library's), comma-separated")
+  p.add_argument("--dtypes", default="bfloat16", help="bfloat16 or float32, comma-separated")
   p.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90")
   p.add_argument("--limit", type=int, default=232448, help="shared memory per block, bytes")
   p.add_argument("--out", default="")
@@ -118,20 +121,22 @@ def main():
                                                   "integers >= 1")]
   stages = [None if v == "auto" else int(v) for v in bench_sample._listed(
       args, "stages", r"auto|[1-9]\d*", "integers >= 1 or auto")]
+  dtypes = bench_sample._listed(args, "dtypes", r"bfloat16|float32", "bfloat16 or float32")
   try:
     import triton
   except ImportError:
     raise SystemExit("fused_smem.py needs the triton package: pip install triton")
   os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # XLA's Triton fuses.
   rows = []
-  for layers, features, kernel_size in shapes:
+  for (layers, features, kernel_size), dtype in itertools.product(shapes, dtypes):
     model = pj.GatedPixelCNN(num_layers=layers, features=features, kernel_size=kernel_size,
-                             channels=3, image_size=(32, 32), dtype=jnp.bfloat16,
+                             channels=3, image_size=(32, 32), dtype=jnp.dtype(dtype),
+                             precision="highest" if dtype == "float32" else None,
                              channel_align=32)
     for block, stage in itertools.product(blocks, stages):
       kernels = triton_kernels(model, block, stage)
       shared = [shared_bytes(*k, args.arch) for k in kernels]
-      r = {"shape": f"{layers}x{features}k{kernel_size}", "block": block,
+      r = {"shape": f"{layers}x{features}k{kernel_size}", "dtype": dtype, "block": block,
            "warps": kernels[0][1], "stages": kernels[0][2], "shared_bytes": shared,
            "fits": max(shared) <= args.limit, "limit": args.limit, "arch": args.arch,
            "triton": triton.__version__, "jax": jax.__version__,

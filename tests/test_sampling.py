@@ -398,7 +398,9 @@ def test_unrolled_column_loop_draws_what_the_naive_sampler_draws(monkeypatch):
          "got 'float16'")]],
     ("fused_smem.py", "--blocks=0", "--blocks: comma-separated integers >= 1, got '0'"),
     ("fused_smem.py", "--stages=auto,0",
-     "--stages: comma-separated integers >= 1 or auto, got 'auto,0'")])
+     "--stages: comma-separated integers >= 1 or auto, got 'auto,0'"),
+    ("fused_smem.py", "--dtypes=float16",
+     "--dtypes: comma-separated bfloat16 or float32, got 'float16'")])
 def test_sampler_experiments_refuse_a_bad_choice(script, flag, error):
   r = subprocess.run([sys.executable, os.path.join(REPO, "experiments", script), flag],
                      capture_output=True, text=True, timeout=120)
