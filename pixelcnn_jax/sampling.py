@@ -306,4 +306,3 @@ def _cached_body(model, variables, key, canvas, h, n_known, temperature, shared,
 
   draw = GumbelDraw(row_noise, 1 / temperature, n_known)
   return cached_loop(model, variables, canvas, h, draw, kernel=kernel, max_block=max_block)
-
