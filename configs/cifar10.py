@@ -15,8 +15,9 @@ minutes batch 64 at 3e-3 reached 3.325 and batch 128 at 2e-3 3.420; 4 GPUs
 at batch 256 reached only 3.414 (1e-3, dropout 0.25) and 3.445 (6e-3): the
 number of steps, not images, limits a run this short. On one GPU, where a
 step at batch 32 takes 54% of one at 64, batch 32 at a peak of 1e-3 with
-weight decay 0.1 reached 3.212 on an H200 in 19 minutes (29,514 steps, no
-overfitting); the 4-GPU recipe at batch 32 is unmeasured. Skip connections
+weight decay 0.1 reached 3.184 and 3.212 on an H200 in two runs of 18-19
+minutes (28,000 and 29,514 steps, no overfitting); the 4-GPU recipe at batch
+32 is unmeasured. Skip connections
 to the head were no help (experiments/RESULTS.md). The best checkpoint by
 held-out bits/dim is kept either way. The EMA (0.9995, debiased) spans about
 the last 2,000 steps.
@@ -29,7 +30,7 @@ Command:  python -m pixelcnn_jax.main --config=configs/cifar10.py --workdir=$W
           --config.train.learning_rate=1e-3 --config.train.weight_decay=0.1.
 Hardware: 4 H100s for the recipe; any number of GPUs/TPU cores dividing 64.
 Expected: 3.202 held-out bits/dim from the 20-minute recipe on 4 H100s,
-          3.212 on one H200 with the one-GPU flags (experiments/RESULTS.md);
+          3.18-3.21 on one H200 with the one-GPU flags (experiments/RESULTS.md);
           3.03 test bits/dim when trained to convergence (paper).
 """
 

@@ -166,8 +166,12 @@ def plot(rows, path):
   fig, ax = plt.subplots(figsize=(7, 4.5))
   names = ("fused", "earlier groups", "command buffers", "conv fusion", "unroll",
            "channels aligned to")
-  extra = lambda r: (r.get("fused", ""), r.get("earlier", ""), r["command_buffers"],
-                     r.get("conv_fusion", "off"), r.get("unroll", 1), r.get("channel_align", 1))
+  # An automatic choice can differ from one batch to the next (conv fusion stops
+  # at 64 images, a block halves to fit); one curve per setting asked for, not per choice.
+  asked = lambda v: "auto" if str(v).startswith("auto:") else v
+  extra = lambda r: tuple(map(asked, (
+      r.get("fused", ""), r.get("earlier", ""), r["command_buffers"],
+      r.get("conv_fusion", "off"), r.get("unroll", 1), r.get("channel_align", 1))))
   case = lambda r: (r["shape"], r["kernel"], extra(r))
   cases = list(dict.fromkeys(map(case, rows)))
   # Settings that every curve of one kernel shares would only lengthen the

@@ -120,3 +120,20 @@ def test_bench_sample_plot_names_only_the_settings_that_tell_curves_apart(tmp_pa
   legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
   assert legend == ["2x12 k3, xla", "2x12 k3, pallas, fused 1x32", "2x12 k3, pallas, fused 1x64"]
   assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_bench_sample_plot_draws_one_curve_per_setting_asked_for(tmp_path, monkeypatch):
+  monkeypatch.syspath_prepend(os.path.dirname(BENCH_SAMPLE))
+  import bench_sample
+  row = lambda kernel, batch: {
+      "shape": "2x12 k3", "kernel": kernel, "command_buffers": "off", "unroll": 4,
+      "fused": "" if kernel == "xla" else f"auto:defaultx{8 if batch < 256 else 4}",
+      "earlier": "" if kernel == "xla" else "auto:on",
+      "conv_fusion": f"auto:{'on' if batch <= 64 else 'off'}", "channel_align": 32,
+      "batch": batch, "cached_s": 0.1 * batch, "device": "cpu", "date": "2026-12-03"}
+  rows = [row(k, b) for k in ("xla", "pallas") for b in (1, 64, 256, 1024)]
+  fig = bench_sample.plot(rows, tmp_path / "plot.png")
+  lines = fig.axes[0].get_lines()
+  assert [len(line.get_xdata()) for line in lines] == [4, 4]
+  assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+      "2x12 k3, xla", "2x12 k3, pallas"]
