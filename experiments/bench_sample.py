@@ -3,9 +3,10 @@
   python experiments/bench_sample.py [--batches=1,16,64,256] [--kernels=auto,xla,pallas]
       [--command_buffers=off,on] [--fused=auto,defaultx64x2,1x8] [--unroll=1,4]
       [--earlier=auto,on,off] [--conv_fusion=auto,on,off] [--aligns=0,1,8]
-      [--out=FILE] [--plot=FILE.png]
+      [--dtypes=bfloat16,float32:highest] [--out=FILE] [--plot=FILE.png]
 
-For each model shape, channel alignment (model.channel_align: the vertical
+For each model shape, dtype (bfloat16 by default; DTYPE:PRECISION also
+sets the model's matmul precision), channel alignment (model.channel_align: the vertical
 stack's convolutions, computed by XLA once per row, pad their channels to its
 multiples; 0, the default, is the library's choice, what pj.load gives, 32
 on a GPU; the first also for agreement), batch, kernel of the cached sampler
@@ -62,6 +63,8 @@ SHAPES = ((15, 132, 3), (20, 384, 5))
 CHOICES = {"on": True, "off": False}  # --command_buffers, and --earlier with auto
 HBM_BYTES_PER_S, BF16_FLOPS = 3.35e12, 989e12
 STEPS = 32 * 32 * 3
+DTYPE = r"(float32|bfloat16)(:(default|high|highest))?"
+DTYPE_FORM = "DTYPE[:PRECISION] with float32 or bfloat16 and default, high or highest"
 
 
 def make(layers, features, kernel, dtype, precision=None, align=0):
@@ -159,6 +162,11 @@ def floors(variables, batch, dtype_bytes):
           flops / BF16_FLOPS * STEPS)
 
 
+def dtype_label(row):
+  precision = row.get("precision", "default")
+  return row.get("dtype", "bfloat16") + ("" if precision == "default" else f":{precision}")
+
+
 def plot(rows, path):
   import matplotlib  # Only for --plot.
   matplotlib.use("Agg")
@@ -172,20 +180,22 @@ def plot(rows, path):
   extra = lambda r: tuple(map(asked, (
       r.get("fused", ""), r.get("earlier", ""), r["command_buffers"],
       r.get("conv_fusion", "off"), r.get("unroll", 1), r.get("channel_align", 1))))
-  case = lambda r: (r["shape"], r["kernel"], extra(r))
+  case = lambda r: (r["shape"], dtype_label(r), r["kernel"], extra(r))
   cases = list(dict.fromkeys(map(case, rows)))
   # Settings that every curve of one kernel shares would only lengthen the
   # legend until it crowds out the axes; only those that tell curves apart stay.
   varying = [i for i in range(len(names))
-             if len({(k, e[i]) for _, k, e in cases}) > len({k for _, k, _ in cases})]
-  for shape, kernel, settings in cases:
+             if len({(k, e[i]) for _, _, k, e in cases}) > len({k for _, _, k, _ in cases})]
+  several_dtypes = len({d for _, d, _, _ in cases}) > 1
+  for shape, dt, kernel, settings in cases:
     points = [(r["batch"], r["batch"] / r["cached_s"]) for r in rows
-              if case(r) == (shape, kernel, settings)]
-    label = ", ".join([shape, kernel] + [f"{names[i]} {settings[i]}" for i in varying
-                                         if settings[i] != ""])
+              if case(r) == (shape, dt, kernel, settings)]
+    label = ", ".join([shape] + [dt] * several_dtypes + [kernel]
+                      + [f"{names[i]} {settings[i]}" for i in varying if settings[i] != ""])
     ax.plot(*zip(*points), "o-", label=label)
   ax.set(xscale="log", yscale="log", xlabel="batch (images)", ylabel="images/s",
-         title=f"32x32x3 sampling, bf16, {rows[0]['device']}, {rows[0]['date']}")
+         title=f"32x32x3 sampling, {', '.join(dict.fromkeys(map(dtype_label, rows)))}, "
+               f"{rows[0]['device']}, {rows[0]['date']}")
   ax.grid(True, which="both", alpha=0.3)
   ax.legend(fontsize="small")
   fig.tight_layout()
@@ -232,6 +242,8 @@ def main():
   p.add_argument("--aligns", default="0",
                  help="model.channel_align values (0: the library's choice, 32 on a GPU), "
                  "comma-separated; the first also for agreement")
+  p.add_argument("--dtypes", default="bfloat16",
+                 help="DTYPE[:PRECISION] of the timed models, comma-separated")
   p.add_argument("--agreement_dtypes", default="float32:highest,float32,bfloat16",
                  help="DTYPE[:PRECISION],... to check cached against the reference; "
                  "empty: skip")
@@ -252,6 +264,7 @@ def main():
   conv_fusions = [{**CHOICES, "auto": None}[c] for c in _listed(
       args, "conv_fusion", r"auto|on|off", "auto, on or off")]
   aligns = [int(a) for a in _listed(args, "aligns", r"\d+", "integers >= 0")]
+  dtypes = [spec.partition(":")[::2] for spec in _listed(args, "dtypes", DTYPE, DTYPE_FORM)]
   batches = [int(b) for b in _listed(args, "batches", r"[1-9]\d*", "integers >= 1")]
   kernels = _listed(args, "kernels", "|".join(pj.sampling.KERNELS),
                     "of " + ", ".join(pj.sampling.KERNELS))
@@ -259,15 +272,14 @@ def main():
   shapes = [bench_train.parse_shape(s, "--shapes") for s in _listed(
       args, "shapes", r"\d+x\d+k\d+", "LAYERSxFEATURESkKERNEL, e.g. 15x132k3")]
   agreement_shape = bench_train.parse_shape(args.agreement_shape, "--agreement_shape")
-  agreement_dtypes = _listed(args, "agreement_dtypes",
-                             r"(float32|bfloat16)(:(default|high|highest))?",
-                             "DTYPE[:PRECISION] with float32 or bfloat16 and default, "
-                             "high or highest", empty=True)
+  agreement_dtypes = _listed(args, "agreement_dtypes", DTYPE, DTYPE_FORM, empty=True)
   key = jax.random.PRNGKey(1)
   rows = []
   one_device = Mesh(np.array(jax.devices()[:1]), ("data",))
-  for (layers, features, kernel_size), align in itertools.product(shapes, aligns):
-    model, variables = make(layers, features, kernel_size, jnp.bfloat16, align=align)
+  for (layers, features, kernel_size), align, (dtype_name, precision) in itertools.product(
+      shapes, aligns, dtypes):
+    model, variables = make(layers, features, kernel_size, jnp.dtype(dtype_name),
+                            None if precision in ("", "default") else precision, align)
     forward = jax.jit(model.apply)
     for batch in batches:
       x = jnp.zeros((batch, 32, 32, 3), jnp.uint8)
@@ -278,7 +290,7 @@ def main():
                                              method="naive"), 1), "measured"
       else:
         naive, how = naive_est, "extrapolated"
-      bw_floor, flop_floor = floors(variables, batch, 2)
+      bw_floor, flop_floor = floors(variables, batch, jnp.dtype(dtype_name).itemsize)
       cases = [(k, g, f, u, e, c) for k, g, u, c
                in itertools.product(kernels, graphs_list, unrolls, conv_fusions)
                for f in (fused if k != "xla" else [fused[0]])
@@ -301,7 +313,8 @@ def main():
           continue
         if kernel != "xla":  # The library may have halved its block to fit.
           label["fused"] = fused_label(setting, model)
-        r = {"shape": f"{layers}x{features} k{kernel_size}", "dtype": "bfloat16",
+        r = {"shape": f"{layers}x{features} k{kernel_size}", "dtype": dtype_name,
+             "precision": precision or "default",
              "channel_align": model.channel_align, **label, "batch": batch,
              "cached_s": cached, "naive_s": naive,
              "naive": how, "speedup": naive / cached, "floor_bytes_s": bw_floor,
@@ -349,12 +362,12 @@ def main():
   if args.out:
     with open(args.out, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows + agree)
-  print(f"\n{'shape':>10} {'align':>5} {'kernel':>7} {'fused':>15} {'earlier':>8} "
+  print(f"\n{'shape':>10} {'dtype':>16} {'align':>5} {'kernel':>7} {'fused':>15} {'earlier':>8} "
         f"{'graphs':>6} {'convfu':>7} {'unroll':>6} {'batch':>5} "
         f"{'cached s':>9} {'naive s':>9} {'':>5} {'speedup':>8} {'floor(B) s':>10} "
         f"{'floor(F) s':>10}")
   for r in rows:
-    print(f"{r['shape']:>10} {r['channel_align']:5d} {r['kernel']:>7} {r['fused']:>15} "
+    print(f"{r['shape']:>10} {dtype_label(r):>16} {r['channel_align']:5d} {r['kernel']:>7} {r['fused']:>15} "
           f"{r['earlier']:>8} {r['command_buffers']:>6} {r['conv_fusion']:>7} "
           f"{r['unroll']:6d} {r['batch']:5d} "
           f"{r['cached_s']:9.3f} {r['naive_s']:9.1f} "

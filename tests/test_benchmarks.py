@@ -80,15 +80,19 @@ def test_bench_train_refuses_bad_arguments_in_one_line(args, error):
 def test_bench_sample_times_the_sampler_and_checks_it_against_the_naive_one(tmp_path):
   out = tmp_path / "rows.jsonl"
   r = _run(BENCH_SAMPLE, "--shapes=2x12k3", "--batches=1,2", "--kernels=xla",
-           "--conv_fusion=auto,on", "--naive_full_limit=0",
-           "--agreement_dtypes=float32:highest", "--agreement_shape=2x12k3",
-           "--agreement_num=1", f"--out={out}", timeout=300)
+           "--conv_fusion=auto,on", "--dtypes=bfloat16,float32:highest",
+           "--naive_full_limit=0", "--agreement_dtypes=float32:highest",
+           "--agreement_shape=2x12k3", "--agreement_num=1", f"--out={out}", timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
   rows = [json.loads(line) for line in out.read_text().splitlines()]
-  timed, agreement = rows[:4], rows[4:]
+  timed, agreement = rows[:8], rows[8:]
   # cuDNN's fusions exist on GPUs only: the labels say what ran.
-  assert [(row["batch"], row["conv_fusion"]) for row in timed] == [
-      (1, "auto:off"), (1, "off"), (2, "auto:off"), (2, "off")]
+  assert [(row["dtype"], row["precision"], row["batch"], row["conv_fusion"])
+          for row in timed] == [
+      (d, p, b, c) for d, p in (("bfloat16", "default"), ("float32", "highest"))
+      for b in (1, 2) for c in ("auto:off", "off")]
+  # A float32 model reads twice the bytes a step: its floor is twice as far.
+  assert timed[4]["floor_bytes_s"] == pytest.approx(2 * timed[0]["floor_bytes_s"])
   # Float32 models never take the fusions: their draws must stay bit-identical.
   assert agreement[0]["conv_fusion"] == "auto:off"
   assert all(row["cached_s"] > 0 and row["naive"] == "extrapolated" for row in timed)
@@ -137,3 +141,9 @@ def test_bench_sample_plot_draws_one_curve_per_setting_asked_for(tmp_path, monke
   assert [len(line.get_xdata()) for line in lines] == [4, 4]
   assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
       "2x12 k3, xla", "2x12 k3, pallas"]
+  # A dtype is named where the curves have more than one.
+  rows += [{**row("pallas", b), "dtype": "float32", "precision": "highest"} for b in (1, 64)]
+  fig = bench_sample.plot(rows, tmp_path / "plot.png")
+  assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+      "2x12 k3, bfloat16, xla", "2x12 k3, bfloat16, pallas", "2x12 k3, float32:highest, pallas"]
+  assert fig.axes[0].get_title() == "32x32x3 sampling, bfloat16, float32:highest, cpu, 2026-12-03"

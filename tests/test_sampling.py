@@ -395,7 +395,9 @@ def test_unrolled_column_loop_draws_what_the_naive_sampler_draws(monkeypatch):
          "e.g. 15x132k3, got '15x132k3,4x8k3'"),
         ("--agreement_dtypes=float16", "--agreement_dtypes: comma-separated "
          "DTYPE[:PRECISION] with float32 or bfloat16 and default, high or highest, "
-         "got 'float16'")]],
+         "got 'float16'"),
+        ("--dtypes=bfloat16,float32:fast", "--dtypes: comma-separated DTYPE[:PRECISION] "
+         "with float32 or bfloat16 and default, high or highest, got 'bfloat16,float32:fast'")]],
     ("fused_smem.py", "--blocks=0", "--blocks: comma-separated integers >= 1, got '0'"),
     ("fused_smem.py", "--stages=auto,0",
      "--stages: comma-separated integers >= 1 or auto, got 'auto,0'"),
