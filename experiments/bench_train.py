@@ -39,12 +39,13 @@ PEAK_TFLOPS = 790.0  # The bf16 matrix rate measured on this workplace's H100s a
 IMAGE = (32, 32, 3)
 
 
-def config_for(layers, features, kernel, dtype, batch, align=0, image=IMAGE):
+def config_for(layers, features, kernel, dtype, batch, align=0, image=IMAGE,
+               optimizer="adamw"):
   c = config_base.base()
   c.model.update(num_layers=layers, features=features, kernel_size=kernel,
                  channels=image[2], dtype=dtype, channel_align=align)
   c.data.image_size = image[:2]
-  c.train.update(warmup_steps=10, num_steps=1000, batch_size=batch)
+  c.train.update(warmup_steps=10, num_steps=1000, batch_size=batch, optimizer=optimizer)
   return c
 
 
@@ -59,9 +60,9 @@ def make_mesh(devices: int, fsdp: int) -> Mesh:
 
 
 def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, steps,
-          peak_tflops, align=0, image=IMAGE):
+          peak_tflops, align=0, image=IMAGE, optimizer="adamw"):
   batch = per_device_batch * devices
-  cfg = config_for(layers, features, kernel, dtype, batch, align, image)
+  cfg = config_for(layers, features, kernel, dtype, batch, align, image, optimizer)
   mesh = make_mesh(devices, fsdp)
   model, tx, shardings, step = train.setup(cfg, mesh)
   state = train.fresh_state(cfg, model, tx, shardings)
@@ -85,7 +86,8 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
   return {"layers": layers, "features": features, "kernel": kernel, "dtype": dtype,
           "image": "x".join(map(str, image)),
           "batch": batch, "per_device_batch": per_device_batch, "devices": devices,
-          "fsdp": fsdp, "channel_align": ts.channel_align(align), "img_per_s": batch / med,
+          "fsdp": fsdp, "channel_align": ts.channel_align(align), "optimizer": optimizer,
+          "img_per_s": batch / med,
           "median_step_s": med,
           "compile_s": compile_s, "loss_first": loss_first, "loss_last": train_loss(m),
           "params": ts.param_count(state.params),
@@ -105,7 +107,8 @@ def train_loss(metrics) -> float:
 def add_efficiency(rows):
   """img/s(N) / (N * img/s(1)) against the one-device case of the same series."""
   series = lambda r: (r["layers"], r["features"], r["kernel"], r.get("image"), r["dtype"],
-                      r.get("per_device_batch"), r.get("channel_align"))
+                      r.get("per_device_batch"), r.get("channel_align"),
+                      r.get("optimizer", "adamw"))
   base = {series(r): r["img_per_s"] for r in rows if "error" not in r and r["devices"] == 1}
   for r in rows:
     one = base.get(series(r))
@@ -167,6 +170,8 @@ def main():
                  help="model.channel_align values, comma-separated (0: the library's "
                  "choice, 32 on a GPU; 8: channels padded to multiples of 8 while "
                  "computing)")
+  p.add_argument("--optimizers", default="adamw",
+                 help="train.optimizer values, comma-separated: " + ", ".join(ts.OPTIMIZERS))
   p.add_argument("--peak_tflops", type=float, default=PEAK_TFLOPS)
   p.add_argument("--out", default="")
   p.add_argument("--plot", default="")
@@ -180,19 +185,24 @@ def main():
             for a in args.aligns.split(",")]
   batches = [parse_ints(r"([1-9]\d*)", b, "--batches", "integers >= 1, e.g. 128,256")[0]
              for b in args.batches.split(",")]
+  optimizers = args.optimizers.split(",")
+  if not set(optimizers) <= set(ts.OPTIMIZERS):
+    raise SystemExit(f"--optimizers: comma-separated {', '.join(ts.OPTIMIZERS)}, "
+                     f"got {args.optimizers!r}")
   rows = []
   for layers, features, kernel in shapes:
-    for dtype, align in itertools.product(args.dtypes.split(","), aligns):
+    for dtype, align, optimizer in itertools.product(args.dtypes.split(","), aligns,
+                                                     optimizers):
       for per_device in batches:
         for devices, fsdp in meshes:
           try:
             r = bench(layers, features, kernel, dtype, per_device, devices, fsdp,
-                      args.steps, args.peak_tflops, align, image)
+                      args.steps, args.peak_tflops, align, image, optimizer)
           except Exception as e:  # An OOM on one case should not hide the others.
             r = {"layers": layers, "features": features, "kernel": kernel,
                  "image": "x".join(map(str, image)), "dtype": dtype,
                  "per_device_batch": per_device, "devices": devices, "fsdp": fsdp,
-                 "channel_align": ts.channel_align(align),
+                 "channel_align": ts.channel_align(align), "optimizer": optimizer,
                  "error": str(e).splitlines()[0][:200]}
           print(json.dumps(r), flush=True)
           rows.append(r)
@@ -202,11 +212,13 @@ def main():
       f.writelines(json.dumps(r) + "\n" for r in rows)
   if args.plot:
     plot(rows, args.plot)
-  print(f"\n{'shape':>12} {'image':>9} {'dtype':>8} {'align':>5} {'batch':>6} {'GPUs':>4} "
+  print(f"\n{'shape':>12} {'image':>9} {'dtype':>8} {'optim':>5} {'align':>5} {'batch':>6} "
+        f"{'GPUs':>4} "
         f"{'fsdp':>4} {'img/s':>8} {'MFU':>5} {'eff.':>5}  device")
   for r in rows:
     shape = f"{r['layers']}x{r['features']}k{r['kernel']}"
-    head = (f"{shape:>12} {r['image']:>9} {r['dtype']:>8} {r['channel_align']:>5} "
+    head = (f"{shape:>12} {r['image']:>9} {r['dtype']:>8} {r['optimizer']:>5} "
+            f"{r['channel_align']:>5} "
             f"{r['per_device_batch']:>6} {r['devices']:>4} {r['fsdp']:>4}")
     if "error" in r:
       print(f"{head}  error: {r['error'][:60]}")

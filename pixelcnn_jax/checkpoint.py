@@ -290,7 +290,12 @@ def restore_for_training(mngr, config, abstract, workdir: str):
   """
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
-      check_architecture(read_config(mngr, step), config, f"workdir {workdir}")
+      saved = read_config(mngr, step)
+      check_architecture(saved, config, f"workdir {workdir}")
+      if saved.train.optimizer != config.train.optimizer:
+        raise UserError(f"workdir {workdir} was trained with train.optimizer="
+                        f"{saved.train.optimizer!r}, whose state cannot continue as "
+                        f"{config.train.optimizer!r}; use a new --workdir")
       parts = _restore(mngr, step, _parts(abstract))
     except CheckpointError as e:
       log.warning("%s; falling back to an earlier checkpoint", e)

@@ -67,6 +67,7 @@ def base() -> ml_collections.ConfigDict:
   c.train.warmup_steps = 500
   c.train.grad_clip = 1.0
   c.train.weight_decay = 0.0       # AdamW's decoupled decay, on kernels only.
+  c.train.optimizer = "adamw"      # Or "muon": train_state.make_optimizer.
   c.train.ema_decay = 0.0          # 0 = no EMA of the params (debiased, train_state.py).
   c.train.log_every = 100
   c.train.eval_every = 2_000
@@ -220,6 +221,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
                       ("sample.num", c.sample.num),
                       ("sample.temperature", c.sample.temperature)):
     _check(value > 0, f"{name} must be > 0, got {value}")
+  _check(t.optimizer in train_state.OPTIMIZERS,
+         f"train.optimizer must be one of {list(train_state.OPTIMIZERS)}, got "
+         f"{t.optimizer!r}")
   _check(0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
   _check(c.eval.step in ("latest", "best") or c.eval.step.isdigit(),
          f"eval.step must be 'latest', 'best' or a step number, got {c.eval.step!r}")

@@ -7,7 +7,9 @@ keeps the deep gated stacks from diverging in the first steps at large
 learning rates; the cosine end lets a fixed budget finish on a small rate;
 clipping absorbs the rare huge gradients of 256-way softmaxes early on; and
 decoupled weight decay (on kernels only) is the regulariser that small
-datasets such as CIFAR-10 need beside dropout.
+datasets such as CIFAR-10 need beside dropout. `train.optimizer="muon"`
+(optax.contrib.muon) orthogonalises the updates of the gated stacks' matrices
+instead, for runs that a time budget limits in steps.
 """
 
 import math
@@ -23,6 +25,12 @@ from pixelcnn_jax.model import GatedPixelCNN
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 WEIGHTS = ("live", "ema")
+OPTIMIZERS = ("adamw", "muon")
+# The gated stacks' matrices, which Muon orthogonalises. Adam keeps what is not
+# a hidden-to-hidden map: biases, the head that makes the logits, the
+# conditioning maps and layer 0's convolutions of the image itself.
+MUON_MODULES = ("v_conv", "h_conv", "v_to_h", "h_out", "skip_out")
+MUON_RMS = 0.2  # Muon's updates scaled to AdamW's usual RMS, so both share one rate.
 
 
 @flax.struct.dataclass
@@ -82,12 +90,33 @@ def channel_align(configured: int) -> int:
 
 
 def make_optimizer(train_cfg) -> optax.GradientTransformation:
-  """optax.adamw without its learning rate, which `learning_rate` supplies:
-  the update to add is -learning_rate(step, horizon) * tx.update(...)."""
+  """optax.adamw, or optax.contrib.muon, without its learning rate, which
+  `learning_rate` supplies: the update to add is
+  -learning_rate(step, horizon) * tx.update(...)."""
+  clip = optax.clip_by_global_norm(train_cfg.grad_clip)
+  if train_cfg.get("optimizer", "adamw") == "muon":
+    # A rate of -1 undoes the sign flip of optax's own rate scaling. The decay
+    # applies to Muon's matrices; Adam's part (no kernels of the stacks) keeps none.
+    return optax.chain(clip, optax.contrib.muon(
+        learning_rate=-1.0, weight_decay=train_cfg.weight_decay,
+        muon_weight_dimension_numbers=muon_dimensions, consistent_rms=MUON_RMS))
   kernels_only = lambda params: jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
-  return optax.chain(optax.clip_by_global_norm(train_cfg.grad_clip),
-                     optax.scale_by_adam(b1=0.9, b2=0.999),
+  return optax.chain(clip, optax.scale_by_adam(b1=0.9, b2=0.999),
                      optax.add_decayed_weights(train_cfg.weight_decay, kernels_only))
+
+
+def muon_dimensions(params):
+  """optax.contrib.MuonDimensionNumbers for each kernel of MUON_MODULES, None
+  for every other leaf. A kernel's last axis is its output; its taps and
+  inputs are the reduction, so a k x k convolution is a (k*k*in) x out matrix."""
+  def spec(path, p):
+    names = [getattr(k, "key", None) for k in path]
+    layer = next((n for n in names if str(n).startswith("layers_")), None)
+    if (layer is None or names[-1] != "kernel" or names[-2] not in MUON_MODULES
+        or (layer == "layers_0" and names[-2] in ("v_conv", "h_conv"))):
+      return None
+    return optax.contrib.MuonDimensionNumbers(tuple(range(p.ndim - 1)), p.ndim - 1)
+  return jax.tree_util.tree_map_with_path(spec, params)
 
 
 def learning_rate(step, horizon, train_cfg):

@@ -2,7 +2,7 @@
 
 Run by test_scale.py in a fresh process, since the device count is fixed at
 start-up: XLA_FLAGS=--xla_force_host_platform_device_count=N.
-  python tests/sharded_step.py [FSDP]   # FSDP: size of the fsdp mesh axis
+  python tests/sharded_step.py [FSDP [OPTIMIZER]]   # FSDP: size of the fsdp mesh axis
 Prints the max abs difference of the params after the step, and how many
 parameter and optimizer arrays the sharded state splits over its devices.
 """
@@ -35,7 +35,7 @@ def main():
                    dropout=0.5)
   cfg.data.image_size = (6, 6)
   cfg.train.update(warmup_steps=0, num_steps=10, ema_decay=0.9, weight_decay=0.1,
-                   batch_size=n)
+                   batch_size=n, optimizer=sys.argv[2] if len(sys.argv) > 2 else "adamw")
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (2 * n, 6, 6, 3), np.uint8)
   labels = rng.integers(0, 10, (2 * n,), np.int32)

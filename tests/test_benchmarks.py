@@ -50,17 +50,18 @@ def test_bench_main_refuses_bad_arguments_in_one_line(args, error):
 def test_bench_train_times_one_channel_images(tmp_path):
   out = tmp_path / "rows.jsonl"
   r = _run(BENCH_TRAIN, "--shapes=2x12k3", "--image=8x6x1", "--batches=4", "--steps=2",
-           "--aligns=1,8", f"--out={out}", timeout=300)
+           "--aligns=1,8", "--optimizers=adamw,muon", f"--out={out}", timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
   rows = [json.loads(line) for line in out.read_text().splitlines()]
-  assert [(row["image"], row["channel_align"]) for row in rows] == [("8x6x1", 1), ("8x6x1", 8)]
+  assert [(row["image"], row["channel_align"], row["optimizer"]) for row in rows] == [
+      ("8x6x1", a, o) for a in (1, 8) for o in ("adamw", "muon")]
   assert all(row["img_per_s"] > 0 and row["scaling_efficiency"] == 1.0 for row in rows)
   # Rows say which XLA_FLAGS they ran under, and the loss, which a flag that
   # changes numerics would move: near 8 bits/dim (uniform over 256) at first.
   assert all(row["xla_flags"] == os.environ.get("XLA_FLAGS", "") for row in rows)
   assert all(7 < row["loss_first"] < 9 and 7 < row["loss_last"] < 9 for row in rows)
   # 6 flops a kernel weight a pixel: the 48 pixels of an 8x6 image.
-  assert rows[0]["train_gflop_per_img"] == rows[1]["train_gflop_per_img"]
+  assert rows[0]["train_gflop_per_img"] == rows[2]["train_gflop_per_img"]
   assert round(rows[0]["train_gflop_per_img"] * 1e9) % (6 * 48) == 0
 
 
@@ -70,6 +71,7 @@ def test_bench_train_times_one_channel_images(tmp_path):
     (["--meshes=4x"], "--meshes: DEVICES or DEVICESxFSDP, e.g. 4x2, got '4x'"),
     (["--aligns=0,-8"], "--aligns: integers >= 0, e.g. 0,8,32, got '-8'"),
     (["--batches=128,0"], "--batches: integers >= 1, e.g. 128,256, got '0'"),
+    (["--optimizers=adamw,sgd"], "--optimizers: comma-separated adamw, muon, got 'adamw,sgd'"),
 ])
 def test_bench_train_refuses_bad_arguments_in_one_line(args, error):
   r = _run(BENCH_TRAIN, *args, timeout=120)

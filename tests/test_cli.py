@@ -107,6 +107,8 @@ def _bad_labels_npz(path):
     (["--config.train.grad_clip=-1"], "train.grad_clip must be > 0"),
     (["--config.train.warmup_steps=-5"], "train.warmup_steps must be >= 0"),
     (["--config.train.weight_decay=-0.1"], "train.weight_decay must be >= 0"),
+    (["--config.train.optimizer=sgd"],
+     "train.optimizer must be one of ['adamw', 'muon'], got 'sgd'"),
     (["--config.train.time_budget_s=-1"], "train.time_budget_s must be >= 0"),
     (["--config.model.dropout=-0.1"], "dropout must be in [0, 1)"),
     (["--config.data.random_shift=-1"], "data.random_shift must be >= 0, got -1"),
@@ -149,6 +151,20 @@ def test_checkpoint_of_another_architecture(cli, tmp_path):
     one_line_error(cli("--config=configs/default.py:smoke", wd, f"--mode={mode}",
                         "--config.model.num_layers=3"),
                     "different architecture (num_layers: checkpoint 2 vs config 3)")
+
+
+def test_muon_trains_resumes_and_refuses_a_workdir_of_adamw(cli, tmp_path):
+  muon = "--config.train.optimizer=muon"
+  for steps in (20, 30):  # Trains, then resumes its own state.
+    assert cli("--config=configs/default.py:smoke", f"--workdir={tmp_path / 'm'}", muon,
+               f"--config.train.num_steps={steps}").returncode == 0
+  wd = f"--workdir={tmp_path / 'a'}"
+  assert cli("--config=configs/default.py:smoke", wd).returncode == 0
+  one_line_error(cli("--config=configs/default.py:smoke", wd, muon,
+                     "--config.train.num_steps=30"),
+                 "was trained with train.optimizer='adamw', whose state cannot continue "
+                 "as 'muon'; use a new --workdir")
+  assert cli("--config=configs/default.py:smoke", wd, "--mode=eval").returncode == 0
 
 
 def test_sigterm_saves_and_exits_for_requeue(tmp_path):

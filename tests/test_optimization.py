@@ -58,6 +58,56 @@ def test_optimizer_is_adamw_with_decay_on_kernels_only():
   assert float(ours["kernel"][0, 0]) < float(ours["bias"][0])  # Decay on kernels only.
 
 
+def _muon_case():
+  model = ts.make_model(ConfigDict(dict(
+      kind="pixelcnn", dtype="float32", code_dim=0, encoder_features=0, num_layers=3,
+      features=12, kernel_size=3, channels=3, skip=False, head_features=12,
+      conditioning="class", num_classes=10, cond_dim=0, spatial_features=0, dropout=0.0,
+      channel_align=1, cond_noise=0.0, cond_zero_init=False)), (6, 6))
+  return model.init(jax.random.PRNGKey(0), jnp.zeros((1, 6, 6, 3), jnp.uint8),
+                    h=jnp.zeros((1,), jnp.int32))["params"]
+
+
+def test_muon_takes_the_stacks_matrices_and_adam_the_rest():
+  params = _muon_case()
+  names = lambda tree: sorted(
+      jax.tree_util.keystr(path) for path, d in jax.tree_util.tree_leaves_with_path(
+          tree, is_leaf=lambda x: x is None or isinstance(
+              x, optax.contrib.MuonDimensionNumbers)) if d is not None)
+  muon = names(ts.muon_dimensions(params))
+  assert muon == sorted(f"['layers_{i}']['{m}']['kernel']" for i in range(3)
+                        for m in ("v_conv", "h_conv", "v_to_h", "h_out")
+                        if i > 0 or m in ("v_to_h", "h_out"))
+  # Class conditioning, the head and every bias stay with Adam.
+  assert any("v_cond" in k for k in names(params)) and "head_out" in str(names(params))
+
+
+def test_muon_orthogonalises_and_decays_its_matrices_only():
+  params = _muon_case()
+  cfg = _train_cfg(optimizer="muon", weight_decay=0.1, grad_clip=1e9)
+  tx = ts.make_optimizer(cfg)
+  # A gradient whose singular values span 1 to 1e-2: Muon gives every
+  # direction the same step, at AdamW's usual RMS of 0.2.
+  u, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(72, 24)))
+  v, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(24, 24)))
+  g = (u * np.geomspace(1, 1e-2, 24)) @ v.T
+  grads = jax.tree_util.tree_map(jnp.zeros_like, params)
+  grads["layers_1"]["v_conv"]["kernel"] = jnp.asarray(g.reshape(2, 3, 12, 24), jnp.float32)
+  grads["head_out"]["kernel"] = jnp.full_like(params["head_out"]["kernel"], 0.5)
+  direction, _ = tx.update(grads, tx.init(params), params)
+  conv = np.asarray(direction["layers_1"]["v_conv"]["kernel"]
+                    - 0.1 * params["layers_1"]["v_conv"]["kernel"]).reshape(72, 24)
+  spread = np.linalg.svd(conv, compute_uv=False)
+  assert spread.max() / spread.min() < 2
+  assert 0.1 < np.sqrt(np.mean(conv ** 2)) < 0.3
+  # Adam steps elementwise, undecayed; a Muon matrix with no gradient only decays.
+  head = np.asarray(direction["head_out"]["kernel"])
+  np.testing.assert_allclose(head, head.flat[0], rtol=1e-6)
+  np.testing.assert_allclose(direction["layers_2"]["h_out"]["kernel"],
+                             0.1 * params["layers_2"]["h_out"]["kernel"], rtol=1e-5)
+  np.testing.assert_array_equal(direction["layers_0"]["v_conv"]["kernel"], 0)
+
+
 COSTS = budget.Costs(step_s=0.1, eval_s=5.0, sample_s=20.0)
 
 

@@ -22,10 +22,11 @@ def _env(**extra):
   return dict(os.environ, JAX_PLATFORMS="cpu", **extra)
 
 
-@pytest.mark.parametrize("devices,fsdp", [(8, 1), (32, 1), (8, 4)])
-def test_sharded_step_matches_one_device(devices, fsdp):
+@pytest.mark.parametrize("devices,fsdp,optimizer",
+                         [(8, 1, "adamw"), (32, 1, "adamw"), (8, 4, "adamw"), (8, 4, "muon")])
+def test_sharded_step_matches_one_device(devices, fsdp, optimizer):
   out = subprocess.run(
-      [sys.executable, os.path.join(REPO, "tests", "sharded_step.py"), str(fsdp)],
+      [sys.executable, os.path.join(REPO, "tests", "sharded_step.py"), str(fsdp), optimizer],
       env=_env(XLA_FLAGS=host_devices(devices)),
       capture_output=True, text=True, timeout=600, cwd=REPO)
   assert out.returncode == 0, out.stderr[-3000:]
