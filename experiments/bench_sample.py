@@ -6,8 +6,8 @@
       [--dtypes=bfloat16,float32:highest] [--out=FILE] [--plot=FILE.png]
 
 For each model shape, dtype (bfloat16 by default; DTYPE:PRECISION also
-sets the model's matmul precision), channel alignment (model.channel_align: the vertical
-stack's convolutions, computed by XLA once per row, pad their channels to its
+sets the model's matmul precision), channel alignment (model.channel_align:
+the vertical stack's convolutions, computed by XLA once per row, pad their channels to its
 multiples; 0, the default, is the library's choice, what pj.load gives, 32
 on a GPU; the first also for agreement), batch, kernel of the cached sampler
 (xla: XLA's ops; pallas: one fused kernel per colour pass; auto: the
@@ -362,13 +362,13 @@ def main():
   if args.out:
     with open(args.out, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows + agree)
-  print(f"\n{'shape':>10} {'dtype':>16} {'align':>5} {'kernel':>7} {'fused':>15} {'earlier':>8} "
-        f"{'graphs':>6} {'convfu':>7} {'unroll':>6} {'batch':>5} "
+  print(f"\n{'shape':>10} {'dtype':>16} {'align':>5} {'kernel':>7} {'fused':>15} "
+        f"{'earlier':>8} {'graphs':>6} {'convfu':>7} {'unroll':>6} {'batch':>5} "
         f"{'cached s':>9} {'naive s':>9} {'':>5} {'speedup':>8} {'floor(B) s':>10} "
         f"{'floor(F) s':>10}")
   for r in rows:
-    print(f"{r['shape']:>10} {dtype_label(r):>16} {r['channel_align']:5d} {r['kernel']:>7} {r['fused']:>15} "
-          f"{r['earlier']:>8} {r['command_buffers']:>6} {r['conv_fusion']:>7} "
+    print(f"{r['shape']:>10} {dtype_label(r):>16} {r['channel_align']:5d} {r['kernel']:>7} "
+          f"{r['fused']:>15} {r['earlier']:>8} {r['command_buffers']:>6} {r['conv_fusion']:>7} "
           f"{r['unroll']:6d} {r['batch']:5d} "
           f"{r['cached_s']:9.3f} {r['naive_s']:9.1f} "
           f"{r['naive'][:5]:>5} {r['speedup']:8.0f} {r['floor_bytes_s']:10.4f} "
