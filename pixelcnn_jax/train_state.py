@@ -94,7 +94,7 @@ def make_optimizer(train_cfg) -> optax.GradientTransformation:
   `learning_rate` supplies: the update to add is
   -learning_rate(step, horizon) * tx.update(...)."""
   clip = optax.clip_by_global_norm(train_cfg.grad_clip)
-  if train_cfg.get("optimizer", "adamw") == "muon":
+  if train_cfg.optimizer == "muon":
     # A rate of -1 undoes the sign flip of optax's own rate scaling. The decay
     # applies to Muon's matrices; Adam's part (no kernels of the stacks) keeps none.
     return optax.chain(clip, optax.contrib.muon(

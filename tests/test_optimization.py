@@ -7,14 +7,14 @@ import optax
 import pytest
 from ml_collections import ConfigDict
 
-from pixelcnn_jax import budget
+from pixelcnn_jax import budget, config_base
 from pixelcnn_jax import train_state as ts
 from pixelcnn_jax.progress import Progress
 
 
 def _train_cfg(**kw):
   return ConfigDict(dict(dict(learning_rate=3e-3, warmup_steps=7, grad_clip=1.0,
-                              weight_decay=0.0), **kw))
+                              weight_decay=0.0, optimizer="adamw"), **kw))
 
 
 @pytest.mark.parametrize("warmup,horizon", [(7, 50), (0, 20), (30, 10)])
@@ -59,11 +59,10 @@ def test_optimizer_is_adamw_with_decay_on_kernels_only():
 
 
 def _muon_case():
-  model = ts.make_model(ConfigDict(dict(
-      kind="pixelcnn", dtype="float32", code_dim=0, encoder_features=0, num_layers=3,
-      features=12, kernel_size=3, channels=3, skip=False, head_features=12,
-      conditioning="class", num_classes=10, cond_dim=0, spatial_features=0, dropout=0.0,
-      channel_align=1, cond_noise=0.0, cond_zero_init=False)), (6, 6))
+  m = config_base.base().model
+  m.update(num_layers=3, features=12, kernel_size=3, channels=3, head_features=12,
+           conditioning="class", num_classes=10, channel_align=1)
+  model = ts.make_model(m, (6, 6))
   return model.init(jax.random.PRNGKey(0), jnp.zeros((1, 6, 6, 3), jnp.uint8),
                     h=jnp.zeros((1,), jnp.int32))["params"]
 
