@@ -63,9 +63,14 @@ def settings(model) -> tuple:
   images, whose counts run high; it ran), and sampling.py halves a block
   that does not fit. Float32 models past 32 features per colour take the
   wide settings: 15 x 132 (117 kB) drew 16 and 256 images in 0.163 and
-  0.229 s; 20 x 384 (396 kB at 3 stages) fits at no block, so
-  kernel="auto" takes XLA's ops for it."""
-  return OVERRIDE or ((None, 8, 8) if is_wide(model) else (None, 8, None))
+  0.229 s. Past 256 bytes a row (float32 at 20 x 384) 3 stages asked for
+  396 kB at every block, so those models take one stage, at which 20 x 384
+  ran, exact, before the 3 stages (not timed)."""
+  if OVERRIDE:
+    return OVERRIDE
+  if not is_wide(model):
+    return None, 8, None
+  return (1 if row_bytes(model) > 256 else None), 8, 8
 
 
 def batch_block(model, batch=None, max_block=None) -> int:
@@ -93,7 +98,12 @@ def earlier_kernel(model) -> bool:
 def is_wide(model) -> bool:
   """Whether a row of a colour group's weight block takes more than 128
   bytes (group_width > 64 in bf16, > 32 in float32)."""
-  return group_width(model) * jnp.dtype(model.dtype).itemsize > 128
+  return row_bytes(model) > 128
+
+
+def row_bytes(model) -> int:
+  """The bytes of a row of a colour group's weight block."""
+  return group_width(model) * jnp.dtype(model.dtype).itemsize
 
 
 def group_width(model) -> int:

@@ -164,9 +164,8 @@ def test_muon_trains_resumes_and_refuses_a_workdir_of_adamw(cli, tmp_path):
                      "--config.train.num_steps=30"),
                  "was trained with train.optimizer='adamw', whose state cannot continue "
                  "as 'muon'; use a new --workdir")
-  # Eval and sampling need no optimizer state, so they take either.
-  for mode in ("eval", "sample"):
-    assert cli("--config=configs/default.py:smoke", wd, muon, f"--mode={mode}").returncode == 0
+  # Eval needs no optimizer state, so it takes either.
+  assert cli("--config=configs/default.py:smoke", wd, muon, "--mode=eval").returncode == 0
 
 
 def test_sigterm_saves_and_exits_for_requeue(tmp_path):

@@ -306,7 +306,8 @@ def test_the_fused_kernel_takes_only_the_samplers_draw():
 
 @pytest.mark.parametrize("features, dtype, precision, earlier", [
     (24, jnp.bfloat16, None, False), (384, jnp.bfloat16, None, True),
-    (24, jnp.float32, "highest", True), (24, jnp.bfloat16, None, True)])
+    (24, jnp.float32, "highest", True), (24, jnp.bfloat16, None, True),
+    (384, jnp.float32, "highest", True)])
 def test_fused_kernel_lowers_to_triton_for_a_gpu_on_this_host(monkeypatch, features, dtype,
                                                                precision, earlier):
   """The fused colour pass, and the earlier groups' kernel between passes,
@@ -331,8 +332,9 @@ def test_fused_kernel_lowers_to_triton_for_a_gpu_on_this_host(monkeypatch, featu
   module = exported.mlir_module()
   # A kernel per colour, and one before each colour but the first.
   assert module.count(f"stablehlo.custom_call @{triton}") == (5 if earlier else 3)
-  warps = pj.fused_pass.settings(model)[2] or 4
-  assert module.count(f"num_warps = {warps} : i32") == (5 if earlier else 3)
+  stages, _, warps = pj.fused_pass.settings(model)
+  assert module.count(f"num_warps = {warps or 4} : i32") == (5 if earlier else 3)
+  assert module.count(f"num_stages = {stages or 3} : i32") == (5 if earlier else 3)
 
 
 @pytest.mark.parametrize("dtype, precision", [(jnp.bfloat16, None), (jnp.float32, "highest")])
@@ -438,6 +440,8 @@ def test_fused_kernel_settings_by_the_bytes_of_a_group():
   assert pj.fused_pass.settings(wide) == (None, 8, 8)
   assert pj.fused_pass.settings(model(132, jnp.float32)) == (None, 8, 8)
   assert pj.fused_pass.settings(model(96, jnp.float32)) == (None, 8, None)
+  # 512 bytes a row: 3 stages do not fit a GPU block's shared memory.
+  assert pj.fused_pass.settings(model(384, jnp.float32)) == (1, 8, 8)
 
 
 def test_fused_pallas_pass_refuses_skip_connections():
