@@ -9,8 +9,9 @@ clipping absorbs the rare huge gradients of 256-way softmaxes early on; and
 decoupled weight decay (on kernels only) is the regulariser that small
 datasets such as CIFAR-10 need beside dropout. `train.optimizer="muon"`
 (optax.contrib.muon) orthogonalises the updates of the gated stacks' matrices
-instead: in a fixed budget it reached lower bits/dim than AdamW on CIFAR-10
-and on the main job (experiments/RESULTS.md), though each step costs more.
+instead. It reached lower bits/dim than AdamW on CIFAR-10 in a fixed time
+budget, and on the main job at the same steps (experiments/RESULTS.md),
+though each step costs more.
 """
 
 import math
