@@ -252,7 +252,7 @@ def main():
   p.add_argument("--agreement_shape", default="15x132k3")
   p.add_argument("--agreement_num", type=int, default=16)
   p.add_argument("--shapes", default=",".join(f"{l}x{f}k{k}" for l, f, k in SHAPES),
-                 help="comma-separated LAYERSxFEATURESkKERNEL")
+                 help="comma-separated LAYERSxFEATURESkKERNEL; empty: time none (agreement only)")
   args = p.parse_args()
   fused = [parse_fused(spec) for spec in _listed(
       args, "fused", r"auto|(default|[1-9]\d*)x[1-9]\d*(x[1-9]\d*)?",
@@ -270,7 +270,8 @@ def main():
                     "of " + ", ".join(pj.sampling.KERNELS))
   graphs_list = _listed(args, "command_buffers", r"on|off", "on or off")
   shapes = [bench_train.parse_shape(s, "--shapes") for s in _listed(
-      args, "shapes", r"\d+x\d+k\d+", "LAYERSxFEATURESkKERNEL, e.g. 15x132k3")]
+      args, "shapes", r"\d+x\d+k\d+", "LAYERSxFEATURESkKERNEL, e.g. 15x132k3",
+      empty=True)]
   agreement_shape = bench_train.parse_shape(args.agreement_shape, "--agreement_shape")
   agreement_dtypes = _listed(args, "agreement_dtypes", DTYPE, DTYPE_FORM, empty=True)
   key = jax.random.PRNGKey(1)

@@ -104,6 +104,18 @@ def test_bench_sample_times_the_sampler_and_checks_it_against_the_naive_one(tmp_
   assert all(row["xla_flags"] == os.environ.get("XLA_FLAGS", "") for row in rows)
 
 
+def test_bench_sample_with_no_shapes_checks_agreement_only(tmp_path):
+  out = tmp_path / "rows.jsonl"
+  r = _run(BENCH_SAMPLE, "--shapes=", "--kernels=xla", "--agreement_dtypes=float32:highest",
+           "--agreement_shape=2x12k3", "--agreement_num=1", "--agreement_naive=0",
+           f"--out={out}", timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [(row["agreement"], row["shape"], row["per_step_disagreements"]) for row in rows] == [
+      ("float32", "2x12k3", 0)]
+  assert "identical" not in rows[0]
+
+
 @pytest.mark.parametrize("script", ["profile_sample.py", "profile_train.py"])
 def test_profilers_refuse_a_bad_shape_in_one_line(script):
   r = _run(os.path.join(REPO, "experiments", script), "--shape=15x132", timeout=120)
