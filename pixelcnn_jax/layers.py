@@ -60,13 +60,6 @@ def pad_channels(x: jax.Array, axis: int, multiple: int) -> jax.Array:
   return jnp.pad(x, widths)
 
 
-def pad_to(x: jax.Array, axis: int, size: int) -> jax.Array:
-  """x with zeros appended along `axis` up to `size` entries."""
-  widths = [(0, 0)] * x.ndim
-  widths[axis] = (0, size - x.shape[axis])
-  return jnp.pad(x, widths)
-
-
 def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
   """y + bias in y's dtype. The bias is broadcast before it is cast, so that
   autodiff sums its gradient in float32: cast first, a bf16 y's bias gradient
@@ -74,12 +67,9 @@ def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
   return y + jnp.broadcast_to(bias, y.shape).astype(y.dtype)
 
 
-def gate(pre: jax.Array, features: Optional[int] = None) -> jax.Array:
-  """y = tanh(f) * sigmoid(g), with [f | g] stacked on the last axis; given
-  `features`, pre may carry zeros after them ([f | g | 0], an aligned width)."""
-  p = pre.shape[-1] // 2 if features is None else features
-  # One split, not slices: its gradient is one concatenate, zeros included.
-  f, g, _ = jnp.split(pre, [p, 2 * p], axis=-1)
+def gate(pre: jax.Array) -> jax.Array:
+  """y = tanh(f) * sigmoid(g), with [f | g] stacked on the last axis."""
+  f, g = jnp.split(pre, 2, axis=-1)
   return jnp.tanh(f) * jax.nn.sigmoid(g)
 
 
@@ -94,10 +84,6 @@ class ShiftedConv(nn.Module):
   which is the current pixel for the horizontal stack's (1 x k) kernel.
   `channel_align` > 1 computes with input and output channels padded to its
   multiples (pad_channels); the parameters keep their true shapes.
-  `in_features` (default: x's channels) lets x carry zeros after them, and
-  `aligned=True` returns the output at its padded width, zeros after
-  `features`: a model that keeps whole images at the aligned width never
-  pads or crops a tensor between its kernels, nor its gradients.
   """
   features: int
   kernel_size: tuple[int, int]
@@ -105,32 +91,29 @@ class ShiftedConv(nn.Module):
   dtype: Any = jnp.float32
   precision: Any = None
   channel_align: int = 1
-  in_features: Optional[int] = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, padding: Padding, aligned: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, padding: Padding) -> jax.Array:
+    in_features = x.shape[-1]
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (*self.kernel_size, self.in_features or x.shape[-1], self.features),
-                        jnp.float32)
+                        (*self.kernel_size, in_features, self.features), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     if self.centre_mask is not None:
       tap_mask = np.ones(kernel.shape, np.float32)
       tap_mask[-1, -1] = self.centre_mask
       kernel = kernel * tap_mask
     a = self.channel_align
-    x = pad_channels(x.astype(self.dtype), 3, a)
     y = jax.lax.conv_general_dilated(
-        x, pad_channels(pad_to(kernel.astype(self.dtype), 2, x.shape[-1]), 3, a),
+        pad_channels(x.astype(self.dtype), 3, a),
+        pad_channels(pad_channels(kernel.astype(self.dtype), 2, a), 3, a),
         window_strides=(1, 1), padding=tuple(padding),
         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
-    if aligned:
-      return add_bias(y, pad_to(bias, 0, y.shape[-1]))
     return add_bias(y[..., :self.features], bias)
 
 
 class MaskedDense(nn.Module):
-  """A 1x1 convolution with an optional [in, out] colour mask; `channel_align`,
-  `in_features` and `aligned` as in ShiftedConv."""
+  """A 1x1 convolution with an optional [in, out] colour mask; `channel_align`
+  as in ShiftedConv."""
   features: int
   mask: Optional[np.ndarray] = None
   use_bias: bool = True
@@ -138,22 +121,18 @@ class MaskedDense(nn.Module):
   precision: Any = None
   channel_align: int = 1
   kernel_init: Any = nn.initializers.lecun_normal()
-  in_features: Optional[int] = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, aligned: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", self.kernel_init,
-                        (self.in_features or x.shape[-1], self.features), jnp.float32)
+                        (x.shape[-1], self.features), jnp.float32)
     if self.mask is not None:
       kernel = kernel * self.mask
     a = self.channel_align
-    x = pad_channels(x.astype(self.dtype), -1, a)
-    y = jnp.einsum("...i,io->...o", x,
-                   pad_channels(pad_to(kernel.astype(self.dtype), 0, x.shape[-1]), 1, a),
-                   precision=self.precision)
-    if not aligned:
-      y = y[..., :self.features]
+    y = jnp.einsum("...i,io->...o", pad_channels(x.astype(self.dtype), -1, a),
+                   pad_channels(pad_channels(kernel.astype(self.dtype), 0, a), 1, a),
+                   precision=self.precision)[..., :self.features]
     if self.use_bias:
-      bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-      y = add_bias(y, pad_to(bias, 0, y.shape[-1]))
+      y = add_bias(y, self.param("bias", nn.initializers.zeros, (self.features,),
+                                 jnp.float32))
     return y

@@ -76,9 +76,8 @@ def test_channel_align_changes_neither_params_nor_logits(conditioning, skip, ali
 
 @pytest.mark.parametrize("conditioning,skip,align", [("none", False, 8), ("class", True, 32)])
 def test_channel_align_changes_no_gradient_and_no_dropout_mask(conditioning, skip, align):
-  """Whole images keep every tensor between kernels at the aligned width: its
-  zeros must add nothing to any gradient, and dropout must still see the true
-  width (a wider mask would draw other bits)."""
+  """The zeros of the padded channels must add nothing to any gradient, and
+  dropout must still see the true width (a wider mask would draw other bits)."""
   model, variables = random_model(3, 3, 2, skip=skip, conditioning=conditioning,
                                   head_features=9, dropout=0.3)
   x = jax.random.randint(jax.random.PRNGKey(0), (2, 6, 7, 3), 0, 256)
