@@ -60,6 +60,58 @@ def pad_channels(x: jax.Array, axis: int, multiple: int) -> jax.Array:
   return jnp.pad(x, widths)
 
 
+def pad_to(x: jax.Array, axis: int, size: int) -> jax.Array:
+  """x with zeros appended along `axis` up to `size` entries."""
+  widths = [(0, 0)] * x.ndim
+  widths[axis] = (0, size - x.shape[axis])
+  return jnp.pad(x, widths)
+
+
+def aligned_width(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
+def with_ones(x: jax.Array, size: int) -> jax.Array:
+  """x, then a channel of ones, then zeros up to `size` channels."""
+  # A pad plus a constant, not a concatenate: XLA fuses both into the op that
+  # makes x, where a concatenate at an unaligned channel runs at a third of
+  # the memory rate (experiments/RESULTS.md).
+  one_hot = np.zeros(size, np.float32)
+  one_hot[x.shape[-1]] = 1
+  return pad_to(x, -1, size) + jnp.asarray(one_hot, x.dtype)
+
+
+def fold_bias(kernel: jax.Array, bias: jax.Array, tap: tuple, in_features: int,
+              ones_out: bool) -> jax.Array:
+  """An aligned [..., in, out] kernel that adds `bias` from the input's ones
+  channel (index in_features) at `tap`, and with ones_out copies that channel
+  to the first output channel past the bias.
+
+  The bias's gradient is then a row of the kernel's, which the convolution's
+  or matmul's weight gradient computes anyway, instead of a pass over every
+  position of its own (experiments/RESULTS.md). In bf16 that row is a float32
+  sum rounded once to bf16, as every kernel gradient is.
+  """
+  kernel = kernel.at[(*tap, in_features, slice(0, bias.shape[0]))].set(bias)
+  if ones_out:
+    kernel = kernel.at[(*tap, in_features, bias.shape[0])].set(1)
+  return kernel
+
+
+def aligned_operands(x: jax.Array, kernel: jax.Array, in_features: int, features: int,
+                     multiple: int, fold: bool) -> tuple[jax.Array, jax.Array, bool]:
+  """x and an [..., in, out] kernel padded to the aligned widths, and whether
+  the bias folds: where asked and the padding has room for a ones channel,
+  which x then carries (x at its true width is given one)."""
+  size = aligned_width(in_features, multiple)
+  fold = fold and size > in_features
+  if fold and x.shape[-1] == in_features:
+    x = with_ones(x, size)
+  x = pad_channels(x, -1, multiple)
+  kernel = pad_to(pad_to(kernel, -2, x.shape[-1]), -1, aligned_width(features, multiple))
+  return x, kernel, fold
+
+
 def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
   """y + bias in y's dtype. The bias is broadcast before it is cast, so that
   autodiff sums its gradient in float32: cast first, a bf16 y's bias gradient
@@ -67,9 +119,12 @@ def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
   return y + jnp.broadcast_to(bias, y.shape).astype(y.dtype)
 
 
-def gate(pre: jax.Array) -> jax.Array:
-  """y = tanh(f) * sigmoid(g), with [f | g] stacked on the last axis."""
-  f, g = jnp.split(pre, 2, axis=-1)
+def gate(pre: jax.Array, features: Optional[int] = None) -> jax.Array:
+  """y = tanh(f) * sigmoid(g), with [f | g] stacked on the last axis; given
+  `features`, pre may carry zeros after them ([f | g | 0], an aligned width)."""
+  p = pre.shape[-1] // 2 if features is None else features
+  # One split, not slices: its gradient is one concatenate, zeros included.
+  f, g, _ = jnp.split(pre, [p, 2 * p], axis=-1)
   return jnp.tanh(f) * jax.nn.sigmoid(g)
 
 
@@ -84,6 +139,13 @@ class ShiftedConv(nn.Module):
   which is the current pixel for the horizontal stack's (1 x k) kernel.
   `channel_align` > 1 computes with input and output channels padded to its
   multiples (pad_channels); the parameters keep their true shapes.
+  `in_features` (default: x's channels) lets x carry padding after them, and
+  `aligned=True` returns the output at its padded width: a model that keeps
+  whole images at the aligned width never pads or crops a tensor between its
+  kernels, nor its gradients. `fold=True` (aligned only, where the padding
+  has room) adds the bias from a ones channel at index in_features, which x
+  carries or, at its true width, is given (fold_bias); `ones_out=True` also
+  writes ones at output channel `features`, for the next kernel to fold from.
   """
   features: int
   kernel_size: tuple[int, int]
@@ -91,10 +153,12 @@ class ShiftedConv(nn.Module):
   dtype: Any = jnp.float32
   precision: Any = None
   channel_align: int = 1
+  in_features: Optional[int] = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, padding: Padding) -> jax.Array:
-    in_features = x.shape[-1]
+  def __call__(self, x: jax.Array, padding: Padding, aligned: bool = False,
+               fold: bool = False, ones_out: bool = False) -> jax.Array:
+    in_features = self.in_features or x.shape[-1]
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (*self.kernel_size, in_features, self.features), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
@@ -102,18 +166,26 @@ class ShiftedConv(nn.Module):
       tap_mask = np.ones(kernel.shape, np.float32)
       tap_mask[-1, -1] = self.centre_mask
       kernel = kernel * tap_mask
-    a = self.channel_align
+    x, kernel, fold = aligned_operands(x.astype(self.dtype), kernel, in_features,
+                                       self.features, self.channel_align, aligned and fold)
+    if fold:
+      # The tap at (top, left) padding reads each output's own position,
+      # which is inside the image, so its ones channel is 1 there.
+      kernel = fold_bias(kernel, bias, (padding[0][0], padding[1][0]), in_features,
+                         ones_out and kernel.shape[-1] > self.features)
     y = jax.lax.conv_general_dilated(
-        pad_channels(x.astype(self.dtype), 3, a),
-        pad_channels(pad_channels(kernel.astype(self.dtype), 2, a), 3, a),
-        window_strides=(1, 1), padding=tuple(padding),
+        x, kernel.astype(self.dtype), window_strides=(1, 1), padding=tuple(padding),
         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
+    if fold:
+      return y
+    if aligned:
+      return add_bias(y, pad_to(bias, 0, y.shape[-1]))
     return add_bias(y[..., :self.features], bias)
 
 
 class MaskedDense(nn.Module):
-  """A 1x1 convolution with an optional [in, out] colour mask; `channel_align`
-  as in ShiftedConv."""
+  """A 1x1 convolution with an optional [in, out] colour mask; `channel_align`,
+  `in_features`, `aligned`, `fold` and `ones_out` as in ShiftedConv."""
   features: int
   mask: Optional[np.ndarray] = None
   use_bias: bool = True
@@ -121,18 +193,26 @@ class MaskedDense(nn.Module):
   precision: Any = None
   channel_align: int = 1
   kernel_init: Any = nn.initializers.lecun_normal()
+  in_features: Optional[int] = None
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", self.kernel_init,
-                        (x.shape[-1], self.features), jnp.float32)
+  def __call__(self, x: jax.Array, aligned: bool = False, fold: bool = False,
+               ones_out: bool = False) -> jax.Array:
+    in_features = self.in_features or x.shape[-1]
+    kernel = self.param("kernel", self.kernel_init, (in_features, self.features), jnp.float32)
     if self.mask is not None:
       kernel = kernel * self.mask
-    a = self.channel_align
-    y = jnp.einsum("...i,io->...o", pad_channels(x.astype(self.dtype), -1, a),
-                   pad_channels(pad_channels(kernel.astype(self.dtype), 0, a), 1, a),
-                   precision=self.precision)[..., :self.features]
-    if self.use_bias:
-      y = add_bias(y, self.param("bias", nn.initializers.zeros, (self.features,),
-                                 jnp.float32))
+    x, kernel, fold = aligned_operands(x.astype(self.dtype), kernel, in_features,
+                                       self.features, self.channel_align,
+                                       aligned and fold and self.use_bias)
+    bias = (self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+            if self.use_bias else None)
+    if fold:
+      kernel = fold_bias(kernel, bias, (), in_features,
+                         ones_out and kernel.shape[-1] > self.features)
+    y = jnp.einsum("...i,io->...o", x, kernel.astype(self.dtype), precision=self.precision)
+    if not aligned:
+      y = y[..., :self.features]
+    if self.use_bias and not fold:
+      y = add_bias(y, pad_to(bias, 0, y.shape[-1]))
     return y

@@ -43,17 +43,18 @@ class GatedLayer(nn.Module):
     kw = dict(dtype=self.dtype, precision=self.precision,
               channel_align=self.channel_align)
     in_colours = (np.arange(c) if self.first else layers.channel_colours(p, c))
-    self.v_conv = layers.ShiftedConv(2 * p, (k, self.kernel_size), **kw)
+    inputs = c if self.first else p
+    self.v_conv = layers.ShiftedConv(2 * p, (k, self.kernel_size), in_features=inputs, **kw)
     self.h_conv = layers.ShiftedConv(
         2 * p, (1, k), centre_mask=layers.colour_mask(
             in_colours, layers.gated_colours(p, c), include_same=not self.first),
-        **kw)
-    self.v_to_h = layers.MaskedDense(2 * p, **kw)
+        in_features=inputs, **kw)
+    self.v_to_h = layers.MaskedDense(2 * p, in_features=2 * p, **kw)
     grouped = layers.colour_mask(layers.channel_colours(p, c),
                                  layers.channel_colours(p, c), include_same=True)
-    self.h_out = layers.MaskedDense(p, mask=grouped, **kw)
+    self.h_out = layers.MaskedDense(p, mask=grouped, in_features=p, **kw)
     if self.skip:
-      self.skip_out = layers.MaskedDense(p, mask=grouped, **kw)
+      self.skip_out = layers.MaskedDense(p, mask=grouped, in_features=p, **kw)
     if self.conditional:
       init = (nn.initializers.zeros if self.cond_zero_init
               else nn.initializers.lecun_normal())
@@ -61,31 +62,43 @@ class GatedLayer(nn.Module):
       self.h_cond = layers.MaskedDense(2 * p, use_bias=False, kernel_init=init, **kw)
     self.drop = nn.Dropout(self.dropout)
 
-  def condition(self, cond: Optional[jax.Array]):
+  def condition(self, cond: Optional[jax.Array], aligned: bool = False):
     """V^T h (or V * s) for both stacks; 0 when unconditional."""
     if cond is None:
       return 0.0, 0.0
-    return self.v_cond(cond), self.h_cond(cond)
+    return self.v_cond(cond, aligned), self.h_cond(cond, aligned)
 
-  def vertical(self, v: jax.Array, padding, cond):
+  def vertical(self, v: jax.Array, padding, cond, aligned: bool = False):
     """(vertical output, link): link = 1x1(vertical pre-activation) + V_h h is
-    everything the horizontal stack gets from outside its own row."""
-    cond_v, cond_h = self.condition(cond)
-    pre = self.v_conv(v, padding) + cond_v
-    return layers.gate(pre), self.v_to_h(pre) + cond_h
+    everything the horizontal stack gets from outside its own row.
+    `aligned`: the link, and the pre-activation it is made from, stay at the
+    aligned width (layers.ShiftedConv)."""
+    cond_v, cond_h = self.condition(cond, aligned)
+    # Aligned, every bias below is folded into its kernel (layers.fold_bias):
+    # the inputs carry a ones channel in their padding, the pre-activation
+    # one for v_to_h, so the biases' gradients come out of the kernels'
+    # gradients instead of reductions of their own.
+    pre = self.v_conv(v, padding, aligned, fold=True, ones_out=True) + cond_v
+    return (layers.gate(pre, self.features),
+            self.v_to_h(pre, aligned, fold=True) + cond_h)
 
-  def horizontal(self, h: jax.Array, link: jax.Array, padding, train: bool = False):
+  def horizontal(self, h: jax.Array, link: jax.Array, padding, train: bool = False,
+                 aligned: bool = False):
+    """(output, skip); `aligned`: h, the output and the skip at the aligned width."""
     # Dropout only on the residual branch, as PixelCNN++ does: the vertical
     # stack has no residual path, and dropping its maps would compound over
     # every layer. Dropout is elementwise, so colour groups stay causal.
-    gated = self.drop(layers.gate(self.h_conv(h, padding) + link),
-                      deterministic=not train)
-    out = self.h_out(gated)
+    # The first layer's output starts the residual stream's ones channel,
+    # which every later h_conv folds its bias from.
+    gated = self.drop(
+        layers.gate(self.h_conv(h, padding, aligned, fold=True) + link, self.features),
+        deterministic=not train)
+    out = self.h_out(gated, aligned, fold=True, ones_out=self.first)
     if not self.first:
       # Residual: the input at each output's own column, which is the last
       # column of the window when the sampler passes one.
       out = out + h[:, :, h.shape[2] - out.shape[2]:]
-    return out, (self.skip_out(gated) if self.skip else None)
+    return out, (self.skip_out(gated, aligned, fold=True) if self.skip else None)
 
 
 class GatedPixelCNN(nn.Module):
@@ -101,11 +114,12 @@ class GatedPixelCNN(nn.Module):
   vector h (not to labels) when `train=True`, from the "dropout" rng, so that
   a model trained on few images cannot recall each one from its own h.
   `channel_align` > 1 pads every convolution's and 1x1's channels to its
-  multiples while computing (zeros: the same sums, the same parameters); 8 is
-  what GPU kernels want. `cond_zero_init` starts the maps from h into the
-  gates at zero, so that the model starts as the unconditional one and h
-  enters as far as it helps (for an h from an encoder trained with the
-  model, whose early codes are noise).
+  multiples while computing (zeros: the same sums, the same parameters);
+  GPU kernels want 8 or more. Whole images then keep that width between
+  kernels, with the biases folded into the kernels (layers.fold_bias).
+  `cond_zero_init` starts the maps from h into the gates at zero, so that the
+  model starts as the unconditional one and h enters as far as it helps (for
+  an h from an encoder trained with the model, whose early codes are noise).
   """
   num_layers: int = 15
   features: int = 128
@@ -142,12 +156,14 @@ class GatedPixelCNN(nn.Module):
     self.head_hidden = layers.MaskedDense(
         head, mask=layers.colour_mask(layers.channel_colours(self.features, c),
                                       layers.channel_colours(head, c), True),
-        dtype=self.dtype, precision=self.precision, channel_align=self.channel_align)
+        dtype=self.dtype, precision=self.precision, channel_align=self.channel_align,
+        in_features=self.features)
     # Logits stay in float32: bf16 logits would cost ~0.01 bits/dim of rounding.
     self.head_out = layers.MaskedDense(
         c * NUM_LEVELS, mask=layers.colour_mask(
             layers.channel_colours(head, c), np.repeat(np.arange(c), NUM_LEVELS), True),
-        dtype=jnp.float32, precision=self.precision, channel_align=self.channel_align)
+        dtype=jnp.float32, precision=self.precision, channel_align=self.channel_align,
+        in_features=head)
     if self.conditioning == "spatial":
       self.spatial_net = cond_lib.SpatialConditioner(self.spatial_features,
                                                      dtype=self.dtype)
@@ -171,11 +187,14 @@ class GatedPixelCNN(nn.Module):
     v = jnp.pad(x, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :H]
     hs, skips = x, []
     v_pad = ((k - 1, 0), (m, m))
+    # Whole images keep every tensor between kernels at the aligned width,
+    # so that neither they nor their gradients are padded or cropped in
+    # passes of their own (experiments/RESULTS.md).
     for i in range(self.num_layers):
-      v, link = self.vertical(i, v, v_pad, cond)
-      hs, skip = self.horizontal(i, hs, link, ((0, 0), (m, 0)), train)
+      v, link = self.vertical(i, v, v_pad, cond, aligned=True)
+      hs, skip = self.horizontal(i, hs, link, ((0, 0), (m, 0)), train, aligned=True)
       skips.append(skip)
-    return self.head(sum(skips) if self.skip else hs)
+    return self.head(sum(skips) if self.skip else hs, aligned=True)
 
   def embed_condition(self, h, batch: int, height: int, width: int, train: bool = False):
     """None, a global vector [B, 1, 1, D], or a spatial map s = m(h) [B, H, W, k]."""
@@ -186,14 +205,15 @@ class GatedPixelCNN(nn.Module):
       return vec
     return self.spatial_net(vec[:, 0, 0], height, width)
 
-  def vertical(self, i: int, v, padding, cond):
-    return self.layers[i].vertical(v, padding, cond)
+  def vertical(self, i: int, v, padding, cond, aligned: bool = False):
+    return self.layers[i].vertical(v, padding, cond, aligned)
 
-  def horizontal(self, i: int, h, link, padding, train: bool = False):
-    return self.layers[i].horizontal(h, link, padding, train)
+  def horizontal(self, i: int, h, link, padding, train: bool = False,
+                 aligned: bool = False):
+    return self.layers[i].horizontal(h, link, padding, train, aligned)
 
-  def head(self, features: jax.Array) -> jax.Array:
-    y = self.head_hidden(nn.relu(features))
+  def head(self, features: jax.Array, aligned: bool = False) -> jax.Array:
+    y = self.head_hidden(nn.relu(features), aligned)
     logits = self.head_out(nn.relu(y).astype(jnp.float32))
     return logits.reshape(*logits.shape[:-1], self.channels, NUM_LEVELS)
 

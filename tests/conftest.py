@@ -42,13 +42,13 @@ def pytest_sessionfinish(session):
 
 
 def random_model(channels=3, kernel=3, layers=2, skip=False, conditioning="none",
-                 size=(6, 7), seed=0, **kw):
+                 size=(6, 7), seed=0, features=0, **kw):
   """A tiny model with random weights *and* biases (zero biases hide paths)."""
   if conditioning in ("class", "spatial"):
     kw.setdefault("num_classes", 4)
   if conditioning == "vector":
     kw.setdefault("cond_dim", 5)
-  model = pj.GatedPixelCNN(num_layers=layers, features=6 * channels,
+  model = pj.GatedPixelCNN(num_layers=layers, features=features or 6 * channels,
                            kernel_size=kernel, channels=channels, skip=skip,
                            conditioning=conditioning, spatial_features=4,
                            image_size=size, **kw)

@@ -34,21 +34,39 @@ def test_logits_shape_and_dtype_in_bf16():
   assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables))
 
 
-@pytest.mark.parametrize("conv", [False, True])
-def test_bf16_bias_gradients_are_float32_sums(conv):
+@pytest.mark.parametrize("conv,fold", [(False, False), (True, False), (False, True),
+                                       (True, True)])
+def test_bf16_bias_gradients_are_float32_sums(conv, fold):
   """A bf16 layer's bias gradient is its cotangent summed in float32, not a
-  bf16 sum: 4,096 terms near 1, where bf16 keeps only steps of 16."""
-  layer = (layers.ShiftedConv(4, (1, 1), dtype=jnp.bfloat16) if conv
-           else layers.MaskedDense(4, dtype=jnp.bfloat16))
+  bf16 sum: 4,096 terms near 1, where bf16 keeps only steps of 16 (up to 0.6%
+  off). Folded into an aligned kernel, the bias is a kernel row, and its
+  gradient that row's: the float32 sum rounded once to bf16 (at most 2^-8)."""
+  kw = dict(dtype=jnp.bfloat16, channel_align=8)
+  layer = (layers.ShiftedConv(4, (1, 1), **kw) if conv else layers.MaskedDense(4, **kw))
   args = (jnp.ones((1, 64, 64, 3), jnp.bfloat16), *([((0, 0), (0, 0))] if conv else []))
-  apply = lambda p: layer.apply({"params": p}, *args)
+  apply = lambda p: layer.apply({"params": p}, *args, aligned=fold, fold=fold)[..., :4]
   params = layer.init(jax.random.PRNGKey(0), *args)["params"]
   c = jnp.asarray(np.random.default_rng(0).uniform(0.5, 1.5, (1, 64, 64, 4)), jnp.float32)
   grads = jax.grad(lambda p: jnp.sum(apply(p).astype(jnp.float32) * c))(params)
   expected = jnp.sum(c.astype(jnp.bfloat16).astype(jnp.float32), axis=(0, 1, 2))
   assert grads["bias"].dtype == jnp.float32
-  np.testing.assert_allclose(grads["bias"], expected, rtol=1e-6)
+  np.testing.assert_allclose(grads["bias"], expected, rtol=2.0**-8 if fold else 1e-6)
   assert jax.jvp(apply, (params,), (params,))[1].dtype == jnp.bfloat16  # Forward mode too.
+
+
+@pytest.mark.parametrize("align,reductions", [(1, 14), (32, 2)])
+def test_aligned_model_reduces_only_the_heads_bias_gradients(align, reductions):
+  """Aligned, every layer's biases are rows of its kernels (a ones channel in
+  the padding), so the gradient reduces over positions only for the head's
+  two biases; unaligned, also for each layer's four (three layers)."""
+  model = pj.GatedPixelCNN(num_layers=3, features=18, channels=3, dtype=jnp.bfloat16,
+                           channel_align=align)
+  x = jnp.zeros((2, 5, 6, 3), jnp.uint8)
+  params = model.init(jax.random.PRNGKey(0), x)["params"]
+  loss = lambda p: jnp.mean(jax.nn.log_softmax(model.apply({"params": p}, x))[..., 0])
+  hlo = jax.jit(jax.grad(loss)).lower(params).as_text()
+  assert sum("stablehlo.reduce" in line and "dimensions = [0, 1, 2]" in line
+             for line in hlo.splitlines()) == reductions
 
 
 def test_wrong_image_channels():
@@ -57,17 +75,19 @@ def test_wrong_image_channels():
     model.apply(variables, jnp.zeros((1, 4, 4, 1), jnp.uint8))
 
 
-@pytest.mark.parametrize("conditioning,skip,align", [
-    ("none", False, 8), ("class", True, 8), ("spatial", False, 8), ("class", False, 32),
-    ("class", True, 32)])
-def test_channel_align_changes_no_param_logit_gradient_or_dropout_mask(conditioning, skip,
-                                                                       align):
+@pytest.mark.parametrize("conditioning,skip,align,features,num_layers", [
+    ("none", False, 8, 18, 2), ("class", True, 8, 18, 2), ("spatial", False, 8, 18, 2),
+    ("class", False, 32, 18, 3), ("class", True, 32, 18, 2), ("none", True, 8, 24, 3)])
+def test_channel_align_changes_no_param_logit_gradient_or_dropout_mask(
+    conditioning, skip, align, features, num_layers):
   """Channels padded with zeros while computing: the same parameters, the same
   sums (features 18, head 9, 3 image channels: none a multiple of 8), nothing
   added to any gradient, and dropout still at the true width (a wider mask
-  would draw other bits)."""
-  model, variables = random_model(3, 3, 2, skip=skip, conditioning=conditioning,
-                                  head_features=9, dropout=0.3)
+  would draw other bits). Biases are folded into kernels where a ones channel
+  fits in the padding; with 24 features (a multiple of 8) only the image's
+  channels leave room for one, so the first layer folds and the rest add."""
+  model, variables = random_model(3, 3, num_layers, skip=skip, conditioning=conditioning,
+                                  features=features, head_features=9, dropout=0.3)
   aligned = model.clone(channel_align=align)
   x = jax.random.randint(jax.random.PRNGKey(0), (2, 6, 7, 3), 0, 256)
   h = example_h(model, 2)
