@@ -2,7 +2,7 @@
 
 Run by test_scale.py in a fresh process, since the device count is fixed at
 start-up: XLA_FLAGS=--xla_force_host_platform_device_count=N.
-  python tests/sharded_step.py [FSDP [OPTIMIZER]]   # FSDP: size of the fsdp mesh axis
+  python tests/sharded_step.py [FSDP [OPTIMIZER [CHANNEL_ALIGN]]]   # FSDP: the fsdp axis's size
 Prints the max abs difference of the params after the step, and how many
 parameter and optimizer arrays the sharded state splits over its devices.
 """
@@ -32,7 +32,7 @@ def main():
   cfg = config_base.base()
   cfg.model.update(num_layers=2, features=12, kernel_size=3, channels=3, skip=True,
                    conditioning="class", num_classes=10, spatial_features=4,
-                   dropout=0.5)
+                   dropout=0.5, channel_align=int(sys.argv[3]) if len(sys.argv) > 3 else 0)
   cfg.data.image_size = (6, 6)
   cfg.train.update(warmup_steps=0, num_steps=10, ema_decay=0.9, weight_decay=0.1,
                    batch_size=n, optimizer=sys.argv[2] if len(sys.argv) > 2 else "adamw")

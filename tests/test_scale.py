@@ -22,11 +22,14 @@ def _env(**extra):
   return dict(os.environ, JAX_PLATFORMS="cpu", **extra)
 
 
-@pytest.mark.parametrize("devices,fsdp,optimizer",
-                         [(8, 1, "adamw"), (32, 1, "adamw"), (8, 4, "adamw"), (8, 4, "muon")])
-def test_sharded_step_matches_one_device(devices, fsdp, optimizer):
+@pytest.mark.parametrize("devices,fsdp,optimizer,align", [
+    (8, 1, "adamw", 0), (32, 1, "adamw", 0), (8, 4, "adamw", 0), (8, 4, "muon", 0),
+    (8, 4, "adamw", 32)])
+def test_sharded_step_matches_one_device(devices, fsdp, optimizer, align):
+  """align 32 (a GPU's): biases folded into FSDP-split kernels (layers.fold_bias)."""
   out = subprocess.run(
-      [sys.executable, os.path.join(REPO, "tests", "sharded_step.py"), str(fsdp), optimizer],
+      [sys.executable, os.path.join(REPO, "tests", "sharded_step.py"), str(fsdp), optimizer,
+       str(align)],
       env=_env(XLA_FLAGS=host_devices(devices)),
       capture_output=True, text=True, timeout=600, cwd=REPO)
   assert out.returncode == 0, out.stderr[-3000:]
