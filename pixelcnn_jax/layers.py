@@ -121,7 +121,7 @@ def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
 
 def gate(pre: jax.Array, features: Optional[int] = None) -> jax.Array:
   """y = tanh(f) * sigmoid(g), with [f | g] stacked on the last axis; given
-  `features`, pre may carry zeros after them ([f | g | 0], an aligned width)."""
+  `features`, pre may carry padding after them (an aligned width)."""
   p = pre.shape[-1] // 2 if features is None else features
   # One split, not slices: its gradient is one concatenate, zeros included.
   f, g, _ = jnp.split(pre, [p, 2 * p], axis=-1)
