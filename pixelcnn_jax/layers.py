@@ -85,7 +85,7 @@ def fold_bias(kernel: jax.Array, bias: jax.Array, tap: tuple, in_features: int,
               ones_out: bool) -> jax.Array:
   """An aligned [..., in, out] kernel that adds `bias` from the input's ones
   channel (index in_features) at `tap`, and with ones_out copies that channel
-  to the first output channel past the bias.
+  to the first output channel past the bias, where the padding has room.
 
   The bias's gradient is then a row of the kernel's, which the convolution's
   or matmul's weight gradient computes anyway, instead of a pass over every
@@ -93,7 +93,7 @@ def fold_bias(kernel: jax.Array, bias: jax.Array, tap: tuple, in_features: int,
   sum rounded once to bf16, as every kernel gradient is.
   """
   kernel = kernel.at[(*tap, in_features, slice(0, bias.shape[0]))].set(bias)
-  if ones_out:
+  if ones_out and kernel.shape[-1] > bias.shape[0]:
     kernel = kernel.at[(*tap, in_features, bias.shape[0])].set(1)
   return kernel
 
@@ -172,7 +172,7 @@ class ShiftedConv(nn.Module):
       # The tap at (top, left) padding reads each output's own position,
       # which is inside the image, so its ones channel is 1 there.
       kernel = fold_bias(kernel, bias, (padding[0][0], padding[1][0]), in_features,
-                         ones_out and kernel.shape[-1] > self.features)
+                         ones_out)
     y = jax.lax.conv_general_dilated(
         x, kernel.astype(self.dtype), window_strides=(1, 1), padding=tuple(padding),
         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
@@ -208,8 +208,7 @@ class MaskedDense(nn.Module):
     bias = (self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
             if self.use_bias else None)
     if fold:
-      kernel = fold_bias(kernel, bias, (), in_features,
-                         ones_out and kernel.shape[-1] > self.features)
+      kernel = fold_bias(kernel, bias, (), in_features, ones_out)
     y = jnp.einsum("...i,io->...o", x, kernel.astype(self.dtype), precision=self.precision)
     if not aligned:
       y = y[..., :self.features]
