@@ -233,12 +233,12 @@ class _ColourPasses:
     levels = slice(c * NUM_LEVELS, (c + 1) * NUM_LEVELS)
     cut["hidden"] = (hidden_p["kernel"][:rows, own_h].astype(dt),
                      hidden_p["bias"][own_h].astype(dt))
-    cut["logits"] = (out_p["kernel"][:(c + 1) * Ph, levels], out_p["bias"][levels])
+    cut["logits"] = (out_p["kernel"][:(c + 1) * Ph, levels].astype(dt), out_p["bias"][levels])
     return cut
 
-  def _dot(self, x, w, dtype=None):
+  def _dot(self, x, w):
     """x @ w in the compute dtype (w is cast already), accumulated in float32."""
-    return jnp.einsum("...i,io->...o", x.astype(dtype or self.dtype), w,
+    return jnp.einsum("...i,io->...o", x.astype(self.dtype), w,
                       precision=self.precision, preferred_element_type=jnp.float32)
 
   def empty_caches(self, batch: int):
@@ -307,4 +307,4 @@ class _ColourPasses:
     state["hidden"].append(self._dense(cut["hidden"], jax.nn.relu(features)))
     hidden = jax.nn.relu(jnp.concatenate(state["hidden"], axis=-1))
     w, b = cut["logits"]
-    return self._dot(hidden, w, jnp.float32) + b
+    return self._dot(hidden, w) + b

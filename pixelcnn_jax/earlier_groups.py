@@ -36,13 +36,11 @@ def group_sum(x_ref, w_ref, width, groups, mul, x_at=(), w_at=(), cols=slice(Non
 
 
 def dots(dtype, precision):
-  """(dot in the compute dtype, dot in float32, each after a ReLU of its
-  left side), all accumulated in float32."""
-  def dot(a, b, out=dtype):
-    return jnp.dot(a.astype(out), b, precision=precision, preferred_element_type=jnp.float32)
-  relu = lambda v: jnp.maximum(v, 0)
-  return (dot, lambda a, b: dot(relu(a), b),
-          lambda a, b: dot(relu(a), b, jnp.float32))
+  """(dot, and dot after a ReLU of its left side), both in the compute dtype
+  and accumulated in float32."""
+  def dot(a, b):
+    return jnp.dot(a.astype(dtype), b, precision=precision, preferred_element_type=jnp.float32)
+  return dot, lambda a, b: dot(jnp.maximum(a, 0), b)
 
 
 def group_terms(c, G, Gh, L, x_ref, out_ref, gated_ref, hidden_ref, cen_prev, o_prev,
@@ -52,13 +50,13 @@ def group_terms(c, G, Gh, L, x_ref, out_ref, gated_ref, hidden_ref, cen_prev, o_
   hidden layer, and the logits of columns `cols`. The refs are the pixel's
   state after pass c-1 and pass c's cut "prev" weights; both kernels make
   the terms through these, so that they are the same sums."""
-  dot, relu_dot, relu_dot32 = dots(dtype, precision)
+  dot, relu_dot = dots(dtype, precision)
   return (
       lambda h: group_sum(x_ref, cen_prev, G, range(-(-c // G)), dot, w_at=(0, h)),
       lambda l, h: group_sum(out_ref, cen_prev, G, range(c), dot, x_at=(l - 1,), w_at=(l, h)),
       lambda l: group_sum(gated_ref, o_prev, G, range(c), dot, x_at=(l,), w_at=(l,)),
       lambda: group_sum(out_ref, hh_prev, G, range(c), relu_dot, x_at=(L - 1,)),
-      lambda cols: group_sum(hidden_ref, ho_prev, Gh, range(c), relu_dot32, cols=cols))
+      lambda cols: group_sum(hidden_ref, ho_prev, Gh, range(c), relu_dot, cols=cols))
 
 
 def layer_slots(num_layers: int) -> int:

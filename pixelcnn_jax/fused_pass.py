@@ -193,9 +193,10 @@ class FusedPasses:
     cut["hh_b"] = jnp.zeros((1, Gh)).at[0, :Ph].set(hh["bias"][own_h])
     levels = c * NUM_LEVELS + np.arange(NUM_LEVELS)
     cut["ho_prev"] = self._block(ho["kernel"], np.arange(c * Ph),
-                                 self._slots(prev_groups, Ph, Gh), levels, (Sh, NUM_LEVELS))
+                                 self._slots(prev_groups, Ph, Gh), levels,
+                                 (Sh, NUM_LEVELS)).astype(self.dtype)
     cut["ho_own"] = self._block(ho["kernel"], own_h, np.arange(Ph), levels,
-                                (Gh, NUM_LEVELS))
+                                (Gh, NUM_LEVELS)).astype(self.dtype)
     cut["ho_b"] = ho["bias"][levels][None]
     return cut
 
@@ -324,7 +325,7 @@ def _pass_kernel(x_prev_ref, _, out_prev_ref, gated_prev_ref, hidden_prev_ref, b
   earlier = refs[:4] if split else None
   (cen_prev, cen_own, o_prev, o_own, o_b, hh_prev, hh_own, hh_b, ho_prev, ho_own, ho_b,
    x_ref, drawn_ref, out_ref, gated_ref, hidden_ref) = refs[4 if split else 0:]
-  dot, relu_dot, relu_dot32 = earlier_groups.dots(dtype, precision)
+  dot, relu_dot = earlier_groups.dots(dtype, precision)
   add = lambda a, b: a if b is None else a + b
   f32 = lambda v: v.astype(jnp.float32)
   own_slots = pl.ds(c * G, G)  # Group c in the padded layout of base and the state.
@@ -378,7 +379,7 @@ def _pass_kernel(x_prev_ref, _, out_prev_ref, gated_prev_ref, hidden_prev_ref, b
   best = drawn = None
   for n in range(0, NUM_LEVELS, LOGIT_COLUMNS):
     cols = pl.ds(n, LOGIT_COLUMNS)
-    logits = add(relu_dot32(hidden, ho_own[:, cols]), logit_terms(cols)) + ho_b[:, cols]
+    logits = add(relu_dot(hidden, ho_own[:, cols]), logit_terms(cols)) + ho_b[:, cols]
     scores = gumbel_scores(logits, constants_ref[pl.ds(0, 1), cols], noise_ref[0, :, cols])
     top = jnp.max(scores, axis=1, keepdims=True)
     first = jnp.min(jnp.where(scores == top, _levels(n), NUM_LEVELS), axis=1, keepdims=True)

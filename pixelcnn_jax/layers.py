@@ -185,7 +185,9 @@ class ShiftedConv(nn.Module):
 
 class MaskedDense(nn.Module):
   """A 1x1 convolution with an optional [in, out] colour mask; `channel_align`,
-  `in_features`, `aligned`, `fold` and `ones_out` as in ShiftedConv."""
+  `in_features`, `aligned`, `fold` and `ones_out` as in ShiftedConv. With
+  `float32_out`, the product is accumulated and returned in float32 whatever
+  the compute `dtype`."""
   features: int
   mask: Optional[np.ndarray] = None
   use_bias: bool = True
@@ -194,6 +196,7 @@ class MaskedDense(nn.Module):
   channel_align: int = 1
   kernel_init: Any = nn.initializers.lecun_normal()
   in_features: Optional[int] = None
+  float32_out: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, aligned: bool = False, fold: bool = False,
@@ -209,7 +212,9 @@ class MaskedDense(nn.Module):
             if self.use_bias else None)
     if fold:
       kernel = fold_bias(kernel, bias, (), in_features, ones_out)
-    y = jnp.einsum("...i,io->...o", x, kernel.astype(self.dtype), precision=self.precision)
+    kernel = kernel.astype(self.dtype)
+    y = jnp.einsum("...i,io->...o", x, kernel, precision=self.precision,
+                   preferred_element_type=jnp.float32 if self.float32_out else None)
     if not aligned:
       y = y[..., :self.features]
     if self.use_bias and not fold:

@@ -159,11 +159,12 @@ class GatedPixelCNN(nn.Module):
         dtype=self.dtype, precision=self.precision, channel_align=self.channel_align,
         in_features=self.features)
     # Logits stay in float32: bf16 logits would cost ~0.01 bits/dim of rounding.
+    # Their matmul's operands are in the compute dtype, as every other layer's.
     self.head_out = layers.MaskedDense(
         c * NUM_LEVELS, mask=layers.colour_mask(
             layers.channel_colours(head, c), np.repeat(np.arange(c), NUM_LEVELS), True),
-        dtype=jnp.float32, precision=self.precision, channel_align=self.channel_align,
-        in_features=head)
+        dtype=self.dtype, float32_out=True, precision=self.precision,
+        channel_align=self.channel_align, in_features=head)
     if self.conditioning == "spatial":
       self.spatial_net = cond_lib.SpatialConditioner(self.spatial_features,
                                                      dtype=self.dtype)
@@ -214,7 +215,7 @@ class GatedPixelCNN(nn.Module):
 
   def head(self, features: jax.Array, aligned: bool = False) -> jax.Array:
     y = self.head_hidden(nn.relu(features), aligned)
-    logits = self.head_out(nn.relu(y).astype(jnp.float32))
+    logits = self.head_out(nn.relu(y))
     return logits.reshape(*logits.shape[:-1], self.channels, NUM_LEVELS)
 
 

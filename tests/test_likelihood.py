@@ -21,6 +21,17 @@ def test_matches_numpy():
   np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5)
 
 
+def test_gradient_is_softmax_minus_one_hot():
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(2, 3, 4, 3, 256)).astype(np.float32) * 3
+  x = rng.integers(0, 256, size=(2, 3, 4, 3)).astype(np.uint8)
+  grad = jax.grad(lambda l: pj.bits_per_dim(l, jnp.asarray(x)).sum())(jnp.asarray(logits))
+  softmax = np.exp(logits - logits.max(-1, keepdims=True))
+  softmax /= softmax.sum(-1, keepdims=True)
+  expected = (softmax - np.eye(256)[x]) / (3 * 4 * 3 * math.log(2))
+  np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-5, atol=1e-9)
+
+
 def test_uniform_logits_give_exactly_eight_bits():
   x = jax.random.randint(jax.random.PRNGKey(0), (2, 8, 8, 3), 0, 256)
   bpd = pj.bits_per_dim(jnp.zeros((2, 8, 8, 3, 256)), x)
