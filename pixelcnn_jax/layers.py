@@ -119,6 +119,24 @@ def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
   return y + jnp.broadcast_to(bias, y.shape).astype(y.dtype)
 
 
+@jax.custom_jvp
+def dot_float32_out(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """x @ kernel over x's last axis, both in the compute dtype, accumulated and
+  returned in float32."""
+  return jnp.einsum("...i,io->...o", x, kernel, preferred_element_type=jnp.float32)
+
+
+@dot_float32_out.defjvp
+def _dot_float32_out_jvp(primals, tangents):
+  (x, kernel), (dx, dkernel) = primals, tangents
+  # The tangent is multiplied in the operands' dtype and only then widened,
+  # so that the transpose (the gradient) rounds the float32 cotangent to it
+  # first, as every other layer's cotangent is: otherwise both gradient
+  # products multiply the float32 cotangent as TF32 GEMMs.
+  dy = (jnp.einsum("...i,io->...o", dx, kernel) + jnp.einsum("...i,io->...o", x, dkernel))
+  return dot_float32_out(x, kernel), dy.astype(jnp.float32)
+
+
 def gate(pre: jax.Array, features: Optional[int] = None) -> jax.Array:
   """y = tanh(f) * sigmoid(g), with [f | g] stacked on the last axis; given
   `features`, pre may carry padding after them (an aligned width)."""
@@ -187,7 +205,7 @@ class MaskedDense(nn.Module):
   """A 1x1 convolution with an optional [in, out] colour mask; `channel_align`,
   `in_features`, `aligned`, `fold` and `ones_out` as in ShiftedConv. With
   `float32_out`, the product is accumulated and returned in float32 whatever
-  the compute `dtype`."""
+  the compute `dtype` (`dot_float32_out`)."""
   features: int
   mask: Optional[np.ndarray] = None
   use_bias: bool = True
@@ -213,8 +231,10 @@ class MaskedDense(nn.Module):
     if fold:
       kernel = fold_bias(kernel, bias, (), in_features, ones_out)
     kernel = kernel.astype(self.dtype)
-    y = jnp.einsum("...i,io->...o", x, kernel, precision=self.precision,
-                   preferred_element_type=jnp.float32 if self.float32_out else None)
+    if self.float32_out and jnp.dtype(self.dtype) != jnp.float32:
+      y = dot_float32_out(x, kernel)
+    else:
+      y = jnp.einsum("...i,io->...o", x, kernel, precision=self.precision)
     if not aligned:
       y = y[..., :self.features]
     if self.use_bias and not fold:

@@ -69,6 +69,28 @@ def test_aligned_model_reduces_only_the_heads_bias_gradients(align, reductions):
              for line in hlo.splitlines()) == reductions
 
 
+@pytest.mark.parametrize("conditioning", ["none", "class"])
+def test_bf16_model_multiplies_only_bf16_operands(conditioning):
+  """The step's every matmul and convolution, forward and backward, reads
+  bf16 operands: the head's too, whose float32 logits' cotangent would
+  otherwise make its two gradient products float32 (TF32) ones."""
+  model = pj.GatedPixelCNN(num_layers=2, features=18, channels=3, dtype=jnp.bfloat16,
+                           channel_align=32, conditioning=conditioning, num_classes=4)
+  x = jnp.zeros((2, 5, 6, 3), jnp.uint8)
+  h = jnp.zeros((2,), jnp.int32) if conditioning == "class" else None
+  params = model.init(jax.random.PRNGKey(0), x, h=h)["params"]
+  loss = lambda p, x: pj.bits_per_dim(model.apply({"params": p}, x, h=h), x).mean()
+  hlo = jax.jit(jax.grad(loss)).lower(params, x).as_text()
+  operands = [line.split(" : (")[1].split(") -> ")[0].split(", ") for line in hlo.splitlines()
+              if "stablehlo.dot_general" in line or "stablehlo.convolution" in line]
+  # Each layer's four kernels and the head's two, forward and both gradients,
+  # less the two into the image.
+  assert len(operands) >= 3 * (2 * 4 + 2) - 2
+  assert all(o.endswith("bf16>") for pair in operands for o in pair), operands
+  logits, tangent = jax.jvp(lambda p: model.apply({"params": p}, x, h=h), (params,), (params,))
+  assert logits.dtype == tangent.dtype == jnp.float32  # Forward mode too.
+
+
 def test_wrong_image_channels():
   model, variables = _init(num_layers=1, features=6, channels=3)
   with pytest.raises(ValueError, match="expected images"):
