@@ -7,6 +7,7 @@ remain only where the R -> G -> B order needs them: on the centre tap of the
 horizontal convolution and on 1x1 convolutions between colour-grouped features.
 """
 
+import functools
 from typing import Any, Optional, Sequence
 
 import jax
@@ -52,16 +53,13 @@ def pad_channels(x: jax.Array, axis: int, multiple: int) -> jax.Array:
   before each call. Zeros appended here add nothing to any sum, and XLA can
   fuse the padding into the op that makes x.
   """
-  extra = -x.shape[axis] % multiple
-  if not extra:
-    return x
-  widths = [(0, 0)] * x.ndim
-  widths[axis] = (0, extra)
-  return jnp.pad(x, widths)
+  return pad_to(x, axis, aligned_width(x.shape[axis], multiple))
 
 
 def pad_to(x: jax.Array, axis: int, size: int) -> jax.Array:
   """x with zeros appended along `axis` up to `size` entries."""
+  if x.shape[axis] == size:
+    return x
   widths = [(0, 0)] * x.ndim
   widths[axis] = (0, size - x.shape[axis])
   return jnp.pad(x, widths)
@@ -119,22 +117,24 @@ def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
   return y + jnp.broadcast_to(bias, y.shape).astype(y.dtype)
 
 
-@jax.custom_jvp
-def dot_float32_out(x: jax.Array, kernel: jax.Array) -> jax.Array:
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def dot_float32_out(x: jax.Array, kernel: jax.Array, precision: Any = None) -> jax.Array:
   """x @ kernel over x's last axis, both in the compute dtype, accumulated and
   returned in float32."""
-  return jnp.einsum("...i,io->...o", x, kernel, preferred_element_type=jnp.float32)
+  return jnp.einsum("...i,io->...o", x, kernel, precision=precision,
+                    preferred_element_type=jnp.float32)
 
 
 @dot_float32_out.defjvp
-def _dot_float32_out_jvp(primals, tangents):
+def _dot_float32_out_jvp(precision, primals, tangents):
   (x, kernel), (dx, dkernel) = primals, tangents
   # The tangent is multiplied in the operands' dtype and only then widened,
   # so that the transpose (the gradient) rounds the float32 cotangent to it
   # first, as every other layer's cotangent is: otherwise both gradient
   # products multiply the float32 cotangent as TF32 GEMMs.
-  dy = (jnp.einsum("...i,io->...o", dx, kernel) + jnp.einsum("...i,io->...o", x, dkernel))
-  return dot_float32_out(x, kernel), dy.astype(jnp.float32)
+  dy = (jnp.einsum("...i,io->...o", dx, kernel, precision=precision)
+        + jnp.einsum("...i,io->...o", x, dkernel, precision=precision))
+  return dot_float32_out(x, kernel, precision), dy.astype(jnp.float32)
 
 
 def gate(pre: jax.Array, features: Optional[int] = None) -> jax.Array:
@@ -231,8 +231,8 @@ class MaskedDense(nn.Module):
     if fold:
       kernel = fold_bias(kernel, bias, (), in_features, ones_out)
     kernel = kernel.astype(self.dtype)
-    if self.float32_out and jnp.dtype(self.dtype) != jnp.float32:
-      y = dot_float32_out(x, kernel)
+    if self.float32_out:
+      y = dot_float32_out(x, kernel, self.precision)
     else:
       y = jnp.einsum("...i,io->...o", x, kernel, precision=self.precision)
     if not aligned:
