@@ -1,14 +1,16 @@
 """Does `pixelcnn_jax.main` train as fast as the benchmark's bare step?
 
   python experiments/bench_main.py [--shape=15x132k3] [--batch=256] [--steps=400]
-      [--log_every=50] [--npz_dir=DIR] [--out=FILE]
+      [--log_every=50] [--optimizer=adamw] [--npz_dir=DIR] [--out=FILE]
 
 Trains through `python -m pixelcnn_jax.main --config=configs/cifar10.py`
 for --steps steps, at the shape, batch and dtype given, on the images of
 DIR's train.npz (default: the CIFAR-10 subset shipped with the package),
 with the config's own EMA and mirroring and no eval, checkpoint or grid
 until the end; then times `bench_train.py`'s bare step (random
-images, no EMA, median step) for the same model, batch and dtype. The run's
+images, no EMA, median step) for the same model, batch, dtype and
+optimizer. Both take --optimizer, not the config's (Muon), so that the
+ratio measures the training loop, not the optimizers' difference. The run's
 speed is the median img/s of its logged windows after the first two
 (compilation, warm-up). Prints one JSON row with both, and their ratio
 (issue #9: within 10%).
@@ -27,17 +29,20 @@ import jax
 
 import bench_train
 from pixelcnn_jax import config_base
+from pixelcnn_jax import train_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NEVER = 10**9
 
 
-def main_img_per_s(layers, features, kernel, dtype, batch, steps, log_every, npz_dir):
+def main_img_per_s(layers, features, kernel, dtype, batch, optimizer, steps, log_every,
+                   npz_dir):
   """Median img/s of a main.py run's logged windows after the first two."""
   with tempfile.TemporaryDirectory() as workdir:
     flags = [f"--config.model.num_layers={layers}", f"--config.model.features={features}",
              f"--config.model.kernel_size={kernel}", f"--config.model.dtype={dtype}",
-             f"--config.train.batch_size={batch}", f"--config.train.num_steps={steps}",
+             f"--config.train.batch_size={batch}", f"--config.train.optimizer={optimizer}",
+             f"--config.train.num_steps={steps}",
              f"--config.train.log_every={log_every}", f"--config.train.eval_every={NEVER}",
              f"--config.train.checkpoint_every={NEVER}",
              f"--config.train.sample_every={NEVER}", "--config.sample.num=1",
@@ -60,20 +65,28 @@ def main():
   p.add_argument("--batch", type=int, default=256)
   p.add_argument("--steps", type=int, default=400, help="of the main.py run")
   p.add_argument("--log_every", type=int, default=50)
+  p.add_argument("--optimizer", default="adamw",
+                 help="for both the main.py run and the bare step")
   p.add_argument("--bench_steps", type=int, default=20)
   p.add_argument("--npz_dir", default=config_base.SHIPPED_CIFAR)
   p.add_argument("--out", default="")
   args = p.parse_args()
   layers, features, kernel = bench_train.parse_shape(args.shape, "--shape")
+  if args.optimizer not in train_state.OPTIMIZERS:
+    raise SystemExit(f"--optimizer: one of {', '.join(train_state.OPTIMIZERS)}, "
+                     f"got {args.optimizer!r}")
   if args.steps < 3 * args.log_every:
     raise SystemExit(f"--steps={args.steps} leaves no logged window after the first two "
                      f"(--log_every={args.log_every}): give at least {3 * args.log_every}")
   # main.py first: this process must not hold the GPU (XLA preallocates) yet.
   trained, windows = main_img_per_s(layers, features, kernel, args.dtype, args.batch,
-                                    args.steps, args.log_every, args.npz_dir)
+                                    args.optimizer, args.steps, args.log_every,
+                                    args.npz_dir)
   bare = bench_train.bench(layers, features, kernel, args.dtype, args.batch, 1, 1,
-                           args.bench_steps, bench_train.PEAK_TFLOPS)
+                           args.bench_steps, bench_train.PEAK_TFLOPS,
+                           optimizer=args.optimizer)
   row = {"shape": args.shape, "dtype": args.dtype, "batch": args.batch,
+         "optimizer": bare["optimizer"],
          "bench_img_per_s": bare["img_per_s"], "main_img_per_s": trained,
          "main_windows": windows, "main_over_bench": trained / bare["img_per_s"],
          "device": jax.devices()[0].device_kind, "date": datetime.date.today().isoformat(),

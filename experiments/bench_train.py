@@ -1,15 +1,17 @@
 """Train throughput: img/s, MFU and weak scaling.
 
   python experiments/bench_train.py [--shapes=15x132k3,20x384k5] [--image=32x32x3]
-      [--dtypes=bfloat16] [--aligns=0,1,8] [--batches=128,256] [--meshes=1] [--steps=20]
-      [--out=FILE] [--plot=FILE.png]
+      [--dtypes=bfloat16] [--aligns=0] [--batches=128,256] [--meshes=1] [--steps=20]
+      [--optimizers=adamw] [--out=FILE] [--plot=FILE.png]
 
 One case per shape x dtype x channel_align x batch x mesh. A mesh is DEVICES or DEVICESxFSDP
 (e.g. 4x2: 4 devices, params split 2 ways, batch over all 4); --batches is per
 device, so the cases of one shape and batch are a weak-scaling series, whose
 efficiency img/s(N) / (N * img/s(1)) is printed. --image is the images'
 HEIGHTxWIDTHxCHANNELS (28x28x1: MNIST's). Time: the median step after
-compilation. MFU: a training step costs 3 forward passes, and a forward pass
+compilation, each step waited for, so the host's dispatch is not hidden
+behind the previous step as it is in training (bench_main.py compares the
+two). MFU: a training step costs 3 forward passes, and a forward pass
 2 FLOPs per kernel weight per pixel (biases aside; what a shifted or masked
 kernel skips is counted too), against --peak_tflops (790: the bf16 matrix rate
 measured on this workplace's H100s and H200s).
@@ -163,7 +165,8 @@ def main():
   p.add_argument("--image", default="x".join(map(str, IMAGE)),
                  help="HEIGHTxWIDTHxCHANNELS of the images")
   p.add_argument("--dtypes", default="bfloat16")
-  p.add_argument("--batches", default="256", help="per-device batch sizes")
+  p.add_argument("--batches", default="128,256",
+                 help="per-device batch sizes (128: the paper's global batch)")
   p.add_argument("--meshes", default="1", help="DEVICES or DEVICESxFSDP, comma-separated")
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--aligns", default="0",

@@ -4,17 +4,54 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 NUM_LEVELS = 256
 
 
+def _rescaled(s, m, m_new):
+  # m == m_new also covers m = m_new = -inf, where exp(m - m_new) is nan.
+  return jnp.where(m == m_new, s, s * jnp.exp(m - m_new))
+
+
+def _combine(a, b):
+  """Merges two partial (max, sum of exp(logit - max), target's logit)."""
+  (m1, s1, p1), (m2, s2, p2) = a, b
+  m = jnp.maximum(m1, m2)
+  return m, _rescaled(s1, m1, m) + _rescaled(s2, m2, m), p1 + p2
+
+
+@jax.custom_vjp
+def _nll(logits, x):
+  return _nll_fwd(logits, x)[0]
+
+
+def _nll_fwd(logits, x):
+  # An online log-sum-exp: the max, the sum of exponentials and the target's
+  # logit in one pass over the float32 logits, where logsumexp and the
+  # target's pick read them three times. The target is picked by a
+  # comparison, not a gather, so the gradient below stays elementwise. JAX
+  # cannot differentiate a reduce with its own combiner, hence the custom VJP.
+  target = x.astype(jnp.int32)[..., None] == jnp.arange(NUM_LEVELS)
+  m, s, picked = lax.reduce(
+      (logits, jnp.ones_like(logits), jnp.where(target, logits, 0.0)),
+      (jnp.float32(-jnp.inf), jnp.float32(0), jnp.float32(0)),
+      _combine, (logits.ndim - 1,))
+  lse = m + jnp.log(s)
+  return lse - picked, (logits, lse, x)
+
+
+def _nll_bwd(residuals, g):
+  logits, lse, x = residuals
+  target = x.astype(jnp.int32)[..., None] == jnp.arange(NUM_LEVELS)
+  return g[..., None] * (jnp.exp(logits - lse[..., None]) - target), None
+
+
+_nll.defvjp(_nll_fwd, _nll_bwd)
+
+
 def _nll_per_subpixel(logits_BHWCK: jax.Array, x_BHWC: jax.Array) -> jax.Array:
-  logits = logits_BHWCK.astype(jnp.float32)
-  # The target's logit through a comparison rather than a gather: its
-  # gradient is then elementwise, fused with the softmax's into one pass.
-  target = x_BHWC.astype(jnp.int32)[..., None] == jnp.arange(NUM_LEVELS)
-  picked = jnp.sum(jnp.where(target, logits, 0.0), axis=-1)
-  return jax.nn.logsumexp(logits, axis=-1) - picked
+  return _nll(logits_BHWCK.astype(jnp.float32), x_BHWC)
 
 
 def bits_per_dim(logits_BHWCK: jax.Array, x_BHWC: jax.Array) -> jax.Array:

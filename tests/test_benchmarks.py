@@ -27,10 +27,11 @@ def _bench_main(*args, timeout=300):
 def test_bench_main_times_main_py_and_the_bare_step(tmp_path):
   out = tmp_path / "row.jsonl"
   r = _bench_main("--shape=2x12k3", "--batch=8", "--steps=8", "--log_every=2",
-                  "--bench_steps=2", f"--out={out}")
+                  "--bench_steps=2", "--optimizer=muon", f"--out={out}")
   assert r.returncode == 0, r.stderr[-2000:]
   row = json.loads(out.read_text())
   assert row["main_windows"] == 2  # Steps 6 and 8: the first two windows are left out.
+  assert row["optimizer"] == "muon"
   assert row["bench_img_per_s"] > 0 and row["main_img_per_s"] > 0
   assert row["main_over_bench"] == pytest.approx(row["main_img_per_s"] / row["bench_img_per_s"])
 
@@ -40,6 +41,7 @@ def test_bench_main_times_main_py_and_the_bare_step(tmp_path):
     (["--steps=100", "--log_every=50"],
      "--steps=100 leaves no logged window after the first two (--log_every=50): "
      "give at least 150"),
+    (["--optimizer=sgd"], "--optimizer: one of adamw, muon, got 'sgd'"),
 ])
 def test_bench_main_refuses_bad_arguments_in_one_line(args, error):
   r = _bench_main(*args, timeout=120)

@@ -32,6 +32,25 @@ def test_gradient_is_softmax_minus_one_hot():
   np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-5, atol=1e-9)
 
 
+def test_large_and_ruled_out_logits_stay_exact():
+  # The one-pass log-sum-exp rescales its partial sums as the max grows:
+  # logits far from 0 must not overflow, and levels at -inf (ruled out, as a
+  # mask would) must add nothing rather than nan, to the loss or its gradient.
+  rng = np.random.default_rng(2)
+  logits = rng.normal(size=(2, 3, 4, 3, 256)) * 5 + 1e4
+  logits[..., ::2] = -np.inf
+  x = rng.integers(0, 128, size=(2, 3, 4, 3)) * 2 + 1
+  finite = logits[..., 1::2]
+  lse = finite.max(-1) + np.log(np.exp(finite - finite.max(-1, keepdims=True)).sum(-1))
+  picked = np.take_along_axis(logits, x[..., None], -1)[..., 0]
+  expected = (lse - picked).mean((1, 2, 3)) / math.log(2)
+  f = lambda l: pj.bits_per_dim(l, jnp.asarray(x, jnp.uint8))
+  got = f(jnp.asarray(logits, jnp.float32))
+  np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4)
+  grad = np.asarray(jax.grad(lambda l: f(l).sum())(jnp.asarray(logits, jnp.float32)))
+  assert np.all(np.isfinite(grad)) and np.all(grad[..., ::2] == 0)
+
+
 def test_uniform_logits_give_exactly_eight_bits():
   x = jax.random.randint(jax.random.PRNGKey(0), (2, 8, 8, 3), 0, 256)
   bpd = pj.bits_per_dim(jnp.zeros((2, 8, 8, 3, 256)), x)
