@@ -9,6 +9,11 @@ from jax import lax
 NUM_LEVELS = 256
 
 
+def _is_target(x):
+  """[..., 256] booleans, true at each sub-pixel's value."""
+  return x.astype(jnp.int32)[..., None] == jnp.arange(NUM_LEVELS)
+
+
 def _rescaled(s, m, m_new):
   # m == m_new also covers m = m_new = -inf, where exp(m - m_new) is nan.
   return jnp.where(m == m_new, s, s * jnp.exp(m - m_new))
@@ -32,9 +37,8 @@ def _nll_fwd(logits, x):
   # target's pick read them three times. The target is picked by a
   # comparison, not a gather, so the gradient below stays elementwise. JAX
   # cannot differentiate a reduce with its own combiner, hence the custom VJP.
-  target = x.astype(jnp.int32)[..., None] == jnp.arange(NUM_LEVELS)
   m, s, picked = lax.reduce(
-      (logits, jnp.ones_like(logits), jnp.where(target, logits, 0.0)),
+      (logits, jnp.ones_like(logits), jnp.where(_is_target(x), logits, 0.0)),
       (jnp.float32(-jnp.inf), jnp.float32(0), jnp.float32(0)),
       _combine, (logits.ndim - 1,))
   lse = m + jnp.log(s)
@@ -43,8 +47,7 @@ def _nll_fwd(logits, x):
 
 def _nll_bwd(residuals, g):
   logits, lse, x = residuals
-  target = x.astype(jnp.int32)[..., None] == jnp.arange(NUM_LEVELS)
-  return g[..., None] * (jnp.exp(logits - lse[..., None]) - target), None
+  return g[..., None] * (jnp.exp(logits - lse[..., None]) - _is_target(x)), None
 
 
 _nll.defvjp(_nll_fwd, _nll_bwd)
