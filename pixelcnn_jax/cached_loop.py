@@ -28,7 +28,7 @@ import numpy as np
 
 from pixelcnn_jax import fused_pass
 from pixelcnn_jax.likelihood import NUM_LEVELS
-from pixelcnn_jax.model import GatedPixelCNN, normalize
+from pixelcnn_jax.model import GatedPixelCNN, horizontal_bias, normalize
 
 Choose = Callable[[jax.Array, jax.Array, jax.Array, Optional[jax.Array]], jax.Array]
 
@@ -224,7 +224,7 @@ class _ColourPasses:
       cut["layers"].append({
           "centre": (layer["h_conv"]["kernel"][0, self.m, :centre_rows][:, cols].astype(dt)
                      if centre_rows else None),
-          "bias": layer["h_conv"]["bias"][cols].astype(dt),
+          "bias": horizontal_bias(layer)[cols].astype(dt),
           "out": dense(layer["h_out"]),
           "skip": dense(layer["skip_out"]) if self.skip else None})
     hidden_p, out_p = params["head_hidden"], params["head_out"]

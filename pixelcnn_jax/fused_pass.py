@@ -30,7 +30,7 @@ from jax.experimental.pallas import triton as pltriton
 from pixelcnn_jax import earlier_groups
 from pixelcnn_jax.earlier_groups import LOGIT_COLUMNS
 from pixelcnn_jax.likelihood import NUM_LEVELS
-from pixelcnn_jax.model import normalize
+from pixelcnn_jax.model import horizontal_bias, normalize
 
 # bench_sample.py --fused times other (stages, block, warps) settings through this.
 OVERRIDE = None
@@ -137,7 +137,7 @@ class FusedPasses:
     self.dtype, self.precision = model.dtype, model.precision
     self.interpret = interpret
     m = model.extents[0]
-    bias = jnp.stack([params[f"layers_{l}"]["h_conv"]["bias"] for l in range(self.L)])
+    bias = jnp.stack([horizontal_bias(params[f"layers_{l}"]) for l in range(self.L)])
     self.bias = bias[:, None, :]                               # [L, 1, 2p]
     self.weights = [self._cut(params, c, m) for c in range(self.C)]
 

@@ -164,6 +164,8 @@ class ShiftedConv(nn.Module):
   has room) adds the bias from a ones channel at index in_features, which x
   carries or, at its true width, is given (fold_bias); `ones_out=True` also
   writes ones at output channel `features`, for the next kernel to fold from.
+  `extra_bias` ([features]) is added to the bias, for a caller that sums the
+  output with another layer's whose bias is left to this one.
   """
   features: int
   kernel_size: tuple[int, int]
@@ -175,11 +177,14 @@ class ShiftedConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, padding: Padding, aligned: bool = False,
-               fold: bool = False, ones_out: bool = False) -> jax.Array:
+               fold: bool = False, ones_out: bool = False,
+               extra_bias: Optional[jax.Array] = None) -> jax.Array:
     in_features = self.in_features or x.shape[-1]
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (*self.kernel_size, in_features, self.features), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    if extra_bias is not None:
+      bias = bias + extra_bias
     if self.centre_mask is not None:
       tap_mask = np.ones(kernel.shape, np.float32)
       tap_mask[-1, -1] = self.centre_mask
@@ -205,7 +210,8 @@ class MaskedDense(nn.Module):
   """A 1x1 convolution with an optional [in, out] colour mask; `channel_align`,
   `in_features`, `aligned`, `fold` and `ones_out` as in ShiftedConv. With
   `float32_out`, the product is accumulated and returned in float32 whatever
-  the compute `dtype` (`dot_float32_out`)."""
+  the compute `dtype` (`dot_float32_out`). `with_bias=False` leaves the bias
+  (still a parameter) for the caller to add elsewhere."""
   features: int
   mask: Optional[np.ndarray] = None
   use_bias: bool = True
@@ -218,16 +224,17 @@ class MaskedDense(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, aligned: bool = False, fold: bool = False,
-               ones_out: bool = False) -> jax.Array:
+               ones_out: bool = False, with_bias: bool = True) -> jax.Array:
     in_features = self.in_features or x.shape[-1]
     kernel = self.param("kernel", self.kernel_init, (in_features, self.features), jnp.float32)
     if self.mask is not None:
       kernel = kernel * self.mask
-    x, kernel, fold = aligned_operands(x.astype(self.dtype), kernel, in_features,
-                                       self.features, self.channel_align,
-                                       aligned and fold and self.use_bias)
     bias = (self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
             if self.use_bias else None)
+    with_bias = with_bias and self.use_bias
+    x, kernel, fold = aligned_operands(x.astype(self.dtype), kernel, in_features,
+                                       self.features, self.channel_align,
+                                       aligned and fold and with_bias)
     if fold:
       kernel = fold_bias(kernel, bias, (), in_features, ones_out)
     kernel = kernel.astype(self.dtype)
@@ -237,6 +244,6 @@ class MaskedDense(nn.Module):
       y = jnp.einsum("...i,io->...o", x, kernel, precision=self.precision)
     if not aligned:
       y = y[..., :self.features]
-    if self.use_bias and not fold:
+    if with_bias and not fold:
       y = add_bias(y, pad_to(bias, 0, y.shape[-1]))
     return y

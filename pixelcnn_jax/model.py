@@ -70,17 +70,17 @@ class GatedLayer(nn.Module):
 
   def vertical(self, v: jax.Array, padding, cond, aligned: bool = False):
     """(vertical output, link): link = 1x1(vertical pre-activation) + V_h h is
-    everything the horizontal stack gets from outside its own row.
-    `aligned`: the link, and the pre-activation it is made from, stay at the
-    aligned width (layers.ShiftedConv)."""
+    everything the horizontal stack gets from outside its own row, but the
+    1x1's bias, which `horizontal` adds with its convolution's
+    (horizontal_bias). `aligned`: the link, and the pre-activation it is made
+    from, stay at the aligned width (layers.ShiftedConv)."""
     cond_v, cond_h = self.condition(cond, aligned)
-    # Aligned, every bias below is folded into its kernel (layers.fold_bias):
-    # the inputs carry a ones channel in their padding, the pre-activation
-    # one for v_to_h, so the biases' gradients come out of the kernels'
-    # gradients instead of reductions of their own.
-    pre = self.v_conv(v, padding, aligned, fold=True, ones_out=True) + cond_v
+    # Aligned, the bias is folded into the kernel where the input's padding
+    # has room for a ones channel (layers.fold_bias), so that its gradient
+    # comes out of the kernel's instead of a reduction of its own.
+    pre = self.v_conv(v, padding, aligned, fold=True) + cond_v
     return (layers.gate(pre, self.features),
-            self.v_to_h(pre, aligned, fold=True) + cond_h)
+            self.v_to_h(pre, aligned, with_bias=False) + cond_h)
 
   def horizontal(self, h: jax.Array, link: jax.Array, padding, train: bool = False,
                  aligned: bool = False):
@@ -90,9 +90,11 @@ class GatedLayer(nn.Module):
     # every layer. Dropout is elementwise, so colour groups stay causal.
     # The first layer's output starts the residual stream's ones channel,
     # which every later h_conv folds its bias from.
-    gated = self.drop(
-        layers.gate(self.h_conv(h, padding, aligned, fold=True) + link, self.features),
-        deterministic=not train)
+    # The link's bias rides on the convolution's: cuDNN adds both in its
+    # epilogue, where a bias of the link's own costs a pass over it.
+    pre = self.h_conv(h, padding, aligned, fold=True,
+                      extra_bias=self.v_to_h.variables["params"]["bias"]) + link
+    gated = self.drop(layers.gate(pre, self.features), deterministic=not train)
     out = self.h_out(gated, aligned, fold=True, ones_out=self.first)
     if not self.first:
       # Residual: the input at each output's own column, which is the last
@@ -217,6 +219,12 @@ class GatedPixelCNN(nn.Module):
     y = self.head_hidden(nn.relu(features), aligned)
     logits = self.head_out(nn.relu(y))
     return logits.reshape(*logits.shape[:-1], self.channels, NUM_LEVELS)
+
+
+def horizontal_bias(layer_params) -> jax.Array:
+  """The bias of a layer's horizontal pre-activation, float32 [2p]: its
+  convolution's and its link's 1x1's (GatedLayer.horizontal)."""
+  return layer_params["h_conv"]["bias"] + layer_params["v_to_h"]["bias"]
 
 
 def extents(kernel_size: int) -> tuple[int, int]:
