@@ -11,7 +11,9 @@ line. Prints the top ops with their share of the device time and time per
 step, and their kinds (cuDNN convolution, cuDNN's channel padding, matmul,
 XLA fusion, memory) summed. The trace itself stays on the machine (~100 MB
 for 5 steps); --hlo writes the compiled step's optimised HLO, gzipped, which
-says what each named fusion holds.
+says what each named fusion holds, and adds each fusion's rate: the bytes of
+its operands and results over its time, against the card's memory rate
+(4.8 TB/s on an H200).
 """
 
 import argparse
@@ -57,6 +59,30 @@ KINDS = (  # (kind, pattern), first match wins; CUDA kernel names or XLA op name
     ("XLA fusion", r"fusion|^wrapped_|triton_softmax|^loop_|^input_"),
     ("memset/memcpy", r"Memset|memcpy|^copy"),
 )
+
+
+DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f32": 4}
+
+
+def shape_bytes(text: str) -> int:
+  """Bytes of every array shape (`bf16[256,32,32,768]`) written in text."""
+  total = 0
+  for dtype, dims in re.findall(r"\b(%s)\[([\d,]*)\]" % "|".join(DTYPE_BYTES), text):
+    total += DTYPE_BYTES[dtype] * int(np.prod([int(d) for d in dims.split(",") if d]))
+  return total
+
+
+def fusion_bytes(hlo: str) -> dict:
+  """{kernel name: bytes of its operands and results} for each fusion of an
+  optimised HLO module; a kernel is named as its fusion, dots as
+  underscores. An upper bound on what the kernel moves: an operand it
+  slices or broadcasts counts whole."""
+  signatures = {m.group(1): m.group(2) + m.group(3) for m in re.finditer(
+      r"^(%[\w.\-]+) \((.*)\) -> (.*) \{$", hlo, re.M)}
+  return {name.replace(".", "_"): shape_bytes(signatures[called])
+          for name, called in re.findall(
+              r"^\s*(?:ROOT )?%([\w.\-]+) = .*? fusion\(.*?calls=(%[\w.\-]+)", hlo, re.M)
+          if called in signatures}
 
 
 def kind(op: str, kinds=KINDS) -> str:
@@ -108,9 +134,12 @@ def main():
   images = jax.device_put(
       np.random.default_rng(0).integers(0, 256, (args.batch, 32, 32, 3), np.uint8),
       mesh_lib.batch_sharding(mesh))
+  moved = {}
   if args.hlo:
+    hlo = step.lower(state, images, None, key).compile().as_text()
     with gzip.open(args.hlo, "wt") as f:
-      f.write(step.lower(state, images, None, key).compile().as_text())
+      f.write(hlo)
+    moved = fusion_bytes(hlo)
   for _ in range(3):
     state, m = step(state, images, None, key)
   jax.block_until_ready(m)
@@ -124,6 +153,10 @@ def main():
   rows = [{"op": op, "ms_per_step": ns / 1e6 / args.steps, "share": ns / all_ns,
            "calls_per_step": count[op] / args.steps}
           for op, ns in total_ns.most_common(args.top)]
+  for r in rows:
+    if r["op"] in moved:
+      r["bytes_per_call"] = moved[r["op"]]
+      r["tb_per_s"] = moved[r["op"]] * r["calls_per_step"] / (r["ms_per_step"] * 1e9)
   print(f"{args.shape} {args.dtype} batch {args.batch} "
         f"align {ts.channel_align(args.align)}: "
         f"{all_ns / 1e6 / args.steps:.2f} ms of device time a step, "
@@ -135,8 +168,9 @@ def main():
              "kinds": kind_shares(total_ns),
              "top": rows, "trace_dir": trace_dir}
   for r in rows:
-    print(f"  {r['share']:6.1%} {r['ms_per_step']:8.3f} ms x{r['calls_per_step']:.0f}  "
-          f"{r['op'][:90]}")
+    rate = f"{r['tb_per_s']:5.2f} TB/s" if "tb_per_s" in r else ""
+    print(f"  {r['share']:6.1%} {r['ms_per_step']:8.3f} ms x{r['calls_per_step']:<3.0f} "
+          f"{rate:>10}  {r['op'][:90]}")
   write_summary(summary, args.out)
 
 

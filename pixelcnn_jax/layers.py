@@ -162,10 +162,9 @@ class ShiftedConv(nn.Module):
   whole images at the aligned width never pads or crops a tensor between its
   kernels, nor its gradients. `fold=True` (aligned only, where the padding
   has room) adds the bias from a ones channel at index in_features, which x
-  carries or, at its true width, is given (fold_bias); `ones_out=True` also
-  writes ones at output channel `features`, for the next kernel to fold from.
-  `extra_bias` ([features]) is added to the bias, for a caller that sums the
-  output with another layer's whose bias is left to this one.
+  carries or, at its true width, is given (fold_bias). `extra_bias`
+  ([features]) is added to the bias, for a caller that sums the output with
+  another layer's whose bias is left to this one.
   """
   features: int
   kernel_size: tuple[int, int]
@@ -177,8 +176,7 @@ class ShiftedConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, padding: Padding, aligned: bool = False,
-               fold: bool = False, ones_out: bool = False,
-               extra_bias: Optional[jax.Array] = None) -> jax.Array:
+               fold: bool = False, extra_bias: Optional[jax.Array] = None) -> jax.Array:
     in_features = self.in_features or x.shape[-1]
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (*self.kernel_size, in_features, self.features), jnp.float32)
@@ -195,7 +193,7 @@ class ShiftedConv(nn.Module):
       # The tap at (top, left) padding reads each output's own position,
       # which is inside the image, so its ones channel is 1 there.
       kernel = fold_bias(kernel, bias, (padding[0][0], padding[1][0]), in_features,
-                         ones_out)
+                         ones_out=False)
     y = jax.lax.conv_general_dilated(
         x, kernel.astype(self.dtype), window_strides=(1, 1), padding=tuple(padding),
         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
@@ -208,7 +206,8 @@ class ShiftedConv(nn.Module):
 
 class MaskedDense(nn.Module):
   """A 1x1 convolution with an optional [in, out] colour mask; `channel_align`,
-  `in_features`, `aligned`, `fold` and `ones_out` as in ShiftedConv. With
+  `in_features`, `aligned` and `fold` as in ShiftedConv; `ones_out=True` also
+  writes ones at output channel `features`, for the next kernel to fold from. With
   `float32_out`, the product is accumulated and returned in float32 whatever
   the compute `dtype` (`dot_float32_out`). `with_bias=False` leaves the bias
   (still a parameter) for the caller to add elsewhere."""

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from conftest import REPO
@@ -163,3 +165,19 @@ def test_bench_sample_plot_draws_one_curve_per_setting_asked_for(tmp_path, monke
   assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
       "2x12 k3, bfloat16, xla", "2x12 k3, bfloat16, pallas", "2x12 k3, float32:highest, pallas"]
   assert fig.axes[0].get_title() == "32x32x3 sampling, bfloat16, float32:highest, cpu, 2026-12-03"
+
+
+def test_profile_train_counts_each_fusions_operands_and_results(monkeypatch):
+  """The bytes behind profile_train.py's TB/s column: a fusion's operands and
+  results from its computation's signature, named as the GPU kernel is."""
+  monkeypatch.syspath_prepend(os.path.join(REPO, "experiments"))
+  import profile_train
+  f = jax.jit(lambda x, y: jnp.tanh(x) * 2 + y.astype(jnp.float32))
+  hlo = f.lower(jnp.zeros((64, 128)), jnp.zeros((64, 128), jnp.bfloat16)).compile().as_text()
+  assert list(profile_train.fusion_bytes(hlo).values()) == [64 * 128 * (4 + 2 + 4)]
+  gpu_style = ("%fused_add.10 (param_0.1: bf16[262144,768], param_1.2: bf16[768]) -> "
+               "bf16[262144,768] {\n}\n\n"
+               "  %loop_add_fusion.10 = bf16[262144,768]{1,0} fusion(%a, %b), kind=kLoop, "
+               "calls=%fused_add.10, metadata={}\n")
+  assert profile_train.fusion_bytes(gpu_style) == {
+      "loop_add_fusion_10": 2 * (2 * 262144 * 768 + 768)}
