@@ -12,8 +12,8 @@ step, and their kinds (cuDNN convolution, cuDNN's channel padding, matmul,
 XLA fusion, memory) summed. The trace itself stays on the machine (~100 MB
 for 5 steps); --hlo writes the compiled step's optimised HLO, gzipped, which
 says what each named fusion holds, and adds each fusion's rate: the bytes of
-its operands and results over its time, against the card's memory rate
-(4.8 TB/s on an H200).
+its operands and results over its time, to set against the card's memory
+rate (4.8 TB/s on an H200).
 """
 
 import argparse

@@ -80,7 +80,7 @@ def with_ones(x: jax.Array, size: int) -> jax.Array:
 
 
 def fold_bias(kernel: jax.Array, bias: jax.Array, tap: tuple, in_features: int,
-              ones_out: bool) -> jax.Array:
+              ones_out: bool = False) -> jax.Array:
   """An aligned [..., in, out] kernel that adds `bias` from the input's ones
   channel (index in_features) at `tap`, and with ones_out copies that channel
   to the first output channel past the bias, where the padding has room.
@@ -192,8 +192,7 @@ class ShiftedConv(nn.Module):
     if fold:
       # The tap at (top, left) padding reads each output's own position,
       # which is inside the image, so its ones channel is 1 there.
-      kernel = fold_bias(kernel, bias, (padding[0][0], padding[1][0]), in_features,
-                         ones_out=False)
+      kernel = fold_bias(kernel, bias, (padding[0][0], padding[1][0]), in_features)
     y = jax.lax.conv_general_dilated(
         x, kernel.astype(self.dtype), window_strides=(1, 1), padding=tuple(padding),
         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
