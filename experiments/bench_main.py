@@ -30,6 +30,7 @@ import jax
 import bench_train
 from pixelcnn_jax import config_base
 from pixelcnn_jax import train_state
+from pixelcnn_jax import xla_defaults
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NEVER = 10**9
@@ -59,6 +60,7 @@ def main_img_per_s(layers, features, kernel, dtype, batch, optimizer, steps, log
 
 
 def main():
+  xla_defaults.apply()
   p = argparse.ArgumentParser()
   p.add_argument("--shape", default="15x132k3", help="LAYERSxFEATURESkKERNEL")
   p.add_argument("--dtype", default="bfloat16")

@@ -14,7 +14,9 @@ behind the previous step as it is in training (bench_main.py compares the
 two). MFU: a training step costs 3 forward passes, and a forward pass
 2 FLOPs per kernel weight per pixel (biases aside; what a shifted or masked
 kernel skips is counted too), against --peak_tflops (790: the bf16 matrix rate
-measured on this workplace's H100s and H200s).
+measured on this workplace's H100s and H200s). Runs under the XLA flags that
+`pixelcnn_jax.main` sets (pixelcnn_jax/xla_defaults.py), and each row
+records XLA_FLAGS.
 """
 
 import argparse
@@ -34,6 +36,7 @@ from pixelcnn_jax import config_base
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train
 from pixelcnn_jax import train_state as ts
+from pixelcnn_jax import xla_defaults
 
 PEAK_TFLOPS = 790.0  # The bf16 matrix rate measured on this workplace's H100s and H200s.
 
@@ -159,6 +162,7 @@ def parse_shape(text, flag):
 
 
 def main():
+  xla_defaults.apply()
   p = argparse.ArgumentParser()
   p.add_argument("--shapes", default="15x132k3,20x384k5",
                  help="comma-separated LAYERSxFEATURESkKERNEL")

@@ -31,6 +31,7 @@ import numpy as np
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train
 from pixelcnn_jax import train_state as ts
+from pixelcnn_jax import xla_defaults
 
 import bench_train
 
@@ -114,6 +115,7 @@ def kind_shares(total_ns: collections.Counter, kinds=KINDS) -> dict:
 
 
 def main():
+  xla_defaults.apply()
   p = argparse.ArgumentParser()
   p.add_argument("--shape", default="15x132k3")
   p.add_argument("--dtype", default="bfloat16")

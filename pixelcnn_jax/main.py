@@ -17,7 +17,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from pixelcnn_jax import compress_files, distributed, evaluate, grids, logs, portraits
-from pixelcnn_jax import preemption, reconstruction, train
+from pixelcnn_jax import preemption, reconstruction, train, xla_defaults
 from pixelcnn_jax.errors import UserError
 
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cifar10.py "
@@ -42,6 +42,7 @@ def main(argv):
       raise UserError(f"unexpected arguments: {' '.join(argv[1:])} "
                       "(everything is a --flag or a --config.key=value)")
     config = _load_config()
+    xla_defaults.apply()
     distributed.initialize()
     MODES[FLAGS.mode](config, FLAGS.workdir)
   except UserError as e:
