@@ -16,6 +16,7 @@ from conftest import REPO
 BENCH_MAIN = os.path.join(REPO, "experiments", "bench_main.py")
 BENCH_TRAIN = os.path.join(REPO, "experiments", "bench_train.py")
 BENCH_SAMPLE = os.path.join(REPO, "experiments", "bench_sample.py")
+BENCH_GATE_CONV = os.path.join(REPO, "experiments", "bench_gate_conv.py")
 
 
 def _run(script, *args, timeout):
@@ -82,6 +83,39 @@ def test_bench_train_times_one_channel_images(tmp_path):
 ])
 def test_bench_train_refuses_bad_arguments_in_one_line(args, error):
   r = _run(BENCH_TRAIN, *args, timeout=120)
+  assert r.returncode != 0
+  assert r.stderr.strip().splitlines() == [error]
+
+
+@pytest.mark.parametrize("kernel, features", [(3, 20), (5, 24)])
+def test_bench_gate_conv_kernel_matches_cudnn_and_the_gate_on_the_padded_grid(
+    tmp_path, kernel, features):
+  """In Pallas's interpreter: y over the next layer's whole padded grid (its
+  zeros, and the ones channel where the aligned width has room: 20 of 24)
+  and f inside the image, against XLA's convolution and gate."""
+  out = tmp_path / "rows.jsonl"
+  r = _run(BENCH_GATE_CONV, "--batch=2", "--size=6", f"--features={features}", "--align=8",
+           f"--kernel={kernel}", "--configs=32x8x4x3,16x8x2x1", "--steps=1", f"--out={out}",
+           timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [row["case"] for row in rows] == [
+      "xla", "cudnn conv only", "pallas 32x8x4x3", "pallas 16x8x2x1"]
+  for row in rows[2:]:
+    assert row["max_diff_y"] <= 2 ** -7  # One bf16 step at 1: the gate's own rounding.
+    assert row["max_diff_f"] <= 2 ** -6
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--configs=128x32x4"], "--configs: comma-separated BMxBNxWARPSxSTAGES, the first three "
+                             "powers of two, e.g. 128x32x4x3, got '128x32x4'"),
+    (["--configs=128x24x4x3"], "--configs: comma-separated BMxBNxWARPSxSTAGES, the first three "
+                               "powers of two, e.g. 128x32x4x3, got '128x24x4x3'"),
+    (["--kernel=4"], "--kernel: odd and >= 3, got 4"),
+    (["--batch=0"], "--batch: an integer >= 1, got 0"),
+])
+def test_bench_gate_conv_refuses_bad_arguments_in_one_line(args, error):
+  r = _run(BENCH_GATE_CONV, *args, timeout=120)
   assert r.returncode != 0
   assert r.stderr.strip().splitlines() == [error]
 
