@@ -1,31 +1,46 @@
-"""The vertical stack's forward pass as one Pallas kernel, against cuDNN and XLA.
+"""The vertical stack's forward pass as one kernel, against cuDNN and XLA.
 
   python experiments/bench_gate_conv.py [--batch=256] [--size=32] [--features=132]
-      [--align=32] [--kernel=3] [--configs=128x32x4x3,...] [--steps=20] [--out=FILE]
+      [--align=32] [--kernel=3] [--configs=128x32x4x3,...] [--mosaic=64x32x5,...]
+      [--aligned_taps] [--dx0_only] [--warpgroup] [--steps=50] [--out=FILE]
 
 What #9 asks of a convolution that computes the gate on chip, measured
 before building one into the model: one layer's vertical convolution
 (k//2 + 1 rows of k taps, the bias folded from the input's ones channel) and
 its gate, y = tanh(f) * sigmoid(g), with the pre-activation kept for the
-backward pass, on the layout the model keeps between kernels (channels
-aligned, the next convolution's zero padding written around y).
+backward pass.
 
 - "xla": what the model compiles to: cuDNN's convolution, then XLA's fusion
   of the gate and of the pad for the next layer.
 - "cudnn conv only": the convolution alone, for scale.
-- "pallas BMxBNxWARPSxSTAGES": one Triton kernel. Images are kept flat on
-  the padded grid, [B * (H + m) * (W + k - 1), C], so that every tap is the
-  same rows shifted by a constant: an implicit GEMM whose A blocks are plain
-  row ranges, and whose output, written on the same grid, is already the
-  next layer's padded input (the grid's extra rows and columns written as
-  zeros, the ones channel as ones). Each instance makes a BM-row block of
-  f's and g's BN-column tiles and gates them in registers.
+- The fused kernels keep images flat on the padded grid, [B * (H + m) *
+  (W + k - 1), C], so that every tap is the same rows shifted by a
+  constant: an implicit GEMM over plain row blocks. They are timed on
+  operands already in that layout, which a model would keep between
+  layers.
+- "triton BMxBNxWARPSxSTAGES": one Triton kernel through Pallas. Each
+  instance makes a BM-row block of f's and g's BN-column tiles and gates
+  them in registers. Its y, written on the same grid, is already the next
+  layer's padded input: zeros outside the image, ones in the ones channel.
+- "mosaic TILE_MxTILE_KxSTAGES": one Mosaic GPU kernel (Hopper: TMA copies,
+  wgmma, warp-specialised; gate_conv_mosaic.py). It leaves the grid's pads
+  to its caller. Options:
+  - --aligned_taps rounds every tap's row offset down to a multiple of 8, the
+    only offsets Mosaic copies correctly (its sums are then wrong: a timing);
+  - --dx0_only zeroes every kernel's taps off the centre column, for every
+    case, so that the offsets are multiples of the grid's width;
+  - --warpgroup uses Mosaic's Warpgroup semantics rather than Lane.
 
-Each case: the mean of --steps calls after compilation, issued back to
-back; the largest differences from "xla" of y (over the padded grid) and of
-f (inside the image); and the convolution's rate (2 FLOPs per kernel weight
-per output position inside the image).
-Without a GPU the kernel runs in Pallas's interpreter (a check, not a time).
+Each case gives:
+- the mean of --steps calls after compilation, issued back to back;
+- the largest difference from "xla" of y, over the padded grid for Triton
+  and inside the image for Mosaic;
+- the largest difference of f, inside the image;
+- the convolution's rate: 2 FLOPs per kernel weight per output position
+  inside the image.
+
+Without a GPU, the Triton kernel runs in Pallas's interpreter, as a check
+and not a time, and the Mosaic cases are skipped.
 """
 
 import argparse
@@ -39,6 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
+
+import gate_conv_mosaic
 
 
 def grid_shape(size: int, kernel: int) -> tuple[int, int]:
@@ -79,7 +96,7 @@ def split_kernel(w_TTCN, features: int, out_width: int):
   return (jnp.pad(w[..., :features], pad), jnp.pad(w[..., features:2 * features], pad))
 
 
-def _kernel(x_ref, wf_ref, wg_ref, y_ref, pf_ref, pg_ref, *, BM, BN, BK, kh, kw, rows,
+def _triton_kernel(x_ref, wf_ref, wg_ref, y_ref, pf_ref, pg_ref, *, BM, BN, BK, kh, kw, rows,
             cols, size, features, shift):
   i, j = pl.program_id(0), pl.program_id(1)
   o0 = i * BM
@@ -114,33 +131,43 @@ def _kernel(x_ref, wf_ref, wg_ref, y_ref, pf_ref, pg_ref, *, BM, BN, BK, kh, kw,
   y_ref[pl.ds(o0 + shift, BM), pl.ds(j * BN, BN)] = y.astype(dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("features", "out_width", "config", "interpret"))
-def pallas_forward(x_BHWC, w_TTCN, features: int, out_width: int, config: tuple,
-                   interpret: bool = False):
-  """(y on the next layer's padded grid, f, g) from one kernel; config:
-  (BM, BN, warps, stages)."""
-  BM, BN, warps, stages = config
-  B, size, _, C = x_BHWC.shape
+def flat_operands(x_BHWC, w_TTCN, features: int, width: int, block_m: int):
+  """(x flat on the padded grid with enough rows past the last block's taps,
+  its kernel as [taps, C, width] for f and for g, the output's row count): the
+  layout the fused kernels read, which a model would keep between layers."""
+  B, size = x_BHWC.shape[:2]
   kh, kw = w_TTCN.shape[:2]
   rows, cols = grid_shape(size, kw)
-  M = -(-B * rows * cols // BM) * BM
+  M = -(-B * rows * cols // block_m) * block_m
+  extra = M - B * rows * cols + (kh - 1) * cols + kw + block_m
+  extra += -(B * rows * cols + extra) % 8  # Whole 8-row tiles, for Mosaic's copies.
+  return flat_input(x_BHWC, kw, extra), split_kernel(w_TTCN, features, width), M
+
+
+@functools.partial(jax.jit, static_argnames=("M", "size", "kernel", "features", "config",
+                                             "interpret"))
+def triton_forward(x_flat, wf, wg, M: int, size: int, kernel: int, features: int,
+                   config: tuple, interpret: bool = False):
+  """(y on the next layer's padded grid, f, g) from one Triton kernel;
+  config: (BM, BN, warps, stages)."""
+  BM, BN, warps, stages = config
+  C, width = wf.shape[1:]
+  kh, kw = kernel // 2 + 1, kernel
+  rows, cols = grid_shape(size, kw)
   shift = (kw // 2) * cols + kw // 2
-  x = flat_input(x_BHWC, kw, M - B * rows * cols + (kh - 1) * cols + kw)
-  wf, wg = split_kernel(w_TTCN, features, out_width)
-  dtype = x_BHWC.dtype
+  dtype = x_flat.dtype
   block = pl.BlockSpec((BM, BN), lambda i, j: (i, j))
-  kernel = functools.partial(_kernel, BM=BM, BN=BN, BK=min(32, C), kh=kh, kw=kw, rows=rows,
-                             cols=cols, size=size, features=features, shift=shift)
-  y, f, g = pl.pallas_call(
-      kernel, grid=(M // BM, out_width // BN),
+  body = functools.partial(_triton_kernel, BM=BM, BN=BN, BK=min(32, C), kh=kh, kw=kw,
+                           rows=rows, cols=cols, size=size, features=features, shift=shift)
+  return pl.pallas_call(
+      body, grid=(M // BM, width // BN),
       in_specs=[pl.BlockSpec()] * 3, out_specs=[pl.BlockSpec(), block, block],
-      out_shape=[jax.ShapeDtypeStruct((M + 2 * shift, out_width), dtype),
-                 jax.ShapeDtypeStruct((M, out_width), dtype),
-                 jax.ShapeDtypeStruct((M, out_width), dtype)],
+      out_shape=[jax.ShapeDtypeStruct((M + 2 * shift, width), dtype),
+                 jax.ShapeDtypeStruct((M, width), dtype),
+                 jax.ShapeDtypeStruct((M, width), dtype)],
       compiler_params=None if interpret else pltriton.CompilerParams(num_warps=warps,
                                                                      num_stages=stages),
-      interpret=interpret)(x, wf, wg)
-  return y, f, g
+      interpret=interpret)(x_flat, wf, wg)
 
 
 def inside_grid(y_flat, B: int, size: int, kernel: int):
@@ -150,16 +177,19 @@ def inside_grid(y_flat, B: int, size: int, kernel: int):
   return y_flat[:B * rows * cols].reshape(B, rows, cols, -1)[:, :size, :size]
 
 
-def parse_config(text: str) -> tuple:
-  """BMxBNxWARPSxSTAGES: the first three powers of two (Triton's blocks and
-  warps), the last >= 1."""
-  parts = text.split("x")
-  values = [int(v) for v in parts if v.isdigit()]
-  if (len(parts) != 4 or len(values) != 4 or min(values) < 1
-      or any(v & (v - 1) for v in values[:3])):
-    raise SystemExit(f"--configs: comma-separated BMxBNxWARPSxSTAGES, the first three "
-                     f"powers of two, e.g. 128x32x4x3, got {text!r}")
-  return tuple(values)
+def parse_configs(text: str, flag: str, form: str, example: str) -> list[tuple]:
+  """Comma-separated AxBx...: `form` names the parts; all but the last
+  powers of two (Triton's blocks and warps, Mosaic's tiles), the last >= 1."""
+  configs = []
+  for item in filter(None, text.split(",")):
+    parts = item.split("x")
+    values = [int(v) for v in parts if v.isdigit()]
+    if (len(parts) != form.count("x") + 1 or len(values) != len(parts) or min(values) < 1
+        or any(v & (v - 1) for v in values[:-1])):
+      raise SystemExit(f"{flag}: comma-separated {form}, all but the last powers of two, "
+                       f"e.g. {example}, got {item!r}")
+    configs.append(tuple(values))
+  return configs
 
 
 def timed(fn, steps: int) -> float:
@@ -192,11 +222,16 @@ def main():
   ap.add_argument("--features", type=int, default=132)
   ap.add_argument("--align", type=int, default=32)
   ap.add_argument("--kernel", type=int, default=3)
-  ap.add_argument("--configs", default="128x32x4x3,128x32x4x4,256x32x8x4")
+  ap.add_argument("--configs", default="128x32x4x3,128x32x4x4")
+  ap.add_argument("--mosaic", default="64x32x5")
+  ap.add_argument("--aligned_taps", action="store_true")
+  ap.add_argument("--dx0_only", action="store_true")
+  ap.add_argument("--warpgroup", action="store_true")
   ap.add_argument("--steps", type=int, default=50)
   ap.add_argument("--out", default=None)
   args = ap.parse_args()
-  configs = [parse_config(c) for c in args.configs.split(",")]
+  configs = parse_configs(args.configs, "--configs", "BMxBNxWARPSxSTAGES", "128x32x4x3")
+  mosaic = parse_configs(args.mosaic, "--mosaic", "TILE_MxTILE_KxSTAGES", "64x32x5")
   for flag in ("batch", "size", "features", "align", "steps"):
     if getattr(args, flag) < 1:
       raise SystemExit(f"--{flag}: an integer >= 1, got {getattr(args, flag)}")
@@ -205,6 +240,8 @@ def main():
   on_gpu = jax.default_backend() == "gpu"
   B, size, p, k = args.batch, args.size, args.features, args.kernel
   x, w, width = inputs(B, size, p, args.align, k)
+  if args.dx0_only:  # Every tap's row offset a multiple of the grid's width.
+    w = w.at[:, 1:].set(0)
   macs = (k // 2 + 1) * k * width * 2 * p * B * size ** 2
   xla = jax.jit(functools.partial(xla_forward, features=p, out_width=width))
   conv = jax.jit(lambda x, w: xla_forward(x, w, p, width)[1])
@@ -213,33 +250,56 @@ def main():
   shift = (k // 2) * cols + k // 2
   # The whole padded grid but its first `shift` rows, which no block writes
   # (a model would keep them zero from the buffer it starts with).
-  y_xla = y_xla.reshape(-1, width)[shift:].astype(jnp.float32)
-  f_xla = pre_xla[..., :p].astype(jnp.float32)
+  y_grid = y_xla.reshape(-1, width)[shift:].astype(jnp.float32)
+  y_inside = y_xla[:, k // 2:, k // 2:size + k // 2, :p].astype(jnp.float32)
+  f_inside = pre_xla[..., :p].astype(jnp.float32)
+  diff = lambda a, b: float(jnp.max(jnp.abs(a.astype(jnp.float32) - b)))
+
+  def triton_case(config):
+    x_flat, (wf, wg), M = flat_operands(x, w, p, width, config[0])
+    fn = functools.partial(triton_forward, x_flat, wf, wg, M, size, k, p, config, not on_gpu)
+    y_flat, f_flat, _ = fn()
+    return fn, diff(y_flat[shift:B * grid_rows * cols], y_grid), diff(
+        inside_grid(f_flat, B, size, k)[..., :p], f_inside)
+
+  def mosaic_case(config):
+    tile_m, tile_k, stages = config
+    x_flat, (wf, wg), M = flat_operands(x, w, p, width, 2 * tile_m)
+    w_KN = jnp.concatenate([wf, wg], -1).reshape(-1, 2 * width)
+    fn = functools.partial(jax.jit(functools.partial(
+        gate_conv_mosaic.conv_gate, rows_out=M, kernel=k, cols=cols, width=width,
+        tile_m=tile_m, tile_k=tile_k, stages=stages, aligned_taps=args.aligned_taps,
+        lane=not args.warpgroup)), x_flat, w_KN)
+    pre, y = fn()
+    return fn, diff(inside_grid(y, B, size, k)[..., :p], y_inside), diff(
+        inside_grid(pre[:, :width], B, size, k)[..., :p], f_inside)
+
   results = []
-  cases = ([("xla", None), ("cudnn conv only", None)]
-           + [("pallas " + "x".join(map(str, c)), c) for c in configs])
-  for name, config in cases:
+  cases = ([("xla", None, None), ("cudnn conv only", None, None)]
+           + [("triton " + "x".join(map(str, c)), triton_case, c) for c in configs]
+           + [("mosaic " + "x".join(map(str, c)), mosaic_case, c) for c in mosaic])
+  for name, case, config in cases:
     diff_y = diff_f = 0.0
-    if config is None:
+    if case is None:
       fn = functools.partial(conv if name.startswith("cudnn") else xla, x, w)
     elif width % config[1]:
-      print(f"{name}: skipped, BN does not divide the aligned width {width}")
+      print(f"{name}: skipped, {config[1]} does not divide the aligned width {width}")
+      continue
+    elif case is mosaic_case and not on_gpu:
+      print(f"{name}: skipped, Mosaic GPU needs a Hopper GPU")
       continue
     else:
-      fn = functools.partial(pallas_forward, x, w, p, width, config, not on_gpu)
       try:
-        y_flat, f_flat, _ = fn()
-      except Exception as e:  # A block past the GPU's shared memory, say.
-        print(f"{name}: failed: {str(e).splitlines()[0][:200]}")
+        fn, diff_y, diff_f = case(config)
+      except Exception as e:  # A block past the GPU's shared memory, or refused.
+        print(f"{name}: failed: {(str(e).splitlines() or [repr(e)])[0][:300]}")
         continue
-      y = y_flat[shift:B * grid_rows * cols].astype(jnp.float32)
-      f = inside_grid(f_flat, B, size, k)[..., :p].astype(jnp.float32)
-      diff_y = float(jnp.max(jnp.abs(y - y_xla)))
-      diff_f = float(jnp.max(jnp.abs(f - f_xla)))
     seconds = timed(fn, args.steps) if on_gpu else float("nan")
     row = {"case": name, "ms": seconds * 1e3, "tflops": 2 * macs / seconds / 1e12,
            "max_diff_y": diff_y, "max_diff_f": diff_f, "batch": B, "size": size,
-           "features": p, "width": width, "kernel": k, "device": jax.devices()[0].device_kind,
+           "features": p, "width": width, "kernel": k, "aligned_taps": args.aligned_taps,
+           "dx0_only": args.dx0_only, "warpgroup": args.warpgroup,
+           "device": jax.devices()[0].device_kind,
            "date": datetime.date.today().isoformat(), "jax": jax.__version__}
     results.append(row)
     print(f"{name:24s} {row['ms']:8.3f} ms {row['tflops']:7.1f} TFLOP/s  "

@@ -95,22 +95,25 @@ def test_bench_gate_conv_kernel_matches_cudnn_and_the_gate_on_the_padded_grid(
   and f inside the image, against XLA's convolution and gate."""
   out = tmp_path / "rows.jsonl"
   r = _run(BENCH_GATE_CONV, "--batch=2", "--size=6", f"--features={features}", "--align=8",
-           f"--kernel={kernel}", "--configs=32x8x4x3,16x8x2x1", "--steps=1", f"--out={out}",
-           timeout=300)
+           f"--kernel={kernel}", "--configs=32x8x4x3,16x8x2x1", "--mosaic=64x8x5",
+           "--steps=1", f"--out={out}", timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
+  assert "mosaic 64x8x5: skipped, Mosaic GPU needs a Hopper GPU" in r.stdout
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   assert [row["case"] for row in rows] == [
-      "xla", "cudnn conv only", "pallas 32x8x4x3", "pallas 16x8x2x1"]
+      "xla", "cudnn conv only", "triton 32x8x4x3", "triton 16x8x2x1"]
   for row in rows[2:]:
     assert row["max_diff_y"] <= 2 ** -7  # One bf16 step at 1: the gate's own rounding.
     assert row["max_diff_f"] <= 2 ** -6
 
 
 @pytest.mark.parametrize("args, error", [
-    (["--configs=128x32x4"], "--configs: comma-separated BMxBNxWARPSxSTAGES, the first three "
+    (["--configs=128x32x4"], "--configs: comma-separated BMxBNxWARPSxSTAGES, all but the last "
                              "powers of two, e.g. 128x32x4x3, got '128x32x4'"),
-    (["--configs=128x24x4x3"], "--configs: comma-separated BMxBNxWARPSxSTAGES, the first three "
-                               "powers of two, e.g. 128x32x4x3, got '128x24x4x3'"),
+    (["--configs=128x24x4x3"], "--configs: comma-separated BMxBNxWARPSxSTAGES, all but the "
+                               "last powers of two, e.g. 128x32x4x3, got '128x24x4x3'"),
+    (["--mosaic=64x32x0"], "--mosaic: comma-separated TILE_MxTILE_KxSTAGES, all but the last "
+                           "powers of two, e.g. 64x32x5, got '64x32x0'"),
     (["--kernel=4"], "--kernel: odd and >= 3, got 4"),
     (["--batch=0"], "--batch: an integer >= 1, got 0"),
 ])
