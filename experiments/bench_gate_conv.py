@@ -2,7 +2,7 @@
 
   python experiments/bench_gate_conv.py [--batch=256] [--size=32] [--features=132]
       [--align=32] [--kernel=3] [--configs=128x32x4x3,...] [--mosaic=64x32x5,...]
-      [--aligned_taps] [--dx0_only] [--warpgroup] [--steps=50] [--out=FILE]
+      [--batch_minor] [--aligned_taps] [--dx0_only] [--warpgroup] [--steps=50] [--out=FILE]
 
 What #9 asks of a convolution that computes the gate on chip, measured
 before building one into the model: one layer's vertical convolution
@@ -15,9 +15,10 @@ backward pass.
 - "cudnn conv only": the convolution alone, for scale.
 - The fused kernels keep images flat on the padded grid, [B * (H + m) *
   (W + k - 1), C], so that every tap is the same rows shifted by a
-  constant: an implicit GEMM over plain row blocks. They are timed on
-  operands already in that layout, which a model would keep between
-  layers.
+  constant: an implicit GEMM over plain row blocks. With --batch_minor the
+  grid holds the batch inside each position, [(H + m) * (W + k - 1) * B,
+  C], so that every shift is a multiple of B. They are timed on operands
+  already in that layout, which a model would keep between layers.
 - "triton BMxBNxWARPSxSTAGES": one Triton kernel through Pallas. Each
   instance makes a BM-row block of f's and g's BN-column tiles and gates
   them in registers. Its y, written on the same grid, is already the next
@@ -25,8 +26,10 @@ backward pass.
 - "mosaic TILE_MxTILE_KxSTAGES": one Mosaic GPU kernel (Hopper: TMA copies,
   wgmma, warp-specialised; gate_conv_mosaic.py). It leaves the grid's pads
   to its caller. Options:
-  - --aligned_taps rounds every tap's row offset down to a multiple of 8, the
-    only offsets Mosaic copies correctly (its sums are then wrong: a timing);
+  - image by image, Mosaic copies only the taps at 8-row offsets correctly;
+    with --batch_minor (B a multiple of 8) it copies every tap correctly;
+  - --aligned_taps rounds every tap's row offset down to a multiple of 8 (its
+    sums are then wrong: a timing);
   - --dx0_only zeroes every kernel's taps off the centre column, for every
     case, so that the offsets are multiples of the grid's width;
   - --warpgroup uses Mosaic's Warpgroup semantics rather than Lane.
@@ -64,12 +67,14 @@ def grid_shape(size: int, kernel: int) -> tuple[int, int]:
   return size + m, size + 2 * m
 
 
-def flat_input(x_BHWC, kernel: int, extra: int):
-  """x padded onto the grid, flattened to [B * rows * cols + extra, C]."""
+def flat_input(x_BHWC, kernel: int, extra: int, batch_minor: bool = False):
+  """x padded onto the grid, flattened to [B * rows * cols + extra, C]: image
+  by image, or with `batch_minor` position by position, the batch inside."""
   m = kernel // 2
   x = jnp.pad(x_BHWC, ((0, 0), (m, 0), (m, m), (0, 0)))
-  flat = x.reshape(-1, x.shape[-1])
-  return jnp.pad(flat, ((0, extra), (0, 0)))
+  if batch_minor:
+    x = x.transpose(1, 2, 0, 3)
+  return jnp.pad(x.reshape(-1, x.shape[-1]), ((0, extra), (0, 0)))
 
 
 def xla_forward(x_BHWC, w_TTCN, features: int, out_width: int):
@@ -97,7 +102,7 @@ def split_kernel(w_TTCN, features: int, out_width: int):
 
 
 def _triton_kernel(x_ref, wf_ref, wg_ref, y_ref, pf_ref, pg_ref, *, BM, BN, BK, kh, kw, rows,
-            cols, size, features, shift):
+                   cols, stride, size, features, shift):
   i, j = pl.program_id(0), pl.program_id(1)
   o0 = i * BM
   chunks = x_ref.shape[1] // BK
@@ -107,7 +112,8 @@ def _triton_kernel(x_ref, wf_ref, wg_ref, y_ref, pf_ref, pg_ref, *, BM, BN, BK, 
     # lax's div and rem, not jnp's // and %, whose sign handling Triton's
     # lowering does not take; every operand here is non-negative.
     t, k = jax.lax.div(s, chunks), jax.lax.rem(s, chunks)
-    a = x_ref[pl.ds(o0 + jax.lax.div(t, kw) * cols + jax.lax.rem(t, kw), BM), pl.ds(k * BK, BK)]
+    offset = (jax.lax.div(t, kw) * cols + jax.lax.rem(t, kw)) * stride
+    a = x_ref[pl.ds(o0 + offset, BM), pl.ds(k * BK, BK)]
     n = pl.ds(j * BN, BN)
     dot = functools.partial(jnp.dot, preferred_element_type=jnp.float32)
     acc_f += dot(a, wf_ref[t, pl.ds(k * BK, BK), n])
@@ -123,7 +129,7 @@ def _triton_kernel(x_ref, wf_ref, wg_ref, y_ref, pf_ref, pg_ref, *, BM, BN, BK, 
        * jax.nn.sigmoid(acc_g.astype(dtype).astype(jnp.float32)).astype(dtype).astype(jnp.float32))
   # This block's output positions on the grid; the next layer reads the ones
   # written `shift` rows on, so positions outside the image become its zeros.
-  o = o0 + jax.lax.broadcasted_iota(jnp.int32, (BM, BN), 0)
+  o = jax.lax.div(o0 + jax.lax.broadcasted_iota(jnp.int32, (BM, BN), 0), stride)
   channel = j * BN + jax.lax.broadcasted_iota(jnp.int32, (BM, BN), 1)
   y = jnp.where(channel == features, 1.0, y)
   row = jax.lax.div(jax.lax.rem(o, rows * cols), cols)
@@ -131,7 +137,8 @@ def _triton_kernel(x_ref, wf_ref, wg_ref, y_ref, pf_ref, pg_ref, *, BM, BN, BK, 
   y_ref[pl.ds(o0 + shift, BM), pl.ds(j * BN, BN)] = y.astype(dtype)
 
 
-def flat_operands(x_BHWC, w_TTCN, features: int, width: int, block_m: int):
+def flat_operands(x_BHWC, w_TTCN, features: int, width: int, block_m: int,
+                  batch_minor: bool = False):
   """(x flat on the padded grid with enough rows past the last block's taps,
   its kernel as [taps, C, width] for f and for g, the output's row count): the
   layout the fused kernels read, which a model would keep between layers."""
@@ -139,26 +146,29 @@ def flat_operands(x_BHWC, w_TTCN, features: int, width: int, block_m: int):
   kh, kw = w_TTCN.shape[:2]
   rows, cols = grid_shape(size, kw)
   M = -(-B * rows * cols // block_m) * block_m
-  extra = M - B * rows * cols + (kh - 1) * cols + kw + block_m
+  extra = M - B * rows * cols + ((kh - 1) * cols + kw) * (B if batch_minor else 1) + block_m
   extra += -(B * rows * cols + extra) % 8  # Whole 8-row tiles, for Mosaic's copies.
-  return flat_input(x_BHWC, kw, extra), split_kernel(w_TTCN, features, width), M
+  return (flat_input(x_BHWC, kw, extra, batch_minor), split_kernel(w_TTCN, features, width),
+          M)
 
 
 @functools.partial(jax.jit, static_argnames=("M", "size", "kernel", "features", "config",
-                                             "interpret"))
+                                             "stride", "interpret"))
 def triton_forward(x_flat, wf, wg, M: int, size: int, kernel: int, features: int,
-                   config: tuple, interpret: bool = False):
+                   config: tuple, stride: int = 1, interpret: bool = False):
   """(y on the next layer's padded grid, f, g) from one Triton kernel;
-  config: (BM, BN, warps, stages)."""
+  config: (BM, BN, warps, stages); stride: rows between grid positions (the
+  batch, for a batch-minor grid)."""
   BM, BN, warps, stages = config
   C, width = wf.shape[1:]
   kh, kw = kernel // 2 + 1, kernel
   rows, cols = grid_shape(size, kw)
-  shift = (kw // 2) * cols + kw // 2
+  shift = ((kw // 2) * cols + kw // 2) * stride
   dtype = x_flat.dtype
   block = pl.BlockSpec((BM, BN), lambda i, j: (i, j))
   body = functools.partial(_triton_kernel, BM=BM, BN=BN, BK=min(32, C), kh=kh, kw=kw,
-                           rows=rows, cols=cols, size=size, features=features, shift=shift)
+                           rows=rows, cols=cols, stride=stride, size=size, features=features,
+                           shift=shift)
   return pl.pallas_call(
       body, grid=(M // BM, width // BN),
       in_specs=[pl.BlockSpec()] * 3, out_specs=[pl.BlockSpec(), block, block],
@@ -170,10 +180,13 @@ def triton_forward(x_flat, wf, wg, M: int, size: int, kernel: int, features: int
       interpret=interpret)(x_flat, wf, wg)
 
 
-def inside_grid(y_flat, B: int, size: int, kernel: int):
+def inside_grid(y_flat, B: int, size: int, kernel: int, batch_minor: bool = False):
   """[B, size, size, C]: the image's positions of a flat padded-grid tensor
-  whose position (r, c) sits at row r * cols + c of each image's block."""
+  (flat_input's order)."""
   rows, cols = grid_shape(size, kernel)
+  if batch_minor:
+    return y_flat[:B * rows * cols].reshape(rows, cols, B, -1)[:size, :size].transpose(
+        2, 0, 1, 3)
   return y_flat[:B * rows * cols].reshape(B, rows, cols, -1)[:, :size, :size]
 
 
@@ -227,6 +240,7 @@ def main():
   ap.add_argument("--aligned_taps", action="store_true")
   ap.add_argument("--dx0_only", action="store_true")
   ap.add_argument("--warpgroup", action="store_true")
+  ap.add_argument("--batch_minor", action=argparse.BooleanOptionalAction, default=False)
   ap.add_argument("--steps", type=int, default=50)
   ap.add_argument("--out", default=None)
   args = ap.parse_args()
@@ -250,29 +264,33 @@ def main():
   shift = (k // 2) * cols + k // 2
   # The whole padded grid but its first `shift` rows, which no block writes
   # (a model would keep them zero from the buffer it starts with).
-  y_grid = y_xla.reshape(-1, width)[shift:].astype(jnp.float32)
+  stride = B if args.batch_minor else 1
+  shift *= stride
+  y_grid = (y_xla.transpose(1, 2, 0, 3) if args.batch_minor else y_xla)
+  y_grid = y_grid.reshape(-1, width)[shift:].astype(jnp.float32)
   y_inside = y_xla[:, k // 2:, k // 2:size + k // 2, :p].astype(jnp.float32)
   f_inside = pre_xla[..., :p].astype(jnp.float32)
   diff = lambda a, b: float(jnp.max(jnp.abs(a.astype(jnp.float32) - b)))
 
   def triton_case(config):
-    x_flat, (wf, wg), M = flat_operands(x, w, p, width, config[0])
-    fn = functools.partial(triton_forward, x_flat, wf, wg, M, size, k, p, config, not on_gpu)
+    x_flat, (wf, wg), M = flat_operands(x, w, p, width, config[0], args.batch_minor)
+    fn = functools.partial(triton_forward, x_flat, wf, wg, M, size, k, p, config, stride,
+                           not on_gpu)
     y_flat, f_flat, _ = fn()
     return fn, diff(y_flat[shift:B * grid_rows * cols], y_grid), diff(
-        inside_grid(f_flat, B, size, k)[..., :p], f_inside)
+        inside_grid(f_flat, B, size, k, args.batch_minor)[..., :p], f_inside)
 
   def mosaic_case(config):
     tile_m, tile_k, stages = config
-    x_flat, (wf, wg), M = flat_operands(x, w, p, width, 2 * tile_m)
+    x_flat, (wf, wg), M = flat_operands(x, w, p, width, 2 * tile_m, args.batch_minor)
     w_KN = jnp.concatenate([wf, wg], -1).reshape(-1, 2 * width)
     fn = functools.partial(jax.jit(functools.partial(
         gate_conv_mosaic.conv_gate, rows_out=M, kernel=k, cols=cols, width=width,
-        tile_m=tile_m, tile_k=tile_k, stages=stages, aligned_taps=args.aligned_taps,
-        lane=not args.warpgroup)), x_flat, w_KN)
+        tile_m=tile_m, tile_k=tile_k, stages=stages, stride=stride,
+        aligned_taps=args.aligned_taps, lane=not args.warpgroup)), x_flat, w_KN)
     pre, y = fn()
-    return fn, diff(inside_grid(y, B, size, k)[..., :p], y_inside), diff(
-        inside_grid(pre[:, :width], B, size, k)[..., :p], f_inside)
+    return fn, diff(inside_grid(y, B, size, k, args.batch_minor)[..., :p], y_inside), diff(
+        inside_grid(pre[:, :width], B, size, k, args.batch_minor)[..., :p], f_inside)
 
   results = []
   cases = ([("xla", None, None), ("cudnn conv only", None, None)]
@@ -299,6 +317,7 @@ def main():
            "max_diff_y": diff_y, "max_diff_f": diff_f, "batch": B, "size": size,
            "features": p, "width": width, "kernel": k, "aligned_taps": args.aligned_taps,
            "dx0_only": args.dx0_only, "warpgroup": args.warpgroup,
+           "batch_minor": args.batch_minor,
            "device": jax.devices()[0].device_kind,
            "date": datetime.date.today().isoformat(), "jax": jax.__version__}
     results.append(row)

@@ -16,12 +16,13 @@ and the shared memory, 384 do not.
 
 wgmma reads its left operand from shared memory tiled in 8-row groups, and
 Mosaic GPU (jax 0.11.2) copies such a tile only from a row that is a
-multiple of 8. The taps' row offsets mostly are not. With Warpgroup
-semantics the compiler refuses them, asking for a proof of divisibility.
-With Lane semantics it compiles them and the sums come out wrong (tested
-against XLA in experiments/RESULTS.md). `aligned_taps=True` rounds every
-offset down to a multiple of 8. That times the kernel as it would run if
-the copies could start anywhere; its sums are wrong by construction.
+multiple of 8. Image by image, the taps' row offsets (dy * cols + dx)
+mostly are not. With Warpgroup semantics the compiler refuses them, asking
+for a proof of divisibility; with Lane semantics it compiles them and the
+sums come out wrong (experiments/RESULTS.md). With the batch inside each
+position (`stride` = B, a multiple of 8) every offset is a multiple of B,
+and the copies are exact. `aligned_taps=True` rounds every offset down to a
+multiple of 8, a timing whose sums are wrong by construction.
 """
 
 import functools
@@ -35,12 +36,13 @@ from jax.extend import backend
 
 
 def conv_gate(x_flat, w_KN, rows_out: int, *, kernel: int, cols: int, width: int,
-              tile_m: int, tile_k: int, stages: int, aligned_taps: bool = False,
-              lane: bool = True):
+              tile_m: int, tile_k: int, stages: int, stride: int = 1,
+              aligned_taps: bool = False, lane: bool = True):
   """([rows_out, 2 * width] = [f | g], [rows_out, width] = tanh(f) * sigmoid(g)).
 
-  x_flat: [rows, width] on the padded grid, with at least the largest tap
-  offset plus 2 * tile_m rows past rows_out. w_KN: [taps * width,
+  x_flat: [rows, width] on the padded grid, `stride` rows between its
+  positions (1 image by image, B with the batch inside), with at least the
+  largest tap offset plus 2 * tile_m rows past rows_out. w_KN: [taps * width,
   2 * width], the rows of tap t at t * width, f's columns then g's. rows_out
   must be a multiple of 2 * tile_m.
   """
@@ -48,7 +50,7 @@ def conv_gate(x_flat, w_KN, rows_out: int, *, kernel: int, cols: int, width: int
   kh, kw = kernel // 2 + 1, kernel
   chunks = width // tile_k
   block_m = 2 * tile_m
-  span = block_m + (kh - 1) * cols + kw - 1
+  span = block_m + ((kh - 1) * cols + kw - 1) * stride
   swizzle = plgpu.find_swizzle(tile_k * 16)
   transforms = (plgpu.TilingTransform((8, swizzle // 2)), plgpu.SwizzleTransform(swizzle))
   out_swizzle = plgpu.find_swizzle(width * 16)
@@ -57,8 +59,10 @@ def conv_gate(x_flat, w_KN, rows_out: int, *, kernel: int, cols: int, width: int
 
   def tap_offset(s):
     t = lax.div(s, jnp.int32(chunks))
-    offset = lax.div(t, jnp.int32(kw)) * cols + lax.rem(t, jnp.int32(kw))
-    return pl.multiple_of(lax.div(offset, jnp.int32(8)) * 8, 8) if aligned_taps else offset
+    offset = (lax.div(t, jnp.int32(kw)) * cols + lax.rem(t, jnp.int32(kw))) * stride
+    if aligned_taps:
+      return pl.multiple_of(lax.div(offset, jnp.int32(8)) * 8, 8)
+    return pl.multiple_of(offset, 8) if stride % 8 == 0 else offset
 
   def body(x_gmem, w_gmem, pre_gmem, y_gmem):
     def pipeline(step, compute_context):

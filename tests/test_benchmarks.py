@@ -87,21 +87,25 @@ def test_bench_train_refuses_bad_arguments_in_one_line(args, error):
   assert r.stderr.strip().splitlines() == [error]
 
 
-@pytest.mark.parametrize("kernel, features", [(3, 20), (5, 24)])
+@pytest.mark.parametrize("kernel, features, layout", [
+    (3, 20, "--no-batch_minor"), (5, 24, "--no-batch_minor"), (3, 20, "--batch_minor"),
+    (5, 24, "--batch_minor")])
 def test_bench_gate_conv_kernel_matches_cudnn_and_the_gate_on_the_padded_grid(
-    tmp_path, kernel, features):
+    tmp_path, kernel, features, layout):
   """In Pallas's interpreter: y over the next layer's whole padded grid (its
   zeros, and the ones channel where the aligned width has room: 20 of 24)
-  and f inside the image, against XLA's convolution and gate."""
+  and f inside the image, against XLA's convolution and gate, with the grid
+  image by image and with the batch inside each position."""
   out = tmp_path / "rows.jsonl"
-  r = _run(BENCH_GATE_CONV, "--batch=2", "--size=6", f"--features={features}", "--align=8",
-           f"--kernel={kernel}", "--configs=32x8x4x3,16x8x2x1", "--mosaic=64x8x5",
+  r = _run(BENCH_GATE_CONV, "--batch=3", "--size=6", f"--features={features}", "--align=8",
+           f"--kernel={kernel}", "--configs=32x8x4x3,16x8x2x1", "--mosaic=64x8x5", layout,
            "--steps=1", f"--out={out}", timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
   assert "mosaic 64x8x5: skipped, Mosaic GPU needs a Hopper GPU" in r.stdout
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   assert [row["case"] for row in rows] == [
       "xla", "cudnn conv only", "triton 32x8x4x3", "triton 16x8x2x1"]
+  assert all(row["batch_minor"] == (layout == "--batch_minor") for row in rows)
   for row in rows[2:]:
     assert row["max_diff_y"] <= 2 ** -7  # One bf16 step at 1: the gate's own rounding.
     assert row["max_diff_f"] <= 2 ** -6
