@@ -261,12 +261,11 @@ def main():
   conv = jax.jit(lambda x, w: xla_forward(x, w, p, width)[1])
   y_xla, pre_xla = xla(x, w)
   grid_rows, cols = grid_shape(size, k)
-  shift = (k // 2) * cols + k // 2
+  stride = B if args.batch_minor else 1  # Rows between the grid's positions.
+  shift = ((k // 2) * cols + k // 2) * stride
   # The whole padded grid but its first `shift` rows, which no block writes
   # (a model would keep them zero from the buffer it starts with).
-  stride = B if args.batch_minor else 1
-  shift *= stride
-  y_grid = (y_xla.transpose(1, 2, 0, 3) if args.batch_minor else y_xla)
+  y_grid = y_xla.transpose(1, 2, 0, 3) if args.batch_minor else y_xla
   y_grid = y_grid.reshape(-1, width)[shift:].astype(jnp.float32)
   y_inside = y_xla[:, k // 2:, k // 2:size + k // 2, :p].astype(jnp.float32)
   f_inside = pre_xla[..., :p].astype(jnp.float32)
