@@ -67,11 +67,16 @@ def grid_shape(size: int, kernel: int) -> tuple[int, int]:
   return size + m, size + 2 * m
 
 
+def on_grid(x_BHWC, kernel: int):
+  """x with the grid's zeros around it: m rows above, m columns each side."""
+  m = kernel // 2
+  return jnp.pad(x_BHWC, ((0, 0), (m, 0), (m, m), (0, 0)))
+
+
 def flat_input(x_BHWC, kernel: int, extra: int, batch_minor: bool = False):
   """x padded onto the grid, flattened to [B * rows * cols + extra, C]: image
   by image, or with `batch_minor` position by position, the batch inside."""
-  m = kernel // 2
-  x = jnp.pad(x_BHWC, ((0, 0), (m, 0), (m, m), (0, 0)))
+  x = on_grid(x_BHWC, kernel)
   if batch_minor:
     x = x.transpose(1, 2, 0, 3)
   return jnp.pad(x.reshape(-1, x.shape[-1]), ((0, extra), (0, 0)))
@@ -80,17 +85,15 @@ def flat_input(x_BHWC, kernel: int, extra: int, batch_minor: bool = False):
 def xla_forward(x_BHWC, w_TTCN, features: int, out_width: int):
   """cuDNN's convolution on the padded input, then the gate and the next
   layer's padding (ones channel at `features`) in XLA's fusions."""
-  m = w_TTCN.shape[1] // 2
-  x = jnp.pad(x_BHWC, ((0, 0), (m, 0), (m, m), (0, 0)))
-  pre = jax.lax.conv_general_dilated(x, w_TTCN, (1, 1), "VALID",
+  kernel = w_TTCN.shape[1]
+  pre = jax.lax.conv_general_dilated(on_grid(x_BHWC, kernel), w_TTCN, (1, 1), "VALID",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
   f, g, _ = jnp.split(pre, [features, 2 * features], axis=-1)
   y = jnp.tanh(f) * jax.nn.sigmoid(g)
   one_hot = np.zeros(out_width, np.float32)
   one_hot[features:features + 1] = 1
   y = jnp.pad(y, ((0, 0), (0, 0), (0, 0), (0, out_width - features))) + one_hot.astype(y.dtype)
-  y = jnp.pad(y, ((0, 0), (m, 0), (m, m), (0, 0)))
-  return y, pre
+  return on_grid(y, kernel), pre
 
 
 def split_kernel(w_TTCN, features: int, out_width: int):

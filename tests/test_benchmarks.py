@@ -24,14 +24,17 @@ def _run(script, *args, timeout):
                         text=True, timeout=timeout)
 
 
-def _bench_main(*args, timeout=300):
-  return _run(BENCH_MAIN, *args, timeout=timeout)
+def _refusal(script, *args):
+  """The stderr lines of a run that must fail."""
+  r = _run(script, *args, timeout=120)
+  assert r.returncode != 0
+  return r.stderr.strip().splitlines()
 
 
 def test_bench_main_times_main_py_and_the_bare_step(tmp_path):
   out = tmp_path / "row.jsonl"
-  r = _bench_main("--shape=2x12k3", "--batch=8", "--steps=8", "--log_every=2",
-                  "--bench_steps=2", "--optimizer=muon", f"--out={out}")
+  r = _run(BENCH_MAIN, "--shape=2x12k3", "--batch=8", "--steps=8", "--log_every=2",
+           "--bench_steps=2", "--optimizer=muon", f"--out={out}", timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
   row = json.loads(out.read_text())
   assert row["main_windows"] == 2  # Steps 6 and 8: the first two windows are left out.
@@ -48,9 +51,7 @@ def test_bench_main_times_main_py_and_the_bare_step(tmp_path):
     (["--optimizer=sgd"], "--optimizer: one of adamw, muon, got 'sgd'"),
 ])
 def test_bench_main_refuses_bad_arguments_in_one_line(args, error):
-  r = _bench_main(*args, timeout=120)
-  assert r.returncode != 0
-  assert r.stderr.strip().splitlines() == [error]
+  assert _refusal(BENCH_MAIN, *args) == [error]
 
 
 def test_bench_train_times_one_channel_images(tmp_path):
@@ -82,9 +83,7 @@ def test_bench_train_times_one_channel_images(tmp_path):
     (["--optimizers=adamw,sgd"], "--optimizers: comma-separated adamw, muon, got 'adamw,sgd'"),
 ])
 def test_bench_train_refuses_bad_arguments_in_one_line(args, error):
-  r = _run(BENCH_TRAIN, *args, timeout=120)
-  assert r.returncode != 0
-  assert r.stderr.strip().splitlines() == [error]
+  assert _refusal(BENCH_TRAIN, *args) == [error]
 
 
 @pytest.mark.parametrize("kernel, features, layout", [
@@ -122,9 +121,7 @@ def test_bench_gate_conv_kernel_matches_cudnn_and_the_gate_on_the_padded_grid(
     (["--batch=0"], "--batch: an integer >= 1, got 0"),
 ])
 def test_bench_gate_conv_refuses_bad_arguments_in_one_line(args, error):
-  r = _run(BENCH_GATE_CONV, *args, timeout=120)
-  assert r.returncode != 0
-  assert r.stderr.strip().splitlines() == [error]
+  assert _refusal(BENCH_GATE_CONV, *args) == [error]
 
 
 def test_bench_sample_times_the_sampler_and_checks_it_against_the_naive_one(tmp_path):
@@ -166,9 +163,7 @@ def test_bench_sample_with_no_shapes_checks_agreement_only(tmp_path):
 
 @pytest.mark.parametrize("script", ["profile_sample.py", "profile_train.py"])
 def test_profilers_refuse_a_bad_shape_in_one_line(script):
-  r = _run(os.path.join(REPO, "experiments", script), "--shape=15x132", timeout=120)
-  assert r.returncode != 0
-  assert r.stderr.strip().splitlines() == [
+  assert _refusal(os.path.join(REPO, "experiments", script), "--shape=15x132") == [
       "--shape: LAYERSxFEATURESkKERNEL, e.g. 15x132k3, got '15x132'"]
 
 
