@@ -7,14 +7,13 @@ devices.
 
 Optimizer: Muon (train.optimizer; train_state.make_optimizer) on the gated
 stacks' matrices, Adam on the rest. On one H200, in the one-GPU recipe
-below, Muon ended a complete 16-minute run (960 s budget, 18,000 steps) at
-3.033 held-out bits/dim, and an 18-minute one stood at 3.022 at step 18,000
-of 21,236 (its end was lost), while AdamW's two complete runs of the
-18-minute command ended at 3.184 and 3.212 (28,000 and 29,514 steps). Muon
-trains 24% fewer images a second there, and it begins to overfit (train 2.96
-and 2.91 at the end). The 4-GPU recipe has not been run with Muon;
---config.train.optimizer=adamw restores the optimizer of the 4-GPU numbers
-below.
+below, Muon ended a complete 16-minute run (960 s budget, 21,340 steps) at
+3.022 held-out bits/dim, while AdamW's two complete runs of an 18-minute
+budget ended at 3.184 and 3.212 (28,000 and 29,514 steps). Muon trains
+19-20% fewer images a second there, and it overfits: held-out is flat over
+its last 3,000 steps while train falls to 2.91-2.94. The 4-GPU recipe has
+not been run with Muon; --config.train.optimizer=adamw restores the
+optimizer of the 4-GPU numbers below.
 
 Batch, learning rate, regularisation: batch 64 at a peak of 1.5e-3, half of
 each batch mirrored, no dropout. With AdamW, the 4-GPU recipe with these
@@ -38,8 +37,8 @@ Command:  python -m pixelcnn_jax.main --config=configs/cifar10.py --workdir=$W
           On one GPU add --config.train.batch_size=32
           --config.train.learning_rate=1e-3 --config.train.weight_decay=0.1.
 Hardware: 4 H100s for the recipe; any number of GPUs/TPU cores dividing 64.
-Expected: on one H200 with the one-GPU flags, 3.02-3.03 held-out bits/dim
-          with Muon (two runs, best checkpoint) and 3.18-3.21 with AdamW;
+Expected: on one H200 with the one-GPU flags, 3.022 held-out bits/dim
+          with Muon (BUDGET_S=960, best checkpoint) and 3.18-3.21 with AdamW;
           3.202 from the 4-GPU recipe on H100s with AdamW
           (experiments/RESULTS.md);
           3.03 test bits/dim when trained to convergence (paper).

@@ -8,10 +8,10 @@ learning rates; the cosine end lets a fixed budget finish on a small rate;
 clipping absorbs the rare huge gradients of 256-way softmaxes early on; and
 decoupled weight decay (on kernels only) is the regulariser that small
 datasets such as CIFAR-10 need beside dropout. `train.optimizer="muon"`
-(optax.contrib.muon) orthogonalises the updates of the gated stacks' matrices
-instead. It reached lower bits/dim than AdamW on CIFAR-10 in a fixed time
-budget, and on the main job at the same steps (experiments/RESULTS.md),
-though each step costs more.
+(optax.contrib.muon, on the layers' kernels stacked by shape) orthogonalises
+the updates of the gated stacks' matrices instead. It reached lower bits/dim
+than AdamW on CIFAR-10 in a fixed time budget, and on the main job at the same
+steps (experiments/RESULTS.md), though each step costs more.
 """
 
 import math
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pixelcnn_jax import autoencoder, embedding
+from pixelcnn_jax import autoencoder, embedding, shape_groups
 from pixelcnn_jax.model import GatedPixelCNN
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -99,26 +99,33 @@ def make_optimizer(train_cfg) -> optax.GradientTransformation:
   if train_cfg.optimizer == "muon":
     # A rate of -1 undoes the sign flip of optax's own rate scaling. The decay
     # applies to Muon's matrices; Adam's part (no kernels of the stacks) keeps none.
-    return optax.chain(clip, optax.contrib.muon(
+    muon = optax.contrib.muon(
         learning_rate=-1.0, weight_decay=train_cfg.weight_decay,
-        muon_weight_dimension_numbers=muon_dimensions, consistent_rms=MUON_RMS))
+        muon_weight_dimension_numbers=stacked_muon_dimensions, consistent_rms=MUON_RMS)
+    return optax.chain(clip, shape_groups.stacked(muon, muon_label))
   kernels_only = lambda params: jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
   return optax.chain(clip, optax.scale_by_adam(b1=0.9, b2=0.999),
                      optax.add_decayed_weights(train_cfg.weight_decay, kernels_only))
 
 
-def muon_dimensions(params):
-  """optax.contrib.MuonDimensionNumbers for each kernel of MUON_MODULES, None
-  for every other leaf. A kernel's last axis is its output; its taps and
-  inputs are the reduction, so a k x k convolution is a (k*k*in) x out matrix."""
-  def spec(path, p):
-    names = [getattr(k, "key", None) for k in path]
-    layer = next((n for n in names if str(n).startswith("layers_")), None)
-    if (layer is None or names[-1] != "kernel" or names[-2] not in MUON_MODULES
-        or (layer == "layers_0" and names[-2] in ("v_conv", "h_conv"))):
-      return None
-    return optax.contrib.MuonDimensionNumbers(tuple(range(p.ndim - 1)), p.ndim - 1)
-  return jax.tree_util.tree_map_with_path(spec, params)
+def muon_label(path, p) -> str:
+  """"muon" for each kernel of MUON_MODULES, "adam" for every other leaf."""
+  names = [getattr(k, "key", None) for k in path]
+  layer = next((n for n in names if str(n).startswith("layers_")), None)
+  if (layer is None or names[-1] != "kernel" or names[-2] not in MUON_MODULES
+      or (layer == "layers_0" and names[-2] in ("v_conv", "h_conv"))):
+    return "adam"
+  return "muon"
+
+
+def stacked_muon_dimensions(stacks):
+  """optax.contrib.MuonDimensionNumbers for each stack of Muon's kernels
+  (shape_groups.stacked), None for Adam's. Axis 0 is the layers, a batch; a
+  kernel's last axis is its output, and its taps and inputs are the reduction,
+  so a k x k convolution is a (k*k*in) x out matrix."""
+  return {name: optax.contrib.MuonDimensionNumbers(tuple(range(1, s.ndim - 1)), s.ndim - 1)
+          if shape_groups.label(name) == "muon" else None
+          for name, s in stacks.items()}
 
 
 def learning_rate(step, horizon, train_cfg):

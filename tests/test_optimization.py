@@ -69,11 +69,10 @@ def _muon_case():
 
 def test_muon_takes_the_stacks_matrices_and_adam_the_rest():
   params = _muon_case()
-  names = lambda tree: sorted(
-      jax.tree_util.keystr(path) for path, d in jax.tree_util.tree_leaves_with_path(
-          tree, is_leaf=lambda x: x is None or isinstance(
-              x, optax.contrib.MuonDimensionNumbers)) if d is not None)
-  muon = names(ts.muon_dimensions(params))
+  names = lambda tree: sorted(jax.tree_util.keystr(path)
+                              for path, _ in jax.tree_util.tree_leaves_with_path(tree))
+  muon = sorted(jax.tree_util.keystr(path) for path, p in jax.tree_util.tree_leaves_with_path(
+      params) if ts.muon_label(path, p) == "muon")
   assert muon == sorted(f"['layers_{i}']['{m}']['kernel']" for i in range(3)
                         for m in ("v_conv", "h_conv", "v_to_h", "h_out")
                         if i > 0 or m in ("v_to_h", "h_out"))
@@ -105,6 +104,40 @@ def test_muon_orthogonalises_and_decays_its_matrices_only():
   np.testing.assert_allclose(direction["layers_2"]["h_out"]["kernel"],
                              0.1 * params["layers_2"]["h_out"]["kernel"], rtol=1e-5)
   np.testing.assert_array_equal(direction["layers_0"]["v_conv"]["kernel"], 0)
+
+
+def _leaf_by_leaf_muon(weight_decay):
+  """optax.contrib.muon on the params themselves, each kernel on its own."""
+  dims = lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, p: optax.contrib.MuonDimensionNumbers(tuple(range(p.ndim - 1)), p.ndim - 1)
+      if ts.muon_label(path, p) == "muon" else None, params)
+  return optax.chain(optax.clip_by_global_norm(1e9), optax.contrib.muon(
+      learning_rate=-1.0, weight_decay=weight_decay, muon_weight_dimension_numbers=dims,
+      consistent_rms=ts.MUON_RMS))
+
+
+def test_muon_on_stacked_kernels_is_muon_leaf_by_leaf_in_fewer_products():
+  params = _muon_case()
+  ours = ts.make_optimizer(_train_cfg(optimizer="muon", weight_decay=0.1, grad_clip=1e9))
+  theirs = _leaf_by_leaf_muon(0.1)
+  ours_state, theirs_state = ours.init(params), theirs.init(params)
+  for seed in range(3):
+    grads = jax.tree_util.tree_map(
+        lambda p: jax.random.normal(jax.random.PRNGKey(seed), p.shape, p.dtype), params)
+    ours_dir, ours_state = jax.jit(ours.update)(grads, ours_state, params)
+    theirs_dir, theirs_state = jax.jit(theirs.update)(grads, theirs_state, params)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+                           ours_dir, theirs_dir)
+    # The same state, leaf by leaf: checkpoints of either restore into the other.
+    assert (jax.tree_util.tree_structure(ours_state)
+            == jax.tree_util.tree_structure(theirs_state))
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+                           ours_state, theirs_state)
+  # Ten kernels, in four groups of one shape: layers 1 and 2's convolutions,
+  # and all three layers' v_to_h and h_out.
+  products = lambda tx, state: str(jax.make_jaxpr(tx.update)(grads, state, params)).count(
+      "dot_general")
+  assert products(theirs, theirs_state) * 4 == products(ours, ours_state) * 10
 
 
 COSTS = budget.Costs(step_s=0.1, eval_s=5.0, sample_s=20.0)
