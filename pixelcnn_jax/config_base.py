@@ -68,6 +68,7 @@ def base() -> ml_collections.ConfigDict:
   c.train.grad_clip = 1.0
   c.train.weight_decay = 0.0       # AdamW's decoupled decay, on kernels only.
   c.train.optimizer = "adamw"      # Or "muon": train_state.make_optimizer.
+  c.train.muon_products = "float32"  # Or "bfloat16": Muon's Newton-Schulz products.
   c.train.ema_decay = 0.0          # 0 = no EMA of the params (debiased, train_state.py).
   c.train.log_every = 100
   c.train.eval_every = 2_000
@@ -224,6 +225,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _check(t.optimizer in train_state.OPTIMIZERS,
          f"train.optimizer must be one of {list(train_state.OPTIMIZERS)}, got "
          f"{t.optimizer!r}")
+  _check(t.muon_products in train_state.MUON_PRODUCTS,
+         f"train.muon_products must be one of {list(train_state.MUON_PRODUCTS)}, got "
+         f"{t.muon_products!r}")
   _check(0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
   _check(c.eval.step in ("latest", "best") or c.eval.step.isdigit(),
          f"eval.step must be 'latest', 'best' or a step number, got {c.eval.step!r}")

@@ -33,6 +33,9 @@ OPTIMIZERS = ("adamw", "muon")
 # conditioning maps and layer 0's convolutions of the image itself.
 MUON_MODULES = ("v_conv", "h_conv", "v_to_h", "h_out", "skip_out")
 MUON_RMS = 0.2  # Muon's updates scaled to AdamW's usual RMS, so both share one rate.
+# The precision of Muon's Newton-Schulz products: "bfloat16" multiplies in bf16
+# and sums in float32, as the reference Muon does.
+MUON_PRODUCTS = {"float32": None, "bfloat16": "BF16_BF16_F32"}
 
 
 @flax.struct.dataclass
@@ -102,10 +105,20 @@ def make_optimizer(train_cfg) -> optax.GradientTransformation:
     muon = optax.contrib.muon(
         learning_rate=-1.0, weight_decay=train_cfg.weight_decay,
         muon_weight_dimension_numbers=stacked_muon_dimensions, consistent_rms=MUON_RMS)
-    return optax.chain(clip, shape_groups.stacked(muon, muon_label))
+    return optax.chain(clip, _with_matmul_precision(
+        shape_groups.stacked(muon, muon_label), MUON_PRODUCTS[train_cfg.muon_products]))
   kernels_only = lambda params: jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
   return optax.chain(clip, optax.scale_by_adam(b1=0.9, b2=0.999),
                      optax.add_decayed_weights(train_cfg.weight_decay, kernels_only))
+
+
+def _with_matmul_precision(tx, precision) -> optax.GradientTransformation:
+  """`tx` with its float32 products at `precision` (jax.default_matmul_precision;
+  None: JAX's default), and the model's untouched."""
+  def update(updates, state, params=None):
+    with jax.default_matmul_precision(precision):
+      return tx.update(updates, state, params)
+  return optax.GradientTransformation(tx.init, update)
 
 
 def muon_label(path, p) -> str:

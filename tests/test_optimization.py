@@ -14,7 +14,8 @@ from pixelcnn_jax.progress import Progress
 
 def _train_cfg(**kw):
   return ConfigDict(dict(dict(learning_rate=3e-3, warmup_steps=7, grad_clip=1.0,
-                              weight_decay=0.0, optimizer="adamw"), **kw))
+                              weight_decay=0.0, optimizer="adamw",
+                              muon_products="float32"), **kw))
 
 
 @pytest.mark.parametrize("warmup,horizon", [(7, 50), (0, 20), (30, 10)])
@@ -138,6 +139,19 @@ def test_muon_on_stacked_kernels_is_muon_leaf_by_leaf_in_fewer_products():
   products = lambda tx, state: str(jax.make_jaxpr(tx.update)(grads, state, params)).count(
       "dot_general")
   assert products(theirs, theirs_state) * 4 == products(ours, ours_state) * 10
+
+
+def test_muon_products_in_bf16_only_where_asked():
+  params = _muon_case()
+  grads = jax.tree_util.tree_map(jnp.ones_like, params)
+  def products(muon_products):
+    tx = ts.make_optimizer(_train_cfg(optimizer="muon", muon_products=muon_products))
+    hlo = jax.jit(tx.update).lower(grads, tx.init(params), params).as_text()
+    dots = [line for line in hlo.splitlines() if "dot_general" in line]
+    return len(dots), sum("lhs_precision_type = bf16" in line for line in dots)
+  total, in_bf16 = products("bfloat16")
+  assert total > 0 and in_bf16 == total
+  assert products("float32") == (total, 0)
 
 
 COSTS = budget.Costs(step_s=0.1, eval_s=5.0, sample_s=20.0)
