@@ -113,8 +113,9 @@ def make_optimizer(train_cfg) -> optax.GradientTransformation:
 
 
 def _with_matmul_precision(tx, precision) -> optax.GradientTransformation:
-  """`tx` with its float32 products at `precision` (jax.default_matmul_precision;
-  None: JAX's default), and the model's untouched."""
+  """`tx` with the float32 products of its update at `precision`
+  (jax.default_matmul_precision; None: JAX's default). The model's products
+  are traced outside it, so they keep theirs."""
   def update(updates, state, params=None):
     with jax.default_matmul_precision(precision):
       return tx.update(updates, state, params)
