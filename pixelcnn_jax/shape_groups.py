@@ -13,7 +13,7 @@ The state is kept leaf by leaf, as the inner transformation would keep it on
 the params themselves, so checkpoints are the same with and without stacking.
 """
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,35 +23,37 @@ Label = Callable[[tuple, jax.Array], str]
 _MASKED = optax.transforms.MaskedNode
 
 
-def label(name: str) -> str:
-  """The label of a stacked leaf, from its name in the stacked tree."""
-  return name.split("/", 1)[0]
+class Group(NamedTuple):
+  """The key of one stack in the stacked tree."""
+  label: str
+  shape: tuple
+  dtype: str
 
 
 def _groups(tree, label_of: Label):
-  """{name: indices of the leaves stacked under it}, and the tree's structure."""
+  """{Group: indices of the leaves stacked under it}, and the tree's structure."""
   leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
   groups = {}
   for i, (path, x) in enumerate(leaves):
-    name = f"{label_of(path, x)}/{'x'.join(map(str, x.shape))}/{jnp.dtype(x.dtype).name}"
-    groups.setdefault(name, []).append(i)
+    key = Group(label_of(path, x), tuple(x.shape), jnp.dtype(x.dtype).name)
+    groups.setdefault(key, []).append(i)
   return groups, treedef
 
 
 def _stack(tree, groups, treedef):
-  """A tree shaped like the params as {name: stack}. Where the inner
+  """A tree shaped like the params as {Group: stack}. Where the inner
   transformation masks a group, each of its leaves holds a MaskedNode."""
   leaves = treedef.flatten_up_to(tree)
-  return {name: leaves[indices[0]] if isinstance(leaves[indices[0]], _MASKED)
+  return {key: leaves[indices[0]] if isinstance(leaves[indices[0]], _MASKED)
           else jnp.stack([leaves[i] for i in indices])
-          for name, indices in groups.items()}
+          for key, indices in groups.items()}
 
 
 def _unstack(stacks, groups, treedef):
   leaves = [None] * treedef.num_leaves
-  for name, indices in groups.items():
+  for key, indices in groups.items():
     for j, i in enumerate(indices):
-      leaves[i] = stacks[name] if isinstance(stacks[name], _MASKED) else stacks[name][j]
+      leaves[i] = stacks[key] if isinstance(stacks[key], _MASKED) else stacks[key][j]
   return treedef.unflatten(leaves)
 
 
@@ -59,36 +61,39 @@ def _is_stacks(groups):
   return lambda x: isinstance(x, dict) and x.keys() == groups.keys()
 
 
+def _per_leaf(state, groups, treedef):
+  """The inner state with each stacked tree in it unstacked."""
+  is_group = _is_stacks(groups)
+  return jax.tree_util.tree_map(
+      lambda x: _unstack(x, groups, treedef) if is_group(x) else x, state, is_leaf=is_group)
+
+
 def stacked(inner: optax.GradientTransformation,
             label_of: Label) -> optax.GradientTransformation:
   """`inner` applied to the leaves grouped by (label_of(path, leaf), shape,
-  dtype), each group stacked on a new leading axis and named
-  "label/shape/dtype" in a flat dict. `inner` must treat that axis as a batch:
-  elementwise transformations do, and Muon does when its dimension numbers
-  leave the axis out of both the reduction and the output."""
-
-  def per_leaf(state, groups, treedef):
-    is_group = _is_stacks(groups)
-    return jax.tree_util.tree_map(
-        lambda x: _unstack(x, groups, treedef) if is_group(x) else x, state, is_leaf=is_group)
+  dtype), each group stacked on a new leading axis, in a flat dict keyed by
+  `Group`. `inner` must treat that axis as a batch: elementwise
+  transformations do, and Muon does when its dimension numbers leave the axis
+  out of both the reduction and the output."""
 
   def init(params):
     groups, treedef = _groups(params, label_of)
-    return per_leaf(inner.init(_stack(params, groups, treedef)), groups, treedef)
+    return _per_leaf(inner.init(_stack(params, groups, treedef)), groups, treedef)
 
   def update(updates, state, params=None):
     groups, treedef = _groups(updates, label_of)
-    stack = lambda tree: None if tree is None else _stack(tree, groups, treedef)
+    stacked_updates = _stack(updates, groups, treedef)
     # The inner state's structure with each stacked tree as one leaf: there the
     # per-leaf state holds a params-shaped tree to stack.
     is_group = _is_stacks(groups)
-    abstract = jax.eval_shape(inner.init, stack(updates))
+    abstract = jax.eval_shape(inner.init, stacked_updates)
     outline = jax.tree_util.tree_structure(abstract, is_leaf=is_group)
     inner_state = outline.unflatten([
-        stack(part) if is_group(like) else part
+        _stack(part, groups, treedef) if is_group(like) else part
         for part, like in zip(outline.flatten_up_to(state), outline.flatten_up_to(abstract))])
-    stacked_updates, inner_state = inner.update(stack(updates), inner_state, stack(params))
+    stacked_params = None if params is None else _stack(params, groups, treedef)
+    stacked_updates, inner_state = inner.update(stacked_updates, inner_state, stacked_params)
     return (_unstack(stacked_updates, groups, treedef),
-            per_leaf(inner_state, groups, treedef))
+            _per_leaf(inner_state, groups, treedef))
 
   return optax.GradientTransformation(init, update)

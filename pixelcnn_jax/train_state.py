@@ -137,9 +137,9 @@ def stacked_muon_dimensions(stacks):
   (shape_groups.stacked), None for Adam's. Axis 0 is the layers, a batch; a
   kernel's last axis is its output, and its taps and inputs are the reduction,
   so a k x k convolution is a (k*k*in) x out matrix."""
-  return {name: optax.contrib.MuonDimensionNumbers(tuple(range(1, s.ndim - 1)), s.ndim - 1)
-          if shape_groups.label(name) == "muon" else None
-          for name, s in stacks.items()}
+  return {group: optax.contrib.MuonDimensionNumbers(tuple(range(1, s.ndim - 1)), s.ndim - 1)
+          if group.label == "muon" else None
+          for group, s in stacks.items()}
 
 
 def learning_rate(step, horizon, train_cfg):

@@ -13,8 +13,8 @@ from typing import MutableMapping
 # cuBLAS for every dot instead of XLA's Triton GEMM fusions: on an H200 the
 # training step is 1.6% faster at 15 x 132 and 3.9% at 20 x 384 (batch 256),
 # 2.5-3.5% at batch 128 and in the CIFAR-10 recipe's step with AdamW and
-# Muon, and the sampler's time at 15 x 132 is unchanged
-# (experiments/RESULTS.md, "XLA's Triton GEMMs off"). The flag is in the debug options that every XLA
+# Muon, and the sampler's time at 15 x 132 is unchanged (experiments/RESULTS.md,
+# "XLA's Triton GEMMs off"). The flag is in the debug options that every XLA
 # backend parses; on CPU it changes nothing (the test suite runs with it).
 DEFAULTS = ("--xla_gpu_enable_triton_gemm=false",)
 
