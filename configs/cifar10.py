@@ -11,7 +11,9 @@ below, Muon ended a complete 16-minute run (960 s budget, 21,340 steps) at
 3.022 held-out bits/dim, while AdamW's two complete runs of an 18-minute
 budget ended at 3.184 and 3.212 (28,000 and 29,514 steps). Muon trains
 19-20% fewer images a second there, and it overfits: held-out is flat over
-its last 3,000 steps while train falls to 2.91-2.94. The 4-GPU recipe has
+its last 3,000 steps while train falls to 2.91-2.94. With dropout 0.1 (and
+bf16 Newton-Schulz products) held-out rose from step 10,000 to the end
+while train kept falling: 3.286 at best. The 4-GPU recipe has
 not been run with Muon; --config.train.optimizer=adamw restores the
 optimizer of the 4-GPU numbers below.
 

@@ -2,13 +2,15 @@
 
   python experiments/bench_train.py [--shapes=15x132k3,20x384k5] [--image=32x32x3]
       [--dtypes=bfloat16] [--aligns=0] [--batches=128,256] [--meshes=1] [--steps=20]
-      [--optimizers=adamw] [--out=FILE] [--plot=FILE.png]
+      [--optimizers=adamw] [--set=KEY=VALUE ...] [--out=FILE] [--plot=FILE.png]
 
 One case per shape x dtype x channel_align x batch x mesh. A mesh is DEVICES or DEVICESxFSDP
 (e.g. 4x2: 4 devices, params split 2 ways, batch over all 4); --batches is per
 device, so the cases of one shape and batch are a weak-scaling series, whose
 efficiency img/s(N) / (N * img/s(1)) is printed. --image is the images'
-HEIGHTxWIDTHxCHANNELS (28x28x1: MNIST's). Time: the median step after
+HEIGHTxWIDTHxCHANNELS (28x28x1: MNIST's). --set overrides a config entry in
+every case (e.g. --set=model.dropout=0.1 --set=train.muon_products=bfloat16);
+each row records them. Time: the median step after
 compilation, each step waited for, so the host's dispatch is not hidden
 behind the previous step as it is in training (bench_main.py compares the
 two). MFU: a training step costs 3 forward passes, and a forward pass
@@ -37,6 +39,7 @@ from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train
 from pixelcnn_jax import train_state as ts
 from pixelcnn_jax import xla_defaults
+from pixelcnn_jax.errors import UserError
 
 PEAK_TFLOPS = 790.0  # The bf16 matrix rate measured on this workplace's H100s and H200s.
 
@@ -45,13 +48,36 @@ IMAGE = (32, 32, 3)
 
 
 def config_for(layers, features, kernel, dtype, batch, align=0, image=IMAGE,
-               optimizer="adamw"):
+               optimizer="adamw", overrides=()):
   c = config_base.base()
   c.model.update(num_layers=layers, features=features, kernel_size=kernel,
                  channels=image[2], dtype=dtype, channel_align=align)
   c.data.image_size = image[:2]
   c.train.update(warmup_steps=10, num_steps=1000, batch_size=batch, optimizer=optimizer)
+  for key, value in overrides:
+    c.update_from_flattened_dict({key: value})
+  config_base.validate(c)
   return c
+
+
+def parse_override(text: str, config) -> tuple:
+  """(key, value) of --set's KEY=VALUE, the value of the entry's own type."""
+  key, sep, raw = text.partition("=")
+  if not sep:
+    raise SystemExit(f"--set: KEY=VALUE, e.g. model.dropout=0.1, got {text!r}")
+  section, _, name = key.rpartition(".")
+  parent = config[section] if section in config else None
+  if parent is None or name not in parent or not isinstance(parent[name], (bool, int, float, str)):
+    raise SystemExit(f"--set: no config entry {key!r} to set")
+  kind = type(parent[name])
+  try:
+    if kind is bool:
+      value = {"true": True, "false": False}[raw.lower()]
+    else:
+      value = kind(raw)
+  except (KeyError, ValueError):
+    raise SystemExit(f"--set: {key} takes a {kind.__name__}, got {raw!r}") from None
+  return key, value
 
 
 def train_flops_per_image(params, pixels: int) -> float:
@@ -65,9 +91,9 @@ def make_mesh(devices: int, fsdp: int) -> Mesh:
 
 
 def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, steps,
-          peak_tflops, align=0, image=IMAGE, optimizer="adamw"):
+          peak_tflops, align=0, image=IMAGE, optimizer="adamw", overrides=()):
   batch = per_device_batch * devices
-  cfg = config_for(layers, features, kernel, dtype, batch, align, image, optimizer)
+  cfg = config_for(layers, features, kernel, dtype, batch, align, image, optimizer, overrides)
   mesh = make_mesh(devices, fsdp)
   model, tx, shardings, step = train.setup(cfg, mesh)
   state = train.fresh_state(cfg, model, tx, shardings)
@@ -92,6 +118,7 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
           "image": "x".join(map(str, image)),
           "batch": batch, "per_device_batch": per_device_batch, "devices": devices,
           "fsdp": fsdp, "channel_align": ts.channel_align(align), "optimizer": optimizer,
+          "set": dict(overrides),
           "img_per_s": batch / med,
           "median_step_s": med,
           "compile_s": compile_s, "loss_first": loss_first, "loss_last": train_loss(m),
@@ -179,6 +206,8 @@ def main():
                  "computing)")
   p.add_argument("--optimizers", default="adamw",
                  help="train.optimizer values, comma-separated: " + ", ".join(ts.OPTIMIZERS))
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="a config entry for every case, e.g. model.dropout=0.1; repeatable")
   p.add_argument("--peak_tflops", type=float, default=PEAK_TFLOPS)
   p.add_argument("--out", default="")
   p.add_argument("--plot", default="")
@@ -196,6 +225,11 @@ def main():
   if not set(optimizers) <= set(ts.OPTIMIZERS):
     raise SystemExit(f"--optimizers: comma-separated {', '.join(ts.OPTIMIZERS)}, "
                      f"got {args.optimizers!r}")
+  overrides = tuple(parse_override(o, config_base.base()) for o in args.set)
+  try:
+    config_for(*shapes[0], "bfloat16", 1, optimizer=optimizers[0], overrides=overrides)
+  except UserError as e:
+    raise SystemExit(f"--set: {e}") from None
   rows = []
   for layers, features, kernel in shapes:
     for dtype, align, optimizer in itertools.product(args.dtypes.split(","), aligns,
@@ -204,7 +238,7 @@ def main():
         for devices, fsdp in meshes:
           try:
             r = bench(layers, features, kernel, dtype, per_device, devices, fsdp,
-                      args.steps, args.peak_tflops, align, image, optimizer)
+                      args.steps, args.peak_tflops, align, image, optimizer, overrides)
           except Exception as e:  # An OOM on one case should not hide the others.
             r = {"layers": layers, "features": features, "kernel": kernel,
                  "image": "x".join(map(str, image)), "dtype": dtype,

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402 (after the backend choice)
 
 def curves(workdir: str) -> dict:
   """{name: [(minutes, value), ...]} of the train_<objective> metric and of
-  each eval_<objective>_<weights> one."""
+  each eval_<objective>_<weights> and eval_train_<objective>_<weights> one."""
   path = os.path.join(workdir, "metrics.jsonl")
   try:
     with open(path) as f:
@@ -46,12 +46,16 @@ def main():
   fig, ax = plt.subplots(figsize=(6, 4))
   found = curves(args.workdir)
   unit = next((n[len("train_"):] for n in found if n.startswith("train_")), "bpd")
+  fit = lambda n: n.startswith("eval_train_")  # Training images, dropout off.
+  weights = lambda n: "live weights" if n.endswith("_live") else "EMA"
   label = lambda n: ("train (window mean)" if n.startswith("train_") else
-                     "held-out, live weights" if n.endswith("_live") else "held-out, EMA")
+                     f"train images, eval mode, {weights(n)}" if fit(n) else
+                     f"held-out, {weights(n)}")
   for name, points in sorted(found.items()):
     train = name.startswith("train_")
-    ax.plot(*zip(*points), "-" if train else "o-", label=label(name), lw=1 if train else 1.5)
-  best = min((v for n, pts in found.items() if not n.startswith("train_")
+    ax.plot(*zip(*points), "-" if train else "x--" if fit(name) else "o-", label=label(name),
+            lw=1 if train or fit(name) else 1.5)
+  best = min((v for n, pts in found.items() if n.startswith("eval_") and not fit(n)
               for _, v in pts), default=None)
   if best is not None:
     ax.axhline(best, color="gray", ls=":", lw=1)

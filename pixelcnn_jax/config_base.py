@@ -72,6 +72,9 @@ def base() -> ml_collections.ConfigDict:
   c.train.ema_decay = 0.0          # 0 = no EMA of the params (debiased, train_state.py).
   c.train.log_every = 100
   c.train.eval_every = 2_000
+  # > 0: each eval also scores the first N training images in eval mode (no
+  # dropout), which tells overfitting from dropout's train/eval gap.
+  c.train.eval_train_examples = 0
   c.train.checkpoint_every = 1_000
   c.train.keep_checkpoints = 3
   c.train.sample_every = 5_000
@@ -202,6 +205,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
          f"data.image_size must be two positive integers (height, width), got "
          f"{d.image_size!r}")
   for name, value in (("data.eval_limit", d.eval_limit), ("data.holdout", d.holdout),
+                      ("train.eval_train_examples", t.eval_train_examples),
                       ("data.random_shift", d.random_shift),
                       ("train.schedule_steps", t.schedule_steps),
                       ("train.warmup_steps", t.warmup_steps),

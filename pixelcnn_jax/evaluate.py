@@ -26,16 +26,16 @@ def make_eval_step(model, objective, mesh, params_sharding):
                  out_shardings=mesh_lib.replicated(mesh))
 
 
-def evaluate(eval_step, params, split, config, mesh) -> tuple[float, int]:
-  """(mean of the objective, number of examples) over `split` (or
-  data.eval_limit of it).
+def evaluate(eval_step, params, split, config, mesh, limit: int = 0) -> tuple[float, int]:
+  """(mean of the objective, number of examples) over `split`, or its first
+  `limit` examples (default data.eval_limit; 0: all).
 
   Per-batch sums stay on the device until the end, so batches are dispatched
   without waiting, and are then added in float64 here, so the mean does not
   drift with the size of the split.
   """
   batch = mesh_lib.batch_sharding(mesh)
-  limit = config.data.eval_limit or None
+  limit = limit or config.data.eval_limit or None
   sums = []
   for local in input_pipeline.eval_batches(split, config.eval.batch_size,
                                            config.model, limit):
@@ -45,12 +45,12 @@ def evaluate(eval_step, params, split, config, mesh) -> tuple[float, int]:
   return float(totals[0] / max(totals[1], 1.0)), int(totals[1])
 
 
-def evaluate_weights(eval_step, weights: dict, split, config, mesh):
+def evaluate_weights(eval_step, weights: dict, split, config, mesh, limit: int = 0):
   """({"live": mean, "ema": mean when kept}, number of examples)."""
   results, count = {}, 0
   for name, params in weights.items():
     if params is not None:
-      results[name], count = evaluate(eval_step, params, split, config, mesh)
+      results[name], count = evaluate(eval_step, params, split, config, mesh, limit)
   return results, count
 
 

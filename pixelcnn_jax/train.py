@@ -143,9 +143,10 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
     sample_key = jax.random.PRNGKey(config.sample.seed)
     # The weights that the latest eval found better; grids are drawn with them.
     chosen = checkpoint.choose_weights(None, state.ema_params is not None)
-    evaluate_both = lambda: evaluate.evaluate_weights(
-        eval_step, {"live": state.params, "ema": state.ema_params}, eval_split, config,
-        mesh)
+    evaluate_both = lambda split=eval_split, limit=0: evaluate.evaluate_weights(
+        eval_step, {"live": state.params, "ema": state.ema_params}, split, config, mesh,
+        limit)
+    evaluate_fit = lambda: evaluate_both(train_split, t.eval_train_examples)
     draw_grid = lambda: grids.draw_grid(model, state.weights(chosen), config,
                                         eval_split, mesh, step, workdir, sample_key)
     progress = Progress(first_step)
@@ -202,6 +203,11 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
         log.info("step %d  eval_%s %.6f over %d %s examples (%s; %.1f s)", step,
                  objective.name, results[chosen], count, config.data.eval_split,
                  evaluate.describe(results, chosen), time.perf_counter() - side_start)
+        if t.eval_train_examples:
+          fit, count = evaluate_fit()
+          writer.write(step, evaluate.as_metrics(fit, f"eval_train_{objective.name}"))
+          log.info("step %d  eval_train_%s %.6f over %d training images, dropout off (%s)",
+                   step, objective.name, fit[chosen], count, evaluate.describe(fit, chosen))
         checkpoint.save(mngr, step, state, config, metrics, force=True)
       elif mngr.should_save(step):
         stop_if_diverged(state, mngr, objective)
@@ -217,8 +223,10 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
       refit = step == refit_at and not last
       if probing or refit:
         if probing:  # Timed again now that both are compiled: later ones cost this much.
-          costs = budget.Costs(step_s=1.0 / means["steps_per_s"],
-                               eval_s=_seconds(evaluate_both), sample_s=_seconds(draw_grid))
+          costs = budget.Costs(
+              step_s=1.0 / means["steps_per_s"], sample_s=_seconds(draw_grid),
+              eval_s=_seconds(evaluate_both) + (_seconds(evaluate_fit)
+                                                if t.eval_train_examples else 0.0))
           trained_at_probe = progress.trained
         else:  # The training speed since the probe.
           steps, seconds = (a - b for a, b in zip(progress.trained, trained_at_probe))

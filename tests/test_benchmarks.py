@@ -74,6 +74,21 @@ def test_bench_train_times_one_channel_images(tmp_path):
   assert round(rows[0]["train_gflop_per_img"] * 1e9) % (6 * 48) == 0
 
 
+def test_bench_train_sets_config_entries_in_every_case(tmp_path):
+  """--set reaches the model: dropout moves the (seeded) first loss."""
+  rows = {}
+  for name, extra in (("plain", []), ("set", ["--set=model.dropout=0.5",
+                                             "--set=train.muon_products=bfloat16"])):
+    out = tmp_path / f"{name}.jsonl"
+    r = _run(BENCH_TRAIN, "--shapes=2x12k3", "--image=8x6x1", "--batches=4", "--steps=1",
+             "--optimizers=muon", f"--out={out}", *extra, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows[name] = json.loads(out.read_text())
+  assert rows["plain"]["set"] == {}
+  assert rows["set"]["set"] == {"model.dropout": 0.5, "train.muon_products": "bfloat16"}
+  assert rows["set"]["loss_first"] != rows["plain"]["loss_first"]
+
+
 @pytest.mark.parametrize("args, error", [
     (["--shapes=15x132"], "--shapes: LAYERSxFEATURESkKERNEL, e.g. 15x132k3, got '15x132'"),
     (["--image=28x28"], "--image: HEIGHTxWIDTHxCHANNELS, e.g. 28x28x1, got '28x28'"),
@@ -81,6 +96,10 @@ def test_bench_train_times_one_channel_images(tmp_path):
     (["--aligns=0,-8"], "--aligns: integers >= 0, e.g. 0,8,32, got '-8'"),
     (["--batches=128,0"], "--batches: integers >= 1, e.g. 128,256, got '0'"),
     (["--optimizers=adamw,sgd"], "--optimizers: comma-separated adamw, muon, got 'adamw,sgd'"),
+    (["--set=model.dropout"], "--set: KEY=VALUE, e.g. model.dropout=0.1, got 'model.dropout'"),
+    (["--set=model.nope=1"], "--set: no config entry 'model.nope' to set"),
+    (["--set=model.dropout=abc"], "--set: model.dropout takes a float, got 'abc'"),
+    (["--set=model.dropout=1.5"], "--set: config.model: dropout must be in [0, 1), got 1.5"),
 ])
 def test_bench_train_refuses_bad_arguments_in_one_line(args, error):
   assert _refusal(BENCH_TRAIN, *args) == [error]

@@ -101,6 +101,7 @@ def _bad_labels_npz(path):
     (["--config.mesh.fsdp=3"], "does not fit 1 devices"),
     (["--config.train.keep_checkpoints=0"], "train.keep_checkpoints must be > 0"),
     (["--config.data.eval_limit=-1"], "data.eval_limit must be >= 0"),
+    (["--config.train.eval_train_examples=-1"], "train.eval_train_examples must be >= 0"),
     (["--config.data.image_size=0,0"], "data.image_size must be two positive integers"),
     (["--config.data.image_size=8"], "data.image_size must be two positive integers"),
     (["--config.train.learning_rate=-1"], "train.learning_rate must be > 0"),

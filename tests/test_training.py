@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import pixelcnn_jax as pj
-from pixelcnn_jax import checkpoint, evaluate, train
+from pixelcnn_jax import checkpoint, datasets, evaluate, objectives, train
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax.errors import UserError
 
@@ -112,6 +112,26 @@ def test_best_checkpoint_is_kept_next_to_the_latest(tmp_path):
   assert checkpoint.restore_weights(str(tmp_path), c2, "best")[2] == 4
   with pytest.raises(UserError, match="step must be 'latest', 'best' or a step number"):
     pj.load(str(tmp_path), step="worst")
+
+
+def test_evals_score_training_images_in_eval_mode(tmp_path):
+  """train.eval_train_examples: each eval also scores the first N training
+  images with dropout off, logged next to the held-out number."""
+  c = _config(10, **{"train.eval_train_examples": 24, "model.dropout": 0.5,
+                     "train.ema_decay": 0.9})
+  state = train.train_and_evaluate(c, str(tmp_path))
+  lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  fit = [l for l in lines if "eval_train_bpd_live" in l]
+  assert [l["step"] for l in fit] == [5, 10]
+  assert all("eval_train_bpd_ema" in l for l in fit)
+  mesh = mesh_lib.make_mesh(c.mesh)
+  model, _, shardings, _ = train.setup(c, mesh)
+  eval_step = evaluate.make_eval_step(model, objectives.for_model(c.model), mesh,
+                                      shardings.params)
+  images = datasets.open_for_model(c, c.data.train_split)
+  expected, count = evaluate.evaluate(eval_step, state.params, images, c, mesh, limit=24)
+  assert count == 24
+  assert fit[-1]["eval_train_bpd_live"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_load_errors(tmp_path):
