@@ -244,7 +244,7 @@ def main():
                  "image": "x".join(map(str, image)), "dtype": dtype,
                  "per_device_batch": per_device, "devices": devices, "fsdp": fsdp,
                  "channel_align": ts.channel_align(align), "optimizer": optimizer,
-                 "error": str(e).splitlines()[0][:200]}
+                 "set": dict(overrides), "error": str(e).splitlines()[0][:200]}
           print(json.dumps(r), flush=True)
           rows.append(r)
   add_efficiency(rows)
