@@ -143,10 +143,13 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
     sample_key = jax.random.PRNGKey(config.sample.seed)
     # The weights that the latest eval found better; grids are drawn with them.
     chosen = checkpoint.choose_weights(None, state.ema_params is not None)
-    evaluate_both = lambda split=eval_split, limit=0: evaluate.evaluate_weights(
-        eval_step, {"live": state.params, "ema": state.ema_params}, split, config, mesh,
-        limit)
-    evaluate_fit = lambda: evaluate_both(train_split, t.eval_train_examples)
+    both_weights = lambda: {"live": state.params, "ema": state.ema_params}
+    evaluate_both = lambda: evaluate.evaluate_weights(
+        eval_step, both_weights(), eval_split, config, mesh)
+    # Training images in eval mode (train.eval_train_examples): near the train
+    # loss, a gap to held-out is overfitting; near held-out, it is dropout's.
+    evaluate_fit = lambda: evaluate.evaluate_weights(
+        eval_step, both_weights(), train_split, config, mesh, t.eval_train_examples)
     draw_grid = lambda: grids.draw_grid(model, state.weights(chosen), config,
                                         eval_split, mesh, step, workdir, sample_key)
     progress = Progress(first_step)
