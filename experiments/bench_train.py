@@ -54,8 +54,7 @@ def config_for(layers, features, kernel, dtype, batch, align=0, image=IMAGE,
                  channels=image[2], dtype=dtype, channel_align=align)
   c.data.image_size = image[:2]
   c.train.update(warmup_steps=10, num_steps=1000, batch_size=batch, optimizer=optimizer)
-  for key, value in overrides:
-    c.update_from_flattened_dict({key: value})
+  c.update_from_flattened_dict(dict(overrides))
   config_base.validate(c)
   return c
 
@@ -225,7 +224,8 @@ def main():
   if not set(optimizers) <= set(ts.OPTIMIZERS):
     raise SystemExit(f"--optimizers: comma-separated {', '.join(ts.OPTIMIZERS)}, "
                      f"got {args.optimizers!r}")
-  overrides = tuple(parse_override(o, config_base.base()) for o in args.set)
+  defaults = config_base.base()
+  overrides = tuple(parse_override(o, defaults) for o in args.set)
   try:
     config_for(*shapes[0], "bfloat16", 1, optimizer=optimizers[0], overrides=overrides)
   except UserError as e:

@@ -207,10 +207,10 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
                  objective.name, results[chosen], count, config.data.eval_split,
                  evaluate.describe(results, chosen), time.perf_counter() - side_start)
         if t.eval_train_examples:
-          fit, count = evaluate_fit()
+          fit, fit_count = evaluate_fit()
           writer.write(step, evaluate.as_metrics(fit, f"eval_train_{objective.name}"))
           log.info("step %d  eval_train_%s %.6f over %d training images, dropout off (%s)",
-                   step, objective.name, fit[chosen], count, evaluate.describe(fit, chosen))
+                   step, objective.name, fit[chosen], fit_count, evaluate.describe(fit, chosen))
         checkpoint.save(mngr, step, state, config, metrics, force=True)
       elif mngr.should_save(step):
         stop_if_diverged(state, mngr, objective)
