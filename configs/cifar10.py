@@ -6,16 +6,18 @@ features (128 per colour group). The paper's global batch was 128 on 32
 devices.
 
 Optimizer: Muon (train.optimizer; train_state.make_optimizer) on the gated
-stacks' matrices, Adam on the rest. On one H200, in the one-GPU recipe
-below, Muon ended a complete 16-minute run (960 s budget, 21,340 steps) at
-3.022 held-out bits/dim, while AdamW's two complete runs of an 18-minute
-budget ended at 3.184 and 3.212 (28,000 and 29,514 steps). Muon trains
-19-20% fewer images a second there, and it overfits: held-out is flat over
-its last 3,000 steps while train falls to 2.91-2.94. With dropout 0.1 (and
-bf16 Newton-Schulz products) held-out rose from step 10,000 to the end
-while train kept falling: 3.286 at best. The 4-GPU recipe has
-not been run with Muon; --config.train.optimizer=adamw restores the
-optimizer of the 4-GPU numbers below.
+stacks' matrices, Adam on the rest, its Newton-Schulz products in bf16
+summed in float32 (train.muon_products). On one H200, in the one-GPU recipe
+below, Muon ended a complete 16-minute run (960 s budget, 22,000 steps) at
+3.020 held-out bits/dim, and 3.022 with float32 products (21,340 steps,
+whose step is 7% longer); AdamW's two complete runs of an 18-minute budget
+ended at 3.184 and 3.212 (28,000 and 29,514 steps). Muon trains 14% fewer
+images a second there, and it overfits: held-out is flat over its last
+4,000 steps while the training images, scored the same way, fall to 2.92.
+With dropout 0.1 held-out rose from step 10,000 to the end while train
+kept falling: 3.286 at best. The 4-GPU recipe has not been run with Muon;
+--config.train.optimizer=adamw restores the optimizer of the 4-GPU numbers
+below.
 
 Batch, learning rate, regularisation: batch 64 at a peak of 1.5e-3, half of
 each batch mirrored, no dropout. With AdamW, the 4-GPU recipe with these
@@ -39,7 +41,7 @@ Command:  python -m pixelcnn_jax.main --config=configs/cifar10.py --workdir=$W
           On one GPU add --config.train.batch_size=32
           --config.train.learning_rate=1e-3 --config.train.weight_decay=0.1.
 Hardware: 4 H100s for the recipe; any number of GPUs/TPU cores dividing 64.
-Expected: on one H200 with the one-GPU flags, 3.022 held-out bits/dim
+Expected: on one H200 with the one-GPU flags, 3.020 held-out bits/dim
           with Muon (BUDGET_S=960, best checkpoint) and 3.18-3.21 with AdamW;
           3.202 from the 4-GPU recipe on H100s with AdamW
           (experiments/RESULTS.md);
@@ -65,6 +67,7 @@ def get_config(arg=None):
   c.train.num_steps = 500_000
   c.train.learning_rate = 1.5e-3
   c.train.optimizer = "muon"
+  c.train.muon_products = "bfloat16"
   c.train.warmup_steps = 500
   c.train.ema_decay = 0.9995
   c.train.eval_every = 2_000
