@@ -69,6 +69,9 @@ def base() -> ml_collections.ConfigDict:
   c.train.weight_decay = 0.0       # AdamW's decoupled decay, on kernels only.
   c.train.optimizer = "adamw"      # Or "muon": train_state.make_optimizer.
   c.train.muon_products = "float32"  # Or "bfloat16": Muon's Newton-Schulz products.
+  # True: each device orthogonalises its share of every stack's layers, and the
+  # updates and momentum are all-gathered (train_state.make_optimizer).
+  c.train.muon_split = False
   c.train.ema_decay = 0.0          # 0 = no EMA of the params (debiased, train_state.py).
   c.train.log_every = 100
   c.train.eval_every = 2_000

@@ -13,7 +13,7 @@ The state is kept leaf by leaf, as the inner transformation would keep it on
 the params themselves, so checkpoints are the same with and without stacking.
 """
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -68,13 +68,16 @@ def _per_leaf(state, groups, treedef):
       lambda x: _unstack(x, groups, treedef) if is_group(x) else x, state, is_leaf=is_group)
 
 
-def stacked(inner: optax.GradientTransformation,
-            label_of: Label) -> optax.GradientTransformation:
+def stacked(inner: optax.GradientTransformation, label_of: Label,
+            place: Optional[Callable[[Group, jax.Array], jax.Array]] = None
+            ) -> optax.GradientTransformation:
   """`inner` applied to the leaves grouped by (label_of(path, leaf), shape,
   dtype), each group stacked on a new leading axis, in a flat dict keyed by
   `Group`. `inner` must treat that axis as a batch: elementwise
   transformations do, and Muon does when its dimension numbers leave the axis
-  out of both the reduction and the output."""
+  out of both the reduction and the output. `place(group, stack)`, if given,
+  returns each stack of updates as `inner` should see it: a sharding
+  constraint there splits a group's layers over the devices."""
 
   def init(params):
     groups, treedef = _groups(params, label_of)
@@ -83,6 +86,8 @@ def stacked(inner: optax.GradientTransformation,
   def update(updates, state, params=None):
     groups, treedef = _groups(updates, label_of)
     stacked_updates = _stack(updates, groups, treedef)
+    if place is not None:
+      stacked_updates = {key: place(key, x) for key, x in stacked_updates.items()}
     # The inner state's structure with each stacked tree as one leaf: there the
     # per-leaf state holds a params-shaped tree to stack.
     is_group = _is_stacks(groups)

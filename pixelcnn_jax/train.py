@@ -65,7 +65,7 @@ def setup(config, mesh):
   """(model, optimizer, state shardings, jitted train step) for `config` on
   `mesh`: the state is replicated, or split over the fsdp axis if it has one."""
   model = ts.make_model(config.model, config.data.image_size)
-  tx = ts.make_optimizer(config.train)
+  tx = ts.make_optimizer(config.train, mesh)
   shardings = mesh_lib.state_sharding(mesh, ts.state_shapes(config, model, tx))
   step = make_train_step(model, objectives.for_model(config.model), tx, config.train,
                          mesh, shardings)

@@ -21,8 +21,10 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from pixelcnn_jax import autoencoder, embedding, shape_groups
+from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax.model import GatedPixelCNN
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -94,10 +96,12 @@ def channel_align(configured: int) -> int:
   return configured or (32 if jax.default_backend() == "gpu" else 1)
 
 
-def make_optimizer(train_cfg) -> optax.GradientTransformation:
+def make_optimizer(train_cfg, mesh: Optional[Mesh] = None) -> optax.GradientTransformation:
   """optax.adamw, or optax.contrib.muon, without its learning rate, which
   `learning_rate` supplies: the update to add is
-  -learning_rate(step, horizon) * tx.update(...)."""
+  -learning_rate(step, horizon) * tx.update(...). With `train.muon_split` and
+  a mesh of several devices, each device orthogonalises only its share of
+  every stack's layers."""
   clip = optax.clip_by_global_norm(train_cfg.grad_clip)
   if train_cfg.optimizer == "muon":
     # A rate of -1 undoes the sign flip of optax's own rate scaling. The decay
@@ -105,8 +109,15 @@ def make_optimizer(train_cfg) -> optax.GradientTransformation:
     muon = optax.contrib.muon(
         learning_rate=-1.0, weight_decay=train_cfg.weight_decay,
         muon_weight_dimension_numbers=stacked_muon_dimensions, consistent_rms=MUON_RMS)
+    place = None
+    if train_cfg.muon_split and mesh is not None and mesh.size > 1:
+      layers = NamedSharding(mesh, P(mesh_lib.batch_axes(mesh)))
+      # Only the stacks that Muon orthogonalises: Adam's are elementwise, and
+      # splitting them would only add their all-gathers.
+      place = lambda group, stack: (jax.lax.with_sharding_constraint(stack, layers)
+                                    if group.label == "muon" else stack)
     return optax.chain(clip, _with_matmul_precision(
-        shape_groups.stacked(muon, muon_label), MUON_PRODUCTS[train_cfg.muon_products]))
+        shape_groups.stacked(muon, muon_label, place), MUON_PRODUCTS[train_cfg.muon_products]))
   kernels_only = lambda params: jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
   return optax.chain(clip, optax.scale_by_adam(b1=0.9, b2=0.999),
                      optax.add_decayed_weights(train_cfg.weight_decay, kernels_only))

@@ -112,6 +112,8 @@ def _bad_labels_npz(path):
      "train.optimizer must be one of ['adamw', 'muon'], got 'sgd'"),
     (["--config.train.muon_products=fp8"],
      "train.muon_products must be one of ['float32', 'bfloat16'], got 'fp8'"),
+    (["--config.train.muon_split=maybe"],
+     "--config.train.muon_split=maybe: ('Non-boolean argument to boolean flag', 'maybe')"),
     (["--config.train.time_budget_s=-1"], "train.time_budget_s must be >= 0"),
     (["--config.model.dropout=-0.1"], "dropout must be in [0, 1)"),
     (["--config.data.random_shift=-1"], "data.random_shift must be >= 0, got -1"),

@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from ml_collections import ConfigDict
 
 from pixelcnn_jax import budget, config_base
 from pixelcnn_jax import train_state as ts
@@ -13,9 +12,10 @@ from pixelcnn_jax.progress import Progress
 
 
 def _train_cfg(**kw):
-  return ConfigDict(dict(dict(learning_rate=3e-3, warmup_steps=7, grad_clip=1.0,
-                              weight_decay=0.0, optimizer="adamw",
-                              muon_products="float32"), **kw))
+  cfg = config_base.base().train
+  cfg.update(dict(dict(learning_rate=3e-3, warmup_steps=7, grad_clip=1.0, weight_decay=0.0,
+                       optimizer="adamw", muon_products="float32"), **kw))
+  return cfg
 
 
 @pytest.mark.parametrize("warmup,horizon", [(7, 50), (0, 20), (30, 10)])

@@ -22,23 +22,31 @@ def _env(**extra):
   return dict(os.environ, JAX_PLATFORMS="cpu", **extra)
 
 
-@pytest.mark.parametrize("devices,fsdp,optimizer,align", [
-    (8, 1, "adamw", 0), (32, 1, "adamw", 0), (8, 4, "adamw", 0), (8, 4, "muon", 0),
-    (8, 4, "adamw", 32)])
-def test_sharded_step_matches_one_device(devices, fsdp, optimizer, align):
-  """align 32 (a GPU's): biases folded into FSDP-split kernels (layers.fold_bias)."""
+@pytest.mark.parametrize("devices,fsdp,optimizer,align,muon_split", [
+    (8, 1, "adamw", 0, 0), (32, 1, "adamw", 0, 0), (8, 4, "adamw", 0, 0),
+    (8, 4, "muon", 0, 0), (8, 4, "adamw", 32, 0), (8, 1, "muon", 0, 1), (8, 4, "muon", 0, 1)])
+def test_sharded_step_matches_one_device(devices, fsdp, optimizer, align, muon_split):
+  """align 32 (a GPU's): biases folded into FSDP-split kernels (layers.fold_bias).
+  muon_split: each device orthogonalises its share of a stack's layers."""
   out = subprocess.run(
       [sys.executable, os.path.join(REPO, "tests", "sharded_step.py"), str(fsdp), optimizer,
-       str(align)],
+       str(align), str(muon_split)],
       env=_env(XLA_FLAGS=host_devices(devices)),
       capture_output=True, text=True, timeout=600, cwd=REPO)
   assert out.returncode == 0, out.stderr[-3000:]
-  match = re.search(r"devices=(\d+) fsdp=(\d+) split_arrays=(\d+) max_abs_diff=(\S+)",
-                    out.stdout)
+  match = re.search(r"devices=(\d+) fsdp=(\d+) split_arrays=(\d+) max_abs_diff=(\S+) "
+                    r"muon_layers=(\d+) batched_per_device=(\d+)", out.stdout)
   assert (int(match.group(1)), int(match.group(2))) == (devices, fsdp)
   # FSDP splits the params, EMA and Adam moments; data parallelism splits none.
   assert (int(match.group(3)) > 0) == (fsdp > 1)
   assert float(match.group(4)) <= 1e-5
+  layers, per_device = int(match.group(5)), int(match.group(6))
+  if optimizer == "muon":
+    # Uneven shares are padded: 10 layers over 8 devices are 2 a device.
+    assert layers > devices
+    assert per_device == (-(-layers // devices) if muon_split else layers)
+  else:
+    assert per_device == 0
 
 
 def test_fsdp_trains_evaluates_and_samples_through_the_cli(tmp_path):
