@@ -187,3 +187,41 @@ def test_the_seed_summary_refuses_a_summary_of_one_seed(tmp_path):
                  "writes them when SEEDS lists more than one seed")
   one_line_error(summarise(tmp_path / "none.txt"),
                  f"error: cannot read {tmp_path / 'none.txt'}: No such file or directory")
+
+
+def _dropout_gap(workdir, *args):
+  return subprocess.run([sys.executable, "experiments/dropout_gap.py", str(workdir),
+                         "--npz_dir=" + os.path.join(REPO, "pixelcnn_jax", "assets",
+                                                     "cifar10_subset"), *args],
+                        cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_dropout_gap_scores_each_checkpoint_with_dropout_off_and_on(tmp_path, cli):
+  work = tmp_path / "w"
+  trained = cli("--config=configs/cifar10.py:smoke", f"--workdir={work}",
+                "--config.model.dropout=0.3", "--config.train.num_steps=20",
+                "--config.train.checkpoint_every=10")
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  common = ("--examples=40", "--batch=20", "--masks=2")
+  gap = _dropout_gap(work, *common, f"--out={tmp_path / 'gap.jsonl'}")
+  assert gap.returncode == 0, gap.stderr[-3000:]
+  rows = [json.loads(line) for line in open(tmp_path / "gap.jsonl")]
+  assert [r["step"] for r in rows] == [10, 20]
+  for r in rows:
+    assert len(r["noise_ratio"]) == len(r["stream_rms"]) == len(r["kernel_rms"]) == 2
+    assert r["eval_bpd"] != r["train_bpd"] and min(r["noise_ratio"]) > 0.1
+  # With dropout off in train mode too, both modes are the same function.
+  same = _dropout_gap(work, *common, "--dropout=0", "--steps=20",
+                      f"--out={tmp_path / 'same.jsonl'}")
+  assert same.returncode == 0, same.stderr[-3000:]
+  (row,) = [json.loads(line) for line in open(tmp_path / "same.jsonl")]
+  assert row["train_bpd"] == pytest.approx(row["eval_bpd"], abs=1e-6)
+  assert max(row["noise_ratio"]) == 0.0
+  for args, error in [(("--steps=15",), "error: no checkpoint at step(s) [15]"),
+                      (("--examples=30", "--batch=20"), "error: --examples=30 must be a"),
+                      (("--dropout=1",), "error: --dropout must be in [0, 1), got 1.0")]:
+    refused = _dropout_gap(work, *args)
+    assert refused.returncode != 0
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(error), refused.stderr[-2000:]
