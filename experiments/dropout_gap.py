@@ -14,7 +14,9 @@ For each kept checkpoint (or --steps), on the first --examples images of
 - per layer, the RMS of the residual stream in eval mode, and how far
   dropout moves it (RMS of train minus eval, over the eval RMS), which shows
   where along the depth the noise grows;
-- per layer, the RMS of each kernel of the gated stacks.
+- per layer, the RMS of the horizontal gate's pre-activation in eval mode
+  (how far into tanh's and the sigmoid's flat ends it reaches), and of
+  each kernel of the gated stacks.
 One JSON line per checkpoint to --out, and a table on stdout.
 """
 
@@ -76,42 +78,55 @@ def kernel_rms(params) -> list[dict]:
 
 
 def make_scorer(model):
-  """(bits/dim, [mean square of the residual stream after each layer],
-  [mean square of its move from `clean`]) in either mode."""
-  def streams(state):
-    layers = sorted((k for k in state["intermediates"] if k.startswith("layers_")),
-                    key=lambda k: int(k.split("_")[1]))
-    return [state["intermediates"][k]["horizontal"][0][0][..., :model.features]
-            .astype(jnp.float32) for k in layers]
+  """(bits/dim, [residual stream after each layer], [its mean square], [mean
+  square of its move from `clean`], [RMS of the horizontal gate's
+  pre-activation]) in either mode."""
+  two_p = 2 * model.features
+
+  def by_layer(state):
+    inter = state["intermediates"]
+    return [inter[k] for k in sorted((k for k in inter if k.startswith("layers_")),
+                                     key=lambda k: int(k.split("_")[1]))]
 
   def score(params, images, h, key, train, clean):
     logits, state = model.apply(
         {"params": params}, images, h=h, train=train, rngs={"dropout": key},
-        capture_intermediates=lambda mdl, method: method == "horizontal",
+        capture_intermediates=lambda mdl, method: (
+            method in ("horizontal", "vertical")
+            or (method == "__call__" and mdl.name == "h_conv")),
         mutable=["intermediates"])
-    out = streams(state)
+    layers = by_layer(state)
+    out = [v["horizontal"][0][0][..., :model.features].astype(jnp.float32) for v in layers]
+    # The gate's input: the row's convolution (its bias and the link's
+    # folded in) plus the link from the vertical stack.
+    pre = [(v["h_conv"]["__call__"][0] + v["vertical"][0][1])[..., :two_p]
+           .astype(jnp.float32) for v in layers]
     moves = [jnp.mean(jnp.square(o - c)) for o, c in zip(out, clean or out)]
     return (likelihood.bits_per_dim(logits, images), out,
-            jnp.stack([jnp.mean(jnp.square(o)) for o in out]), jnp.stack(moves))
+            jnp.stack([jnp.mean(jnp.square(o)) for o in out]), jnp.stack(moves),
+            jnp.stack([jnp.sqrt(jnp.mean(jnp.square(x))) for x in pre]))
   return jax.jit(score, static_argnums=4)
 
 
 def gap_at(score, params, batches, masks: int) -> dict:
-  eval_bpd, train_bpd, square, move = [], [], [], []
+  eval_bpd, train_bpd, square, move, pre = [], [], [], [], []
   for b, (images, h) in enumerate(batches):
     key = jax.random.key(b)
-    bpd, clean, sq, _ = score(params, images, h, key, False, None)
+    bpd, clean, sq, _, pre_rms = score(params, images, h, key, False, None)
     eval_bpd.append(np.asarray(bpd))
     square.append(np.asarray(sq))
+    pre.append(np.asarray(pre_rms))
     for m in range(masks):
-      bpd_m, _, _, mv = score(params, images, h, jax.random.fold_in(key, m + 1), True, clean)
+      bpd_m, _, _, mv, _ = score(params, images, h, jax.random.fold_in(key, m + 1), True,
+                                clean)
       train_bpd.append(np.asarray(bpd_m))
       move.append(np.asarray(mv))
   square, move = np.mean(square, axis=0), np.mean(move, axis=0)
   return {"eval_bpd": float(np.mean(np.concatenate(eval_bpd))),
           "train_bpd": float(np.mean(np.concatenate(train_bpd))),
           "stream_rms": np.sqrt(square).tolist(),
-          "noise_ratio": np.sqrt(move / square).tolist()}
+          "noise_ratio": np.sqrt(move / square).tolist(),
+          "pre_rms": np.mean(pre, axis=0).tolist()}
 
 
 def main(argv=None) -> int:
@@ -151,7 +166,8 @@ def main(argv=None) -> int:
            **gap_at(score, params, batches, args.masks), "kernel_rms": kernel_rms(params)}
     print(f"step {step:>7}  eval mode {row['eval_bpd']:.4f}  train mode {row['train_bpd']:.4f}"
           f"  gap {row['eval_bpd'] - row['train_bpd']:+.4f}  noise/stream by layer "
-          + " ".join(f"{r:.2f}" for r in row["noise_ratio"]), flush=True)
+          + " ".join(f"{r:.2f}" for r in row["noise_ratio"]) + "  gate input RMS "
+          + " ".join(f"{r:.1f}" for r in row["pre_rms"]), flush=True)
     if args.out:
       with open(args.out, "a") as f:
         f.write(json.dumps(row) + "\n")

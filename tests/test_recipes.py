@@ -209,7 +209,9 @@ def test_dropout_gap_scores_each_checkpoint_with_dropout_off_and_on(tmp_path, cl
   rows = [json.loads(line) for line in open(tmp_path / "gap.jsonl")]
   assert [r["step"] for r in rows] == [10, 20]
   for r in rows:
-    assert len(r["noise_ratio"]) == len(r["stream_rms"]) == len(r["kernel_rms"]) == 2
+    assert (len(r["noise_ratio"]) == len(r["stream_rms"]) == len(r["pre_rms"])
+            == len(r["kernel_rms"]) == 2)
+    assert min(r["pre_rms"]) > 0
     assert r["eval_bpd"] != r["train_bpd"] and min(r["noise_ratio"]) > 0.1
   # With dropout off in train mode too, both modes are the same function.
   same = _dropout_gap(work, *common, "--dropout=0", "--steps=20",
