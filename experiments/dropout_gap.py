@@ -66,15 +66,12 @@ def parse(argv):
   return args
 
 
-def kernel_rms(params) -> list[dict]:
+def kernel_rms(params, num_layers: int) -> list[dict]:
   """Per layer, the RMS of each gated-stack kernel (masked entries included:
   they are what the optimizer sees)."""
-  rows = []
-  for i in range(len([k for k in params if k.startswith("layers_")])):
-    layer = params[f"layers_{i}"]
-    rows.append({name: float(jnp.sqrt(jnp.mean(jnp.square(layer[name]["kernel"]))))
-                 for name in KERNELS if name in layer})
-  return rows
+  return [{name: float(jnp.sqrt(jnp.mean(jnp.square(layer[name]["kernel"]))))
+           for name in KERNELS if name in layer}
+          for layer in (params[f"layers_{i}"] for i in range(num_layers))]
 
 
 def make_scorer(model):
@@ -83,11 +80,6 @@ def make_scorer(model):
   pre-activation]) in either mode."""
   two_p = 2 * model.features
 
-  def by_layer(state):
-    inter = state["intermediates"]
-    return [inter[k] for k in sorted((k for k in inter if k.startswith("layers_")),
-                                     key=lambda k: int(k.split("_")[1]))]
-
   def score(params, images, h, key, train, clean):
     logits, state = model.apply(
         {"params": params}, images, h=h, train=train, rngs={"dropout": key},
@@ -95,7 +87,7 @@ def make_scorer(model):
             method in ("horizontal", "vertical")
             or (method == "__call__" and mdl.name == "h_conv")),
         mutable=["intermediates"])
-    layers = by_layer(state)
+    layers = [state["intermediates"][f"layers_{i}"] for i in range(model.num_layers)]
     out = [v["horizontal"][0][0][..., :model.features].astype(jnp.float32) for v in layers]
     # The gate's input: the row's convolution (its bias and the link's
     # folded in) plus the link from the vertical stack.
@@ -163,7 +155,7 @@ def main(argv=None) -> int:
       raise UserError(f"checkpoint {step} keeps no {args.weights} weights")
     row = {"step": step, "weights": args.weights, "split": args.split,
            "examples": args.examples, "masks": args.masks,
-           **gap_at(score, params, batches, args.masks), "kernel_rms": kernel_rms(params)}
+           **gap_at(score, params, batches, args.masks), "kernel_rms": kernel_rms(params, model.num_layers)}
     print(f"step {step:>7}  eval mode {row['eval_bpd']:.4f}  train mode {row['train_bpd']:.4f}"
           f"  gap {row['eval_bpd'] - row['train_bpd']:+.4f}  noise/stream by layer "
           + " ".join(f"{r:.2f}" for r in row["noise_ratio"]) + "  gate input RMS "
