@@ -16,7 +16,9 @@ images a second there, and it overfits: held-out is flat over its last
 4,000 steps while the training images, scored the same way, fall to 2.92.
 With dropout 0.1 (two runs, 3.277 and 3.286 at best) the training images
 and held-out ones, scored without dropout, rose alike from step 8,000 while
-the loss with dropout kept falling, so dropout stays off. The 4-GPU recipe
+the loss with dropout kept falling: the weights came to need the first
+layer's dropout, which the model no longer applies (experiments/RESULTS.md).
+Dropout stays off until a run without it there is measured. The 4-GPU recipe
 has not been run with Muon; --config.train.optimizer=adamw restores the
 optimizer of the 4-GPU numbers below.
 

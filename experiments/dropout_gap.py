@@ -2,7 +2,7 @@
 
   python experiments/dropout_gap.py WORKDIR --npz_dir=DIR --split=holdout \
       [--holdout=5000] [--examples=1000] [--masks=4] [--weights=live] \
-      [--steps=all] [--dropout=RATE] [--out=gap.jsonl]
+      [--steps=all] [--dropout=RATE] [--per_layer] [--out=gap.jsonl]
 
 For each kept checkpoint (or --steps), on the first --examples images of
 --split (read as the workdir's config reads npz data, with --npz_dir and
@@ -16,7 +16,9 @@ For each kept checkpoint (or --steps), on the first --examples images of
   where along the depth the noise grows;
 - per layer, the RMS of the horizontal gate's pre-activation in eval mode
   (how far into tanh's and the sigmoid's flat ends it reaches), and of
-  each kernel of the gated stacks.
+  each kernel of the gated stacks;
+- with --per_layer, bits/dim with dropout on in one layer at a time (the
+  others off), which finds the layer whose noise the weights depend on.
 One JSON line per checkpoint to --out, and a table on stdout.
 """
 
@@ -24,6 +26,7 @@ import argparse
 import json
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,6 +54,8 @@ def parse(argv):
   p.add_argument("--dropout", type=float, default=-1.0,
                  help="dropout rate in train mode (-1: the workdir's own)")
   p.add_argument("--steps", default="all", help="'all' or comma-separated checkpoint steps")
+  p.add_argument("--per_layer", action="store_true",
+                 help="also score train mode with dropout in one layer at a time")
   p.add_argument("--out", default="")
   args = p.parse_args(argv)
   for name in ("examples", "batch", "masks"):
@@ -74,19 +79,33 @@ def kernel_rms(params, num_layers: int) -> list[dict]:
           for layer in (params[f"layers_{i}"] for i in range(num_layers))]
 
 
+def only_in_layer(layer):
+  """A method interceptor that turns off every Dropout outside `layer`."""
+  def intercept(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.Dropout) and context.module.path[0] != f"layers_{layer}":
+      kwargs = {**kwargs, "deterministic": True}
+    return next_fun(*args, **kwargs)
+  return intercept
+
+
 def make_scorer(model):
   """(bits/dim, [residual stream after each layer], [its mean square], [mean
   square of its move from `clean`], [RMS of the horizontal gate's
-  pre-activation]) in either mode."""
+  pre-activation]) in either mode; `only`: dropout in that layer alone."""
   two_p = 2 * model.features
 
-  def score(params, images, h, key, train, clean):
-    logits, state = model.apply(
+  def score(params, images, h, key, train, clean, only=None):
+    apply = lambda: model.apply(
         {"params": params}, images, h=h, train=train, rngs={"dropout": key},
         capture_intermediates=lambda mdl, method: (
             method in ("horizontal", "vertical")
             or (method == "__call__" and mdl.name == "h_conv")),
         mutable=["intermediates"])
+    if only is None:
+      logits, state = apply()
+    else:
+      with nn.intercept_methods(only_in_layer(only)):
+        logits, state = apply()
     layers = [state["intermediates"][f"layers_{i}"] for i in range(model.num_layers)]
     out = [v["horizontal"][0][0][..., :model.features].astype(jnp.float32) for v in layers]
     # The gate's input: the row's convolution (its bias and the link's
@@ -97,11 +116,13 @@ def make_scorer(model):
     return (likelihood.bits_per_dim(logits, images), out,
             jnp.stack([jnp.mean(jnp.square(o)) for o in out]), jnp.stack(moves),
             jnp.stack([jnp.sqrt(jnp.mean(jnp.square(x))) for x in pre]))
-  return jax.jit(score, static_argnums=4)
+  return jax.jit(score, static_argnums=(4, 6))
 
 
-def gap_at(score, params, batches, masks: int) -> dict:
+def gap_at(score, params, batches, masks: int, per_layer: int = 0) -> dict:
+  """The row's scores; `per_layer`: the number of layers to score one by one."""
   eval_bpd, train_bpd, square, move, pre = [], [], [], [], []
+  only = [[] for _ in range(per_layer)]
   for b, (images, h) in enumerate(batches):
     key = jax.random.key(b)
     bpd, clean, sq, _, pre_rms = score(params, images, h, key, False, None)
@@ -113,12 +134,18 @@ def gap_at(score, params, batches, masks: int) -> dict:
                                 clean)
       train_bpd.append(np.asarray(bpd_m))
       move.append(np.asarray(mv))
+      for i in range(per_layer):
+        only[i].append(np.asarray(score(params, images, h, jax.random.fold_in(key, m + 1),
+                                        True, None, i)[0]))
   square, move = np.mean(square, axis=0), np.mean(move, axis=0)
-  return {"eval_bpd": float(np.mean(np.concatenate(eval_bpd))),
-          "train_bpd": float(np.mean(np.concatenate(train_bpd))),
-          "stream_rms": np.sqrt(square).tolist(),
-          "noise_ratio": np.sqrt(move / square).tolist(),
-          "pre_rms": np.mean(pre, axis=0).tolist()}
+  row = {"eval_bpd": float(np.mean(np.concatenate(eval_bpd))),
+         "train_bpd": float(np.mean(np.concatenate(train_bpd))),
+         "stream_rms": np.sqrt(square).tolist(),
+         "noise_ratio": np.sqrt(move / square).tolist(),
+         "pre_rms": np.mean(pre, axis=0).tolist()}
+  if per_layer:
+    row["only_layer_bpd"] = [float(np.mean(np.concatenate(o))) for o in only]
+  return row
 
 
 def main(argv=None) -> int:
@@ -155,11 +182,15 @@ def main(argv=None) -> int:
       raise UserError(f"checkpoint {step} keeps no {args.weights} weights")
     row = {"step": step, "weights": args.weights, "split": args.split,
            "examples": args.examples, "masks": args.masks,
-           **gap_at(score, params, batches, args.masks), "kernel_rms": kernel_rms(params, model.num_layers)}
+           **gap_at(score, params, batches, args.masks,
+                    model.num_layers if args.per_layer else 0),
+           "kernel_rms": kernel_rms(params, model.num_layers)}
     print(f"step {step:>7}  eval mode {row['eval_bpd']:.4f}  train mode {row['train_bpd']:.4f}"
           f"  gap {row['eval_bpd'] - row['train_bpd']:+.4f}  noise/stream by layer "
           + " ".join(f"{r:.2f}" for r in row["noise_ratio"]) + "  gate input RMS "
-          + " ".join(f"{r:.1f}" for r in row["pre_rms"]), flush=True)
+          + " ".join(f"{r:.1f}" for r in row["pre_rms"])
+          + ("  dropout in one layer only " + " ".join(f"{b:.4f}" for b in row["only_layer_bpd"])
+             if args.per_layer else ""), flush=True)
     if args.out:
       with open(args.out, "a") as f:
         f.write(json.dumps(row) + "\n")

@@ -54,7 +54,7 @@ def base() -> ml_collections.ConfigDict:
   c.model.cond_dim = 0
   c.model.spatial_features = 32
   c.model.dtype = "float32"        # Compute dtype; params and logits stay float32.
-  c.model.dropout = 0.0            # On the horizontal stack's residual branch.
+  c.model.dropout = 0.0            # On the horizontal stack's residual branch, after layer 0.
   c.model.channel_align = 0        # Pad channels to multiples of this; 0: 32 on GPU, else 1.
   c.model.cond_noise = 0.0         # Std of noise on a vector h in training (not on labels).
   c.model.cond_zero_init = False   # Maps from h into the gates start at zero.

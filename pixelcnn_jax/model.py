@@ -87,14 +87,17 @@ class GatedLayer(nn.Module):
     """(output, skip); `aligned`: h, the output and the skip at the aligned width."""
     # Dropout only on the residual branch, as PixelCNN++ does: the vertical
     # stack has no residual path, and dropping its maps would compound over
-    # every layer. Dropout is elementwise, so colour groups stay causal.
+    # every layer. The first layer has none either: its output starts the
+    # stream, and dropout there made eval mode fail (experiments/RESULTS.md).
+    # Dropout is elementwise, so colour groups stay causal.
     # The first layer's output starts the residual stream's ones channel,
     # which every later h_conv folds its bias from.
     # The link's bias rides on the convolution's: cuDNN adds both in its
     # epilogue, where a bias of the link's own costs a pass over it.
     pre = self.h_conv(h, padding, aligned, fold=True,
                       extra_bias=self.v_to_h.variables["params"]["bias"]) + link
-    gated = self.drop(layers.gate(pre, self.features), deterministic=not train)
+    gated = self.drop(layers.gate(pre, self.features),
+                      deterministic=not train or self.first)
     out = self.h_out(gated, aligned, fold=True, ones_out=self.first)
     if not self.first:
       # Residual: the input at each output's own column, which is the last

@@ -249,6 +249,16 @@ def test_dropout_acts_in_training_only():
     _init(num_layers=1, features=6, channels=3, dropout=1.0)
 
 
+def test_dropout_spares_the_first_layer():
+  """The first layer's output starts the residual stream, which dropout there
+  would thin for every later layer: a one-layer model trains as it evaluates."""
+  model, variables = random_model(3, 3, 1, size=(5, 5), dropout=0.5)
+  x = jax.random.randint(jax.random.PRNGKey(0), (2, 5, 5, 3), 0, 256)
+  np.testing.assert_array_equal(
+      np.asarray(model.apply(variables, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)})),
+      np.asarray(model.apply(variables, x)))
+
+
 def test_dropout_keeps_the_model_causal():
   """Dropout is elementwise: in training, too, no output sees itself or later."""
   model, variables = random_model(3, 3, 2, size=(4, 4), dropout=0.5)

@@ -204,15 +204,19 @@ def test_dropout_gap_scores_each_checkpoint_with_dropout_off_and_on(tmp_path, cl
                 "--config.train.checkpoint_every=10")
   assert trained.returncode == 0, trained.stderr[-3000:]
   common = ("--examples=40", "--batch=20", "--masks=2")
-  gap = _dropout_gap(work, *common, f"--out={tmp_path / 'gap.jsonl'}")
+  gap = _dropout_gap(work, *common, "--per_layer", f"--out={tmp_path / 'gap.jsonl'}")
   assert gap.returncode == 0, gap.stderr[-3000:]
   rows = [json.loads(line) for line in open(tmp_path / "gap.jsonl")]
   assert [r["step"] for r in rows] == [10, 20]
   for r in rows:
     assert (len(r["noise_ratio"]) == len(r["stream_rms"]) == len(r["pre_rms"])
-            == len(r["kernel_rms"]) == 2)
+            == len(r["kernel_rms"]) == len(r["only_layer_bpd"]) == 2)
     assert min(r["pre_rms"]) > 0
-    assert r["eval_bpd"] != r["train_bpd"] and min(r["noise_ratio"]) > 0.1
+    # The first layer starts the residual stream and has no dropout: the
+    # stream after it, and the score with dropout in it alone, are eval mode's.
+    assert r["noise_ratio"][0] == 0.0 and r["noise_ratio"][1] > 0.1
+    assert r["only_layer_bpd"][0] == pytest.approx(r["eval_bpd"], abs=1e-6)
+    assert r["only_layer_bpd"][1] != r["eval_bpd"] != r["train_bpd"]
   # With dropout off in train mode too, both modes are the same function.
   same = _dropout_gap(work, *common, "--dropout=0", "--steps=20",
                       f"--out={tmp_path / 'same.jsonl'}")
