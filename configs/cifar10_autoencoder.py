@@ -11,8 +11,8 @@ unconditional model's at the same steps and data; the code should lower them.
 Settings pinned here because the code is learned with the decoder
 (experiments/RESULTS.md, section 3.4). Dropout 0.25 and a peak learning
 rate of 1e-3, the settings at which the code was seen to help (batch 64,
-as configs/cifar10.py's; that config has since dropped dropout and moved
-to 1.5e-3, untried with a code; its mirroring of half of each batch is
+as configs/cifar10.py's; that config has since moved to dropout 0.1 and
+1.5e-3, untried with a code; its mirroring of half of each batch is
 inherited here and by autoencoder_cifar10.sh's unconditional model, so the
 two still compare on equal terms): at 3e-3 the decoders
 with a code ended worse than the unconditional model (3.46 against 3.34

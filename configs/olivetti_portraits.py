@@ -29,9 +29,10 @@ Command:  python -m pixelcnn_jax.main --config=configs/olivetti_portraits.py \
           The whole of section 3.3: experiments/olivetti_h100.sh.
 Hardware: one GPU (about 3 minutes for both networks at 32x32).
 Expected: at 32x32 (SIZE=32), checkpoints chosen on val, 32 portraits per
-          held-out person: 51.5% of 1,920 portraits of six runs keep the
-          identity (37% to 64% a run; chance 10%; embedding net 91-95% on
-          the held-out people). Target >= 50%. RUNS=6 in
+          held-out person: 57.4% of 1,920 portraits of six runs keep the
+          identity (49.7% to 70.6% a run; chance 10%; embedding net 91-98% on
+          the held-out people), 4.39-4.41 bits/dim on val at the chosen
+          step 2,500 (one H200, 2026-12-04). Target >= 50%. RUNS=6 in
           olivetti_h100.sh makes six runs and pools their rates. The
           portrait and interpolation modes draw at sample.temperature (0.7
           to 0.9 kept no more identity than 1).

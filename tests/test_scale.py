@@ -23,8 +23,8 @@ def _env(**extra):
 
 
 @pytest.mark.parametrize("devices,fsdp,optimizer,align,muon_split", [
-    (8, 1, "adamw", 0, 0), (32, 1, "adamw", 0, 0), (8, 4, "adamw", 0, 0),
-    (8, 4, "muon", 0, 0), (8, 4, "adamw", 32, 0), (8, 1, "muon", 0, 1), (8, 4, "muon", 0, 1)])
+    (32, 1, "adamw", 0, 0), (8, 4, "adamw", 0, 0), (8, 4, "muon", 0, 0),
+    (8, 4, "adamw", 32, 0), (8, 1, "muon", 0, 1), (8, 4, "muon", 0, 1)])
 def test_sharded_step_matches_one_device(devices, fsdp, optimizer, align, muon_split):
   """align 32 (a GPU's): biases folded into FSDP-split kernels (layers.fold_bias).
   muon_split: each device orthogonalises its share of a stack's layers."""
