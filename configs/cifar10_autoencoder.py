@@ -32,7 +32,8 @@ Hardware: GPUs as configs/cifar10.py.
 Expected: the decoder's held-out bits/dim below the unconditional model's at
           the same steps and settings: after 3,000 steps (one H200, five jobs
           sharing it, ~15 min), 3.817 at m = 10 and 3.885 at m = 100 against
-          4.069 (experiments/RESULTS.md).
+          4.069 (experiments/RESULTS.md), measured while layer 0 still had
+          dropout; not re-measured since.
 """
 
 from pixelcnn_jax import config_base
