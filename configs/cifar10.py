@@ -10,13 +10,13 @@ stacks' matrices, Adam on the rest, its Newton-Schulz products in bf16
 summed in float32 (train.muon_products). On one H200, in the one-GPU recipe
 below, Muon with dropout 0.1 ended a complete 16-minute run (960 s budget,
 21,914 steps) at 3.010 held-out bits/dim, still improving at its last
-checkpoint. Without dropout it ended at 3.020 (22,000 steps), level with
-it to step 16,000 and flat after step 18,000 while the training images,
-scored the same way, fell to 2.92: Muon overfits, and dropout (one run
-each) kept held-out improving to the end, 0.01 bits/dim lower. AdamW's two complete runs of
-an 18-minute budget ended at 3.184 and 3.212 (28,000 and 29,514 steps, its
-step being 14% shorter). The 4-GPU recipe has not been run with Muon;
---config.train.optimizer=adamw --config.model.dropout=0 restores the
+checkpoint. Without dropout its best was 3.020 (step 20,000 of 22,000):
+level with it to step 16,000, then flat while the training images, scored
+the same way, fell to 2.92: Muon overfits, and dropout (one run each) kept
+held-out improving to the end, 0.01 bits/dim lower. AdamW's two complete
+runs of an 18-minute budget ended at 3.184 and 3.212 (28,000 and 29,514
+steps, its step being 14% shorter). The 4-GPU recipe has not been run with
+Muon; --config.train.optimizer=adamw --config.model.dropout=0 restores the
 settings of the 4-GPU numbers below.
 
 Batch, learning rate, regularisation: batch 64 at a peak of 1.5e-3, half of
