@@ -17,8 +17,8 @@ Command:  python experiments/olivetti_split.py ../shared/data/olivetti_faces/all
           ... --mode=embed --config.eval.step=best --config.data.eval_split=heldout
           The whole of section 3.3: experiments/olivetti_h100.sh.
 Hardware: one GPU (a minute or two), or a CPU (slowly).
-Expected: 91-95% identification of the held-out people at 32x32 (six runs,
-          checkpoints chosen on val, one H200; 93-97% when the held-out
+Expected: 91-98% identification of the held-out people at 32x32 (twelve
+          runs, checkpoints chosen on val, one H200; 93-97% when the held-out
           people chose them; experiments/RESULTS.md).
 """
 
