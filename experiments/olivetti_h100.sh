@@ -16,9 +16,10 @@
 # as the runs before 2026-12-01 did); SIZE (default 64) the side both
 # networks see (32 halves the faces by averaging). RUNS (default 1) > 1 makes
 # that many independent runs side by side (seeds 1..RUNS for both networks,
-# in OUT_DIR/run<i>, logged to OUT_DIR/run<i>.log): one run's identity rate
-# swings by +-10 points, so OUT_DIR/identity.json then pools them
-# (pool_identity.py). VARIANT=:smoke tries it all on a CPU.
+# in OUT_DIR/run<seed>, logged to OUT_DIR/run<seed>.log): one run's identity
+# rate swings by +-10 points, so OUT_DIR/identity.json then pools them
+# (pool_identity.py). SEEDS="4 5 6" instead of RUNS names the seeds, e.g. to
+# add runs to earlier ones. VARIANT=:smoke tries it all on a CPU.
 set -euo pipefail
 faces=${1:?usage: olivetti_h100.sh FACES_NPZ OUT_DIR}
 out=${2:?usage: olivetti_h100.sh FACES_NPZ OUT_DIR}
@@ -28,6 +29,31 @@ runs=${RUNS:-1}
 if [[ ! $runs =~ ^[1-9][0-9]*$ ]]; then
   echo "error: RUNS must be a positive whole number, got '$runs'" >&2
   exit 2
+fi
+if [[ -n ${SEEDS:-} ]]; then
+  if [[ -n ${RUNS:-} ]]; then
+    echo "error: give RUNS or SEEDS, not both" >&2
+    exit 2
+  fi
+  read -r -a given <<< "$SEEDS"
+  seeds=()
+  for s in "${given[@]}"; do
+    if [[ ! $s =~ ^[0-9]+$ ]]; then
+      echo "error: SEEDS takes whole numbers, got '$s'" >&2
+      exit 2
+    fi
+    seeds+=($((10#$s)))
+  done
+  if (( ${#seeds[@]} == 0 )); then
+    echo "error: SEEDS lists no seed" >&2
+    exit 2
+  fi
+  if [[ $(printf '%s\n' "${seeds[@]}" | sort | uniq -d) ]]; then
+    echo "error: SEEDS names a seed twice: '$SEEDS'" >&2
+    exit 2
+  fi
+else
+  seeds=($(seq 1 "$runs"))
 fi
 mkdir -p "$out"
 size=${SIZE:-64}
@@ -71,23 +97,23 @@ one_run() {  # DIR [FLAG ...]: the whole section into DIR; FLAGs go to both netw
     --title="Olivetti portraits, configs/olivetti_portraits.py"
 }
 
-if (( runs == 1 )); then
+if [[ -z ${SEEDS:-} ]] && (( runs == 1 )); then
   one_run "$out"
   exit 0
 fi
 # Several processes share the GPU: XLA allocates as needed instead of 75% each.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 pids=() dirs=()
-for i in $(seq 1 "$runs"); do
-  one_run "$out/run$i" --config.seed="$i" >"$out/run$i.log" 2>&1 &
-  pids+=($!) dirs+=("$out/run$i")
+for seed in "${seeds[@]}"; do
+  one_run "$out/run$seed" --config.seed="$seed" >"$out/run$seed.log" 2>&1 &
+  pids+=($!) dirs+=("$out/run$seed")
 done
 failed=()
 for i in "${!pids[@]}"; do
-  wait "${pids[$i]}" || failed+=("$out/run$((i + 1)).log")
+  wait "${pids[$i]}" || failed+=("${dirs[$i]}.log")
 done
 if (( ${#failed[@]} )); then
-  echo "error: ${#failed[@]} of $runs runs failed; see ${failed[*]}" >&2
+  echo "error: ${#failed[@]} of ${#seeds[@]} runs failed; see ${failed[*]}" >&2
   exit 1
 fi
 python3 experiments/pool_identity.py "$out" "${dirs[@]}"

@@ -115,11 +115,24 @@ def test_the_portrait_recipe_refuses_a_bad_number_of_runs(tmp_path, runs):
   one_line_error(done, f"error: RUNS must be a positive whole number, got '{runs}'")
 
 
-def test_the_portrait_recipe_names_the_runs_that_failed(tmp_path):
+@pytest.mark.parametrize("env, error", [
+    ({"SEEDS": "1 x"}, "SEEDS takes whole numbers, got 'x'"),
+    ({"SEEDS": "4 04"}, "SEEDS names a seed twice: '4 04'"),
+    ({"SEEDS": "  "}, "SEEDS lists no seed"),
+    ({"SEEDS": "1", "RUNS": "2"}, "give RUNS or SEEDS, not both")])
+def test_the_portrait_recipe_refuses_bad_seeds(tmp_path, env, error):
+  done = _recipe("olivetti_h100.sh", tmp_path / "faces.npz", tmp_path / "out", **env)
+  one_line_error(done, error)
+  assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("env, names", [({"RUNS": "2"}, (1, 2)), ({"SEEDS": "7 3"}, (7, 3))])
+def test_the_portrait_recipe_names_the_runs_that_failed(tmp_path, env, names):
   out = tmp_path / "out"
-  done = _recipe("olivetti_h100.sh", tmp_path / "missing.npz", out, RUNS="2")
-  one_line_error(done, f"error: 2 of 2 runs failed; see {out}/run1.log {out}/run2.log")
-  assert "missing.npz" in (out / "run1.log").read_text()
+  done = _recipe("olivetti_h100.sh", tmp_path / "missing.npz", out, **env)
+  logs = " ".join(f"{out}/run{n}.log" for n in names)
+  one_line_error(done, f"error: 2 of 2 runs failed; see {logs}")
+  assert "missing.npz" in (out / f"run{names[0]}.log").read_text()
 
 
 def test_pooling_refuses_a_run_without_its_result(tmp_path):
