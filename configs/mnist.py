@@ -11,17 +11,18 @@ recipe (held-out bits/dim rose by 0.04 over its last third) and reached
 0.7800 with the shift, 0.8027 without; dropout 0.5, a 20,000-step schedule
 and two-pixel shifts were worse. Weight decay 0.1 moved the best step to
 30,000, where the cosine has mostly decayed, and the test number to 0.7059
-(experiments/RESULTS.md). The debiased EMA (0.9995) spans about the last
-2,000 steps; a 0.9998 one lagged its live weights at step 20,000.
+(0.6995 since layer 0 lost its dropout; experiments/RESULTS.md). The
+debiased EMA (0.9995) spans about the last 2,000 steps; a 0.9998 one lagged
+its live weights at step 20,000.
 
 Command:  python -m pixelcnn_jax.main --config=configs/mnist.py --workdir=$W
           (TFDS 'mnist'; offline: --config.data.dataset=npz
            --config.data.npz_dir=<folder with train.npz, test.npz>). The
           15-minute recipe on one H100: experiments/mnist_h100.sh DATA_DIR OUT_DIR.
 Hardware: one GPU; train.num_steps is a cap when train.time_budget_s is set.
-Expected: 0.7059 test bits/dim from the recipe on one H200 (BUDGET_S=780:
-          13.5 minutes, 40,098 steps, best step 30,000; experiments/RESULTS.md),
-          measured while layer 0 still had dropout; not re-measured since.
+Expected: 0.6995 test bits/dim from the recipe on one H200 (BUDGET_S=780:
+          13.6 minutes, 42,057 steps, best step 30,000, 2026-12-04;
+          experiments/RESULTS.md); 0.7059 while layer 0 still had dropout.
           Target <= 0.78 on one H100 in 15 minutes.
 """
 

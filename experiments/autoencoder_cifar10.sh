@@ -2,7 +2,7 @@
 # Section 3.4 on CIFAR-10: PixelCNN auto-encoders at m = 10 and 100, their MSE
 # baselines, and the unconditional PixelCNN at the same steps and data.
 #
-#   experiments/autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR
+#   experiments/autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR [FLAG ...]
 #
 # DATA_DIR   npz folder: train_*.npz, plus EVAL_SPLIT*.npz unless EVAL_SPLIT is
 #            "holdout" (the last 5,000 training images, which are then not
@@ -10,6 +10,8 @@
 # OUT_DIR    one workdir per model (unconditional, ae10, ae100, mse10, mse100),
 #            each with eval/*.json; the Fig. 6 grids of ae10 and ae100 under
 #            their samples/; summary.txt with every number.
+# FLAG       further config flags for the three PixelCNNs (not the MSE
+#            baselines), e.g. --config.train.optimizer=adamw.
 # STEPS (default 5000), BATCH (64) and the learning rate are the same for the
 # three PixelCNNs.
 # SEEDS (default "0") lists the seeds of the PixelCNNs: with more than one,
@@ -30,6 +32,8 @@ set -euo pipefail
 data=${1:?usage: autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR}
 split=${2:?usage: autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR}
 out=${3:?usage: autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR}
+shift 3
+pixelcnn_flags=("$@")
 read -r -a gpus <<< "${GPUS:-0}"
 read -r -a conditionings <<< "${CONDITIONING:-vector}"
 for c in "${conditionings[@]}"; do
@@ -54,6 +58,7 @@ run() {  # NAME GPU CONFIG ARGS...: train, then evaluate the best step on $split
   local name=$1 gpu=$2 config=$3
   shift 3
   local args=(--config="$config${VARIANT:-}" --workdir="$out/$name" "${common[@]}" "$@")
+  if [[ $name != mse* ]]; then args+=("${pixelcnn_flags[@]}"); fi
   CUDA_VISIBLE_DEVICES=$gpu python3 -m pixelcnn_jax.main "${args[@]}" >"$out/$name.log" 2>&1
   CUDA_VISIBLE_DEVICES=$gpu python3 -m pixelcnn_jax.main "${args[@]}" --mode=eval \
     --config.eval.step=best --config.data.eval_split="$split" >>"$out/$name.log" 2>&1
@@ -75,18 +80,30 @@ for seed in "${seeds[@]}"; do
     done
   done
 done
+failed=() pids=() names=()
+finish() {  # Wait for the jobs started, noting each that failed.
+  for j in "${!pids[@]}"; do
+    wait "${pids[$j]}" || failed+=("$out/${names[$j]}.log")
+  done
+  pids=() names=()
+}
 for i in "${!jobs[@]}"; do
   # shellcheck disable=SC2086  # Each job is NAME CONFIG ARGS, split on purpose.
   run ${jobs[$i]%% *} "${gpus[$((i % ${#gpus[@]}))]}" ${jobs[$i]#* } &
-  if (( (i + 1) % ${#gpus[@]} == 0 )); then wait; fi
+  pids+=($!) names+=("${jobs[$i]%% *}")
+  if (( (i + 1) % ${#gpus[@]} == 0 )); then finish; fi
 done
-wait
+finish
+if (( ${#failed[@]} )); then
+  echo "error: ${#failed[@]} of ${#jobs[@]} jobs failed; see ${failed[*]}" >&2
+  exit 1
+fi
 for decoder in "${decoders[@]}"; do
   IFS=: read -r name m c seed <<< "$decoder"
   CUDA_VISIBLE_DEVICES=${gpus[0]} python3 -m pixelcnn_jax.main --config=configs/cifar10_autoencoder.py${VARIANT:-} \
     --workdir="$out/$name" "${common[@]}" --config.model.code_dim="$m" \
     --config.model.conditioning="$c" --config.seed="$seed" --mode=reconstruct --config.eval.step=best \
-    --config.sample.baseline_workdir="$out/mse$m" >>"$out/$name.log" 2>&1
+    --config.sample.baseline_workdir="$out/mse$m" "${pixelcnn_flags[@]}" >>"$out/$name.log" 2>&1
 done
 for log in "$out"/*.log; do
   echo "$(basename "$log" .log): $(grep -E "^$split (bits/dim|mse)" "$log" | tail -1)"

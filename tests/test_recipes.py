@@ -149,6 +149,20 @@ def test_the_autoencoder_recipe_refuses_an_unknown_conditioning(tmp_path):
   one_line_error(done, "CONDITIONING takes vector and/or spatial, got 'spatiall'")
 
 
+def test_the_autoencoder_recipe_names_the_jobs_that_failed(tmp_path):
+  # A bad flag for the PixelCNNs alone: the MSE baselines fail on the missing
+  # data instead, which shows that the flag reaches only the PixelCNNs.
+  out = tmp_path / "out"
+  done = _recipe("autoencoder_cifar10.sh", tmp_path / "missing", "holdout", out,
+                 "--config.train.optimizer=sgd", GPUS="0 0 0 0 0")
+  names = ["mse10", "mse100", "unconditional", "ae10", "ae100"]
+  one_line_error(done, "error: 5 of 5 jobs failed; see "
+                       + " ".join(f"{out}/{n}.log" for n in names))
+  for name in names:
+    refused = "train.optimizer must be one of" in (out / f"{name}.log").read_text()
+    assert refused == (not name.startswith("mse")), name
+
+
 def test_the_face_split_refuses_people_it_cannot_split(tmp_path):
   faces = tmp_path / "faces.npz"
   np.savez(faces, image=np.zeros((12, 8, 8, 1), np.uint8), label=np.repeat(np.arange(4), 3))
