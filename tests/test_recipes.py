@@ -163,6 +163,15 @@ def test_the_autoencoder_recipe_names_the_jobs_that_failed(tmp_path):
     assert refused == (not name.startswith("mse")), name
 
 
+def test_the_first_h100_runs_take_their_data_and_name_the_runs_that_failed(tmp_path):
+  out = tmp_path / "out"
+  done = _recipe("h100_runs.sh", tmp_path / "no_mnist", tmp_path / "no_cifar", out)
+  one_line_error(done, f"error: 2 of 2 runs failed; see {out}/mnist.log "
+                       f"{out}/mnist_classcond.log")
+  assert "no_mnist" in (out / "mnist.log").read_text()
+  assert not (out / "cifar10.log").exists()
+
+
 def test_the_face_split_refuses_people_it_cannot_split(tmp_path):
   faces = tmp_path / "faces.npz"
   np.savez(faces, image=np.zeros((12, 8, 8, 1), np.uint8), label=np.repeat(np.arange(4), 3))
