@@ -10,19 +10,19 @@ unconditional model's at the same steps and data; the code should lower them.
 
 The optimizer is configs/cifar10.py's (Muon on the gated stacks, Adam on
 the encoder and the rest). Settings pinned here because the code is learned
-with the decoder (experiments/RESULTS.md, section 3.4). Dropout 0.25 and a peak learning
-rate of 1e-3, the settings at which the code was seen to help (batch 64,
-as configs/cifar10.py's; that config has since moved to dropout 0.1 and
-1.5e-3, untried with a code; its mirroring of half of each batch is
+with the decoder (experiments/RESULTS.md, section 3.4): dropout 0.25 and a
+peak learning rate of 1e-3, the settings at which the code was seen to help
+(batch 64, as configs/cifar10.py's; that config has since moved to dropout
+0.1 and 1.5e-3, untried with a code; its mirroring of half of each batch is
 inherited here and by autoencoder_cifar10.sh's unconditional model, so the
-two still compare on equal terms): at 3e-3 the decoders
-with a code ended worse than the unconditional model (3.46 against 3.34
-after 6,000 steps), their encoders having collapsed to nearly constant
-codes; at 1e-3 (with dropout 0.25) the code helped. And cond_zero_init: the
-maps from the code into the gates start at zero, so that the freshly
-initialised encoder's noise does not enter every gate; on a small CPU model
-at 3e-3 this took the deficit from 0.043 to 0.007 bits/dim after 1,000 steps,
-and on the GPU at these settings the code then helped five times more.
+two still compare on equal terms). At 3e-3 the decoders with a code ended
+worse than the unconditional model (3.46 against 3.34 after 6,000 steps),
+their encoders having collapsed to nearly constant codes; at 1e-3 (with
+dropout 0.25) the code helped. And cond_zero_init: the maps from the code
+into the gates start at zero, so that the freshly initialised encoder's
+noise does not enter every gate; on a small CPU model at 3e-3 this took the
+deficit from 0.043 to 0.007 bits/dim after 1,000 steps, and on the GPU at
+these settings the code then helped five times more.
 
 Command:  python -m pixelcnn_jax.main --config=configs/cifar10_autoencoder.py --workdir=$W
             --config.model.code_dim=10   (or 100; conditioning=spatial for eq. 5)
