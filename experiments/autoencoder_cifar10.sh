@@ -29,6 +29,7 @@
 # hold several runs (XLA then allocates memory as needed instead of taking
 # 75% of the GPU per process). VARIANT=:smoke tries it all on a CPU.
 set -euo pipefail
+. "$(dirname "$0")/side_by_side.sh"
 data=${1:?usage: autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR}
 split=${2:?usage: autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR}
 out=${3:?usage: autoencoder_cifar10.sh DATA_DIR EVAL_SPLIT OUT_DIR}
@@ -42,13 +43,7 @@ for c in "${conditionings[@]}"; do
     exit 2
   fi
 done
-read -r -a seeds <<< "${SEEDS:-0}"
-for s in "${seeds[@]}"; do
-  if [[ ! $s =~ ^[0-9]+$ ]]; then
-    echo "error: SEEDS takes whole numbers, got '$s'" >&2
-    exit 2
-  fi
-done
+read_seeds "${SEEDS:-0}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 mkdir -p "$out"
 common=(--config.data.dataset=npz --config.data.npz_dir="$data" --config.data.holdout=5000
@@ -59,9 +54,9 @@ run() {  # NAME GPU CONFIG ARGS...: train, then evaluate the best step on $split
   shift 3
   local args=(--config="$config${VARIANT:-}" --workdir="$out/$name" "${common[@]}" "$@")
   if [[ $name != mse* ]]; then args+=("${pixelcnn_flags[@]}"); fi
-  CUDA_VISIBLE_DEVICES=$gpu python3 -m pixelcnn_jax.main "${args[@]}" >"$out/$name.log" 2>&1
+  CUDA_VISIBLE_DEVICES=$gpu python3 -m pixelcnn_jax.main "${args[@]}"
   CUDA_VISIBLE_DEVICES=$gpu python3 -m pixelcnn_jax.main "${args[@]}" --mode=eval \
-    --config.eval.step=best --config.data.eval_split="$split" >>"$out/$name.log" 2>&1
+    --config.eval.step=best --config.data.eval_split="$split"
 }
 jobs=("mse10 configs/cifar10_mse_autoencoder.py --config.model.code_dim=10"
       "mse100 configs/cifar10_mse_autoencoder.py --config.model.code_dim=100")
@@ -80,24 +75,14 @@ for seed in "${seeds[@]}"; do
     done
   done
 done
-failed=() pids=() names=()
-finish() {  # Wait for the jobs started, noting each that failed.
-  for j in "${!pids[@]}"; do
-    wait "${pids[$j]}" || failed+=("$out/${names[$j]}.log")
-  done
-  pids=() names=()
-}
 for i in "${!jobs[@]}"; do
+  name=${jobs[$i]%% *}
   # shellcheck disable=SC2086  # Each job is NAME CONFIG ARGS, split on purpose.
-  run ${jobs[$i]%% *} "${gpus[$((i % ${#gpus[@]}))]}" ${jobs[$i]#* } &
-  pids+=($!) names+=("${jobs[$i]%% *}")
-  if (( (i + 1) % ${#gpus[@]} == 0 )); then finish; fi
+  spawn "$out/$name.log" run "$name" "${gpus[$((i % ${#gpus[@]}))]}" ${jobs[$i]#* }
+  if (( (i + 1) % ${#gpus[@]} == 0 )); then reap; fi
 done
-finish
-if (( ${#failed[@]} )); then
-  echo "error: ${#failed[@]} of ${#jobs[@]} jobs failed; see ${failed[*]}" >&2
-  exit 1
-fi
+reap
+stop_if_failed "${#jobs[@]}" jobs
 for decoder in "${decoders[@]}"; do
   IFS=: read -r name m c seed <<< "$decoder"
   CUDA_VISIBLE_DEVICES=${gpus[0]} python3 -m pixelcnn_jax.main --config=configs/cifar10_autoencoder.py${VARIANT:-} \

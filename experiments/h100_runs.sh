@@ -12,6 +12,7 @@
 # OUT_DIR    one workdir and log per run: mnist, mnist_classcond, cifar10,
 #            cifar10_classcond.
 set -euo pipefail
+. "$(dirname "$0")/side_by_side.sh"
 mnist_dir=${1:?usage: h100_runs.sh MNIST_DIR CIFAR_DIR OUT_DIR}
 cifar_dir=${2:?usage: h100_runs.sh MNIST_DIR CIFAR_DIR OUT_DIR}
 out=${3:?usage: h100_runs.sh MNIST_DIR CIFAR_DIR OUT_DIR}
@@ -34,23 +35,18 @@ one_run() {  # NAME CONFIG ARGS...: train, then eval and sample its last checkpo
   local name=$1 config=$2
   shift 2
   local args=(--config="$config" --workdir="$out/$name" "$@")
-  (time python3 -m pixelcnn_jax.main "${args[@]}") >"$out/$name.log" 2>&1
-  python3 -m pixelcnn_jax.main "${args[@]}" --mode=eval >>"$out/$name.log" 2>&1
-  python3 -m pixelcnn_jax.main "${args[@]}" --mode=sample >>"$out/$name.log" 2>&1
+  time python3 -m pixelcnn_jax.main "${args[@]}"
+  python3 -m pixelcnn_jax.main "${args[@]}" --mode=eval
+  python3 -m pixelcnn_jax.main "${args[@]}" --mode=sample
 }
 
 pair() {  # NAME_A CONFIG_A NAME_B CONFIG_B ARGS...: side by side on the GPU.
   local a=$1 ca=$2 b=$3 cb=$4
   shift 4
-  one_run "$a" "$ca" "$@" & local pa=$!
-  one_run "$b" "$cb" "$@" & local pb=$!
-  local failed=()
-  wait "$pa" || failed+=("$out/$a.log")
-  wait "$pb" || failed+=("$out/$b.log")
-  if (( ${#failed[@]} )); then
-    echo "error: ${#failed[@]} of 2 runs failed; see ${failed[*]}" >&2
-    exit 1
-  fi
+  spawn "$out/$a.log" one_run "$a" "$ca" "$@"
+  spawn "$out/$b.log" one_run "$b" "$cb" "$@"
+  reap
+  stop_if_failed 2 runs
 }
 
 pair mnist configs/mnist.py mnist_classcond configs/mnist_classcond.py "${mnist[@]}"

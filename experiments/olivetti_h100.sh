@@ -21,6 +21,7 @@
 # (pool_identity.py). SEEDS="4 5 6" instead of RUNS names the seeds, e.g. to
 # add runs to earlier ones. VARIANT=:smoke tries it all on a CPU.
 set -euo pipefail
+. "$(dirname "$0")/side_by_side.sh"
 faces=${1:?usage: olivetti_h100.sh FACES_NPZ OUT_DIR}
 out=${2:?usage: olivetti_h100.sh FACES_NPZ OUT_DIR}
 shift 2
@@ -35,23 +36,7 @@ if [[ -n ${SEEDS:-} ]]; then
     echo "error: give RUNS or SEEDS, not both" >&2
     exit 2
   fi
-  read -r -a given <<< "$SEEDS"
-  seeds=()
-  for s in "${given[@]}"; do
-    if [[ ! $s =~ ^[0-9]+$ ]]; then
-      echo "error: SEEDS takes whole numbers, got '$s'" >&2
-      exit 2
-    fi
-    seeds+=($((10#$s)))
-  done
-  if (( ${#seeds[@]} == 0 )); then
-    echo "error: SEEDS lists no seed" >&2
-    exit 2
-  fi
-  if [[ $(printf '%s\n' "${seeds[@]}" | sort | uniq -d) ]]; then
-    echo "error: SEEDS names a seed twice: '$SEEDS'" >&2
-    exit 2
-  fi
+  read_seeds "$SEEDS"
 else
   seeds=($(seq 1 "$runs"))
 fi
@@ -103,17 +88,11 @@ if [[ -z ${SEEDS:-} ]] && (( runs == 1 )); then
 fi
 # Several processes share the GPU: XLA allocates as needed instead of 75% each.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
-pids=() dirs=()
+dirs=()
 for seed in "${seeds[@]}"; do
-  one_run "$out/run$seed" --config.seed="$seed" >"$out/run$seed.log" 2>&1 &
-  pids+=($!) dirs+=("$out/run$seed")
+  spawn "$out/run$seed.log" one_run "$out/run$seed" --config.seed="$seed"
+  dirs+=("$out/run$seed")
 done
-failed=()
-for i in "${!pids[@]}"; do
-  wait "${pids[$i]}" || failed+=("${dirs[$i]}.log")
-done
-if (( ${#failed[@]} )); then
-  echo "error: ${#failed[@]} of ${#seeds[@]} runs failed; see ${failed[*]}" >&2
-  exit 1
-fi
+reap
+stop_if_failed "${#seeds[@]}" runs
 python3 experiments/pool_identity.py "$out" "${dirs[@]}"

@@ -191,6 +191,9 @@ def test_the_face_split_refuses_people_it_cannot_split(tmp_path):
 def test_the_autoencoder_recipe_refuses_a_seed_that_is_not_a_whole_number(tmp_path):
   done = _recipe("autoencoder_cifar10.sh", tmp_path, "holdout", tmp_path / "out", SEEDS="1 x")
   one_line_error(done, "SEEDS takes whole numbers, got 'x'")
+  done = _recipe("autoencoder_cifar10.sh", tmp_path, "holdout", tmp_path / "out",
+                 SEEDS="2 02")
+  one_line_error(done, "SEEDS names a seed twice: '2 02'")
 
 
 def test_the_seed_summary_pairs_each_decoder_with_the_unconditional_model(tmp_path):
