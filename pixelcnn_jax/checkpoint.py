@@ -286,8 +286,10 @@ def restore_for_training(mngr, config, abstract, workdir: str):
 
   A newer checkpoint that is unreadable or corrupt is moved aside to
   `<workdir>/corrupt/<step>` (nothing is deleted), with one log line, and the
-  run resumes from the one before it.
+  run resumes from the one before it. When none is intact, nothing is moved
+  and the run stops: starting afresh would bury the work behind them.
   """
+  corrupt = []
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
       saved = read_config(mngr, step)
@@ -299,11 +301,15 @@ def restore_for_training(mngr, config, abstract, workdir: str):
       parts = _restore(mngr, step, _parts(abstract))
     except CheckpointError as e:
       log.warning("%s; falling back to an earlier checkpoint", e)
-      _move_aside(mngr, step, workdir)
+      corrupt.append(step)
       continue
+    for bad in corrupt:
+      _move_aside(mngr, bad, workdir)
     return abstract.replace(**parts)
-  if mngr.all_steps():
-    raise UserError(f"no intact checkpoint left in {mngr.directory}")
+  if corrupt:
+    raise UserError(f"no intact checkpoint in {mngr.directory} (steps "
+                    f"{', '.join(map(str, corrupt))}), so none was moved; remove them to "
+                    f"train from scratch there, or use a new --workdir")
   return None
 
 

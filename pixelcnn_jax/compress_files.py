@@ -5,10 +5,10 @@
 
 IMAGES is an npz file (`image` uint8 [N, H, W, C]; `label` for a
 class-conditional model, `vector` for a vector-conditioned one) or a folder
-of PNGs (read in name order; unconditional models only). The model is the
-workdir's checkpoint at eval.step with eval.weights, as for eval: both sides
-must name the same step and weights, which the file's parameter fingerprint
-checks.
+of PNGs (in name order; unconditional models only). An output that exists
+is refused (an empty folder is taken). The model is the workdir's
+checkpoint at eval.step with eval.weights, as for eval: both sides must name
+the same step and weights, which the file's parameter fingerprint checks.
 """
 
 import glob
@@ -31,14 +31,30 @@ def _model(config, workdir):
   for name in ("input", "output"):
     if not config.compress[name]:
       raise UserError(f"set config.compress.{name}")
+  _check_output(config.compress.output)
   model, weights, step, chosen, _ = checkpoint.restore_weights(
       workdir, config, config.eval.step, None, config.eval.weights)
   return model, {"params": weights[chosen]}, step, chosen
 
 
+def _check_output(path: str) -> None:
+  """Refuses, before any work, an output that would overwrite files."""
+  if os.path.isdir(path) and os.listdir(path) or os.path.isfile(path):
+    raise UserError(f"config.compress.output {path} already exists; remove it or name "
+                    f"another")
+
+
+def _condition_key(model) -> str:
+  return "label" if model.num_classes > 0 else "vector"
+
+
 def read_images(path: str, model):
   """(uint8 images, h or None) from an npz file or a folder of PNGs."""
   if os.path.isdir(path):
+    if model.conditioning != "none":
+      raise UserError(f"{path} is a folder of PNGs, which hold no "
+                      f"'{_condition_key(model)}' for this model's conditioning: pass an "
+                      f"npz with 'image' and '{_condition_key(model)}'")
     files = sorted(glob.glob(os.path.join(path, "*.png")))
     if not files:
       raise UserError(f"no *.png files in {path}")
@@ -54,7 +70,7 @@ def read_images(path: str, model):
       images = f["image"]
       h = None
       if model.conditioning != "none":
-        key = "label" if model.num_classes > 0 else "vector"
+        key = _condition_key(model)
         if key not in f.files:
           raise UserError(f"{path} has no '{key}' array, which this model's "
                           f"conditioning needs")
@@ -80,12 +96,15 @@ def run_compress(config, workdir: str) -> str:
 
 def run_decompress(config, workdir: str) -> str:
   model, variables, _, _ = _model(config, workdir)
+  out = config.compress.output
+  if not out.endswith(".npz") and model.conditioning != "none":
+    raise UserError(f"a folder of PNGs holds no '{_condition_key(model)}' for this "
+                    f"model's conditioning: name an .npz as config.compress.output")
   try:
     data = epath.Path(config.compress.input).read_bytes()
   except OSError as e:
     raise UserError(f"cannot read {config.compress.input}: {e.strerror}") from e
   images = compression.decompress(model, variables, data)
-  out = config.compress.output
   if jax.process_index() == 0:
     if out.endswith(".npz"):
       h = compression.stored_condition(data)

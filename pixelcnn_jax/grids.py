@@ -108,7 +108,7 @@ def run(config, workdir: str) -> str:
   key = jax.random.PRNGKey(config.sample.seed)
   if config.sample.complete and config.model.kind != "pixelcnn":
     raise UserError("sample.complete needs a PixelCNN (model.kind='pixelcnn'); "
-                    f"this is a {config.model.kind}")
+                    f"this is model.kind={config.model.kind!r}")
   draw = draw_completions if config.sample.complete else draw_grid
   path = draw(model, weights[chosen], config, eval_split, mesh, step, workdir, key)
   if path is None:

@@ -71,7 +71,7 @@ def _load_embedder(config):
   embedder, embed_vars, embed_config = checkpoint.load(config.sample.embedding_workdir)
   if embed_config.model.kind != "embedding":
     raise UserError(f"sample.embedding_workdir={config.sample.embedding_workdir} holds a "
-                    f"{embed_config.model.kind}, not an embedding net")
+                    f"model of kind {embed_config.model.kind!r}, not an embedding net")
   if embed_config.model.code_dim != config.model.cond_dim:
     raise UserError(f"the embedding net gives {embed_config.model.code_dim}-dimensional "
                     f"vectors but this model takes model.cond_dim={config.model.cond_dim}")

@@ -84,7 +84,7 @@ def run(config, workdir: str) -> str:
     if (base_config.model.kind != "mse_autoencoder"
         or tuple(base_config.data.image_size) != tuple(config.data.image_size)):
       raise UserError(f"sample.baseline_workdir={config.sample.baseline_workdir} holds "
-                      f"a {base_config.model.kind} for "
+                      f"a model of kind {base_config.model.kind!r} for "
                       f"{tuple(base_config.data.image_size)} images, not an "
                       f"mse_autoencoder for {tuple(config.data.image_size)}")
     baseline = (base_model, base_weights[base_chosen])

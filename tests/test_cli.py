@@ -70,6 +70,14 @@ def _misshaped_npz(path):
   return path
 
 
+def _split_npz(path, shape_NHWC, splits=("train", "test")):
+  os.makedirs(path, exist_ok=True)
+  for split in splits:
+    np.savez(os.path.join(path, f"{split}.npz"), image=np.zeros(shape_NHWC, np.uint8),
+             label=np.zeros(shape_NHWC[0], np.int64))
+  return path
+
+
 def _bad_labels_npz(path):
   os.makedirs(path, exist_ok=True)
   np.savez(os.path.join(path, "train.npz"), image=np.zeros((16, 8, 8, 1), np.uint8),
@@ -134,14 +142,45 @@ def _bad_labels_npz(path):
     (["--config.model.kind=embedding", "--config.model.code_dim=4", "--mode=embed"],
      "set data.dataset='npz' and data.npz_dir"),
     (["--mode=reconstruct"], "--mode=reconstruct needs model.kind='autoencoder'"),
+    (["--config.data.npz_dir={tmp}/rgb"],
+     "dataset images have 3 channels but model.channels=1"),
+    (["--config.data.center_crop=False"],
+     "dataset images are 28x28 but data.image_size is 8x8 (set data.center_crop=True"),
+    (["--config.data.npz_dir={tmp}/empty"], "split 'train' of npz is empty"),
+    (["--config.data.eval_split=holdout"], "split 'holdout' needs config.data.holdout > 0"),
+    (["--config.data.holdout=100000"],
+     "holdout=100000 leaves no training images out of 10000"),
+    (["--config.data.vector_file={tmp}/none_{{split}}.npy",
+      "--config.model.conditioning=vector", "--config.model.cond_dim=3"],
+     "cannot read vector file {tmp}/none_train.npy"),
+    (["--config.mesh.data=-1", "--config.mesh.fsdp=-1"],
+     "config.mesh may have at most one -1 axis"),
+    (["--config.model.conditioning=spatial", "--config.model.num_classes=4",
+      "--config.model.spatial_features=0"], "model.spatial_features must be > 0, got 0"),
+    (["--config.train.ema_decay=1.0"], "train.ema_decay must be in [0, 1), got 1.0"),
+    (["--config.sample.method=beam"],
+     "sample.method must be one of ('cached', 'naive'), got 'beam'"),
+    (["--mode=portraits"], "portraits need a PixelCNN conditioned on vectors"),
+    (["--mode=interpolate"], "portraits need a PixelCNN conditioned on vectors"),
+    (["--config=configs/cifar10_autoencoder.py:smoke", "--mode=compress"],
+     "compression needs a PixelCNN (model.kind='pixelcnn'), got 'autoencoder'"),
+    (["--mode=compress"], "set config.compress.input"),
+    (["--config.model.conditioning=labels"],
+     "conditioning must be one of ('none', 'class', 'vector', 'spatial'), got 'labels'"),
+    (["--config.model.conditioning=vector"],
+     "conditioning='vector' needs cond_dim > 0 and num_classes = 0"),
 ])
 def test_bad_input(cli, tmp_path, args, match):
   _bad_npz(str(tmp_path / "bad"))
   _misshaped_npz(str(tmp_path / "misshaped"))
   _bad_labels_npz(str(tmp_path / "labels"))
+  _split_npz(str(tmp_path / "rgb"), (4, 8, 8, 3))
+  _split_npz(str(tmp_path / "empty"), (0, 8, 8, 1), splits=("train",))
+  _split_npz(str(tmp_path / "empty"), (4, 8, 8, 1), splits=("test",))
   np.save(tmp_path / "vec_train.npy", np.zeros((7, 3), np.float32))
   (tmp_path / "file").write_text("a file, not a folder")
   args = [a.format(tmp=tmp_path) for a in args]
+  match = match.format(tmp=tmp_path)
   if not any(a.startswith("--config=") for a in args):
     args.insert(0, "--config=configs/default.py:smoke")
   if not any(a.startswith("--workdir=") for a in args):

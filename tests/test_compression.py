@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import pixelcnn_jax as pj
 from pixelcnn_jax import compression
@@ -61,6 +62,81 @@ def test_damaged_files_and_other_models_are_refused():
     pj.compress(model, variables, images.astype(np.float32))
 
 
+def test_png_folders_round_trip_and_no_output_is_overwritten(tmp_path):
+  wd = f"--workdir={tmp_path / 'w'}"
+  smoke = "--config=configs/default.py:smoke"
+  assert run_cli(smoke, wd).returncode == 0
+  images = np.random.default_rng(1).integers(0, 256, (3, 8, 8)).astype(np.uint8)
+  for folder in ("pngs", "empty", "broken"):
+    (tmp_path / folder).mkdir()
+  for i, image in enumerate(images):
+    Image.fromarray(image).save(tmp_path / "pngs" / f"{i}.png")
+  (tmp_path / "broken" / "0.png").write_bytes(b"not a png")
+  compress = lambda src, dst: run_cli(smoke, wd, "--mode=compress",
+                                      f"--config.compress.input={tmp_path / src}",
+                                      f"--config.compress.output={tmp_path / dst}")
+  decompress = lambda src, dst: run_cli(smoke, wd, "--mode=decompress",
+                                        f"--config.compress.input={tmp_path / src}",
+                                        f"--config.compress.output={tmp_path / dst}")
+  assert compress("pngs", "x.pcnnz").returncode == 0
+  assert decompress("x.pcnnz", "back").returncode == 0
+  back = sorted((tmp_path / "back").iterdir())
+  np.testing.assert_array_equal(np.stack([np.asarray(Image.open(p)) for p in back]), images)
+
+  written = (tmp_path / "x.pcnnz").read_bytes()
+  (tmp_path / "other").mkdir()
+  Image.fromarray(images[0]).save(tmp_path / "other" / "000000.png")
+  kept = (tmp_path / "other" / "000000.png").read_bytes()
+  one_line_error(compress("pngs", "x.pcnnz"),
+                 f"config.compress.output {tmp_path / 'x.pcnnz'} already exists")
+  one_line_error(decompress("x.pcnnz", "other"),
+                 f"config.compress.output {tmp_path / 'other'} already exists")
+  assert (tmp_path / "x.pcnnz").read_bytes() == written
+  assert (tmp_path / "other" / "000000.png").read_bytes() == kept
+  one_line_error(compress("empty", "y.pcnnz"), f"no *.png files in {tmp_path / 'empty'}")
+  one_line_error(compress("broken", "y.pcnnz"), f"cannot read the PNGs of {tmp_path / 'broken'}")
+  assert not (tmp_path / "y.pcnnz").exists()
+
+
+def _with_header(data, **fields):
+  """`data` with fields of its header replaced (names as in read_header)."""
+  names = ("magic", "version", "fingerprint", "n", "height", "width", "channels", "kind",
+           "cond_dim", "sha256", "words")
+  values = dict(zip(names, compression._HEADER.unpack_from(data)), **fields)
+  return compression._HEADER.pack(*(values[k] for k in names)) + data[compression._HEADER.size:]
+
+
+def test_conditioning_and_headers_that_do_not_fit_are_refused():
+  plain, plain_vars = random_model(1, 3, 1, False, "none", (4, 4))
+  images = _images(plain, 3)
+  with pytest.raises(compression.CodecError, match="this model is unconditional; do not pass h"):
+    pj.compress(plain, plain_vars, images, h=np.zeros(3, np.int32))
+  data = pj.compress(plain, plain_vars, images)
+  with pytest.raises(compression.CodecError, match="format version 9; this pixelcnn-jax reads"):
+    pj.decompress(plain, plain_vars, _with_header(data, version=9))
+  with pytest.raises(compression.CodecError, match="corrupt header: conditioning kind 7"):
+    pj.decompress(plain, plain_vars, _with_header(data, kind=7))
+  with pytest.raises(compression.CodecError,
+                     match="the file holds 4x4x1 images; the model makes 5x4x1"):
+    pj.decompress(plain.clone(image_size=(5, 4)), plain_vars, data)
+
+  labelled, labelled_vars = random_model(1, 3, 1, False, "class", (4, 4))
+  with pytest.raises(compression.CodecError, match="conditioning='class'; pass h"):
+    pj.compress(labelled, labelled_vars, images)
+  labels = np.array([0, 1, 2], np.int32)
+  data = pj.compress(labelled, labelled_vars, images, h=labels)
+  np.testing.assert_array_equal(pj.decompress(labelled, labelled_vars, data, h=labels),
+                                images)
+  with pytest.raises(compression.CodecError,
+                     match="the h passed differs from the conditioning stored in the file"):
+    pj.decompress(labelled, labelled_vars, data, h=labels[::-1])
+
+  vector, vector_vars = random_model(1, 3, 1, False, "vector", (4, 4))
+  with pytest.raises(compression.CodecError,
+                     match=r"h must be float vectors of shape \(3, 5\), got \(3, 4\)"):
+    pj.compress(vector, vector_vars, images, h=np.zeros((3, 4), np.float32))
+
+
 def test_the_cli_compresses_and_decompresses_files(tmp_path):
   wd = f"--workdir={tmp_path / 'w'}"
   smoke = "--config=configs/mnist_classcond.py:smoke"
@@ -90,6 +166,14 @@ def test_the_cli_compresses_and_decompresses_files(tmp_path):
   one_line_error(run_cli(smoke, wd, "--mode=compress",
                          f"--config.compress.input={tmp_path}/nolabels.npz",
                          f"--config.compress.output={tmp_path}/y.pcnnz"), "no 'label' array")
+  (tmp_path / "pngs").mkdir()
+  one_line_error(run_cli(smoke, wd, "--mode=compress", f"--config.compress.input={tmp_path}/pngs",
+                         f"--config.compress.output={tmp_path}/y.pcnnz"),
+                 f"{tmp_path}/pngs is a folder of PNGs, which hold no 'label'")
+  one_line_error(run_cli(smoke, wd, "--mode=decompress",
+                         f"--config.compress.input={tmp_path}/x.pcnnz",
+                         f"--config.compress.output={tmp_path}/back"),
+                 "a folder of PNGs holds no 'label' for this model's conditioning")
 
   # experiments/bench_compress.py, the benchmark behind the compression results.
   bench = lambda data: subprocess.run(

@@ -122,7 +122,11 @@ def test_reconstruct_draws_figure_6_with_the_mse_baseline(tmp_path):
   one_line_error(run_cli("--config=configs/cifar10_autoencoder.py:smoke", ae,
                          "--mode=reconstruct",
                          f"--config.sample.baseline_workdir={tmp_path}/ae"),
-                 "holds a autoencoder for (8, 8) images, not an mse_autoencoder")
+                 "holds a model of kind 'autoencoder' for (8, 8) images, not an mse_autoencoder")
+  one_line_error(run_cli("--config=configs/cifar10_autoencoder.py:smoke", ae, "--mode=sample",
+                         "--config.sample.complete=True"),
+                 "sample.complete needs a PixelCNN (model.kind='pixelcnn'); this is "
+                 "model.kind='autoencoder'")
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +174,12 @@ def test_portraits_and_interpolation_through_the_cli(faces):
   one_line_error(run_cli(*figures, "--mode=portraits", "--config.sample.people=3,42"),
                  "person 42 is not in split 'test'")
   one_line_error(run_cli(*por, "--mode=portraits"), "set sample.embedding_workdir")
+  one_line_error(run_cli(*por, "--mode=portraits",
+                         f"--config.sample.embedding_workdir={root / 'por'}"),
+                 f"sample.embedding_workdir={root / 'por'} holds a model of kind 'pixelcnn', "
+                 "not an embedding net")
+  one_line_error(run_cli(*figures, "--mode=interpolate", "--config.sample.people=3"),
+                 "interpolation needs photos of two people at least")
 
 
 def test_an_embedding_of_the_wrong_size_is_refused(faces, tmp_path):

@@ -104,6 +104,18 @@ def test_training_falls_back_to_the_newest_intact_checkpoint(trained, tmp_path):
   assert sorted(os.listdir(wd / "ckpt")) == ["10", "20", "30"]
 
 
+def test_training_stops_when_no_checkpoint_is_intact(trained, tmp_path):
+  wd = _copy(trained, tmp_path)
+  for step in ("10", "20"):
+    for path in glob.glob(str(wd / "ckpt" / step / "state" / "ocdbt.process_0" / "d" / "*")):
+      _flip_bytes(path)
+  for _ in range(2):  # Nothing moved, so a rerun is refused alike.
+    one_line_error(run_cli(SMOKE, f"--workdir={wd}", "--config.train.num_steps=30"),
+                   f"no intact checkpoint in {wd}/ckpt (steps 20, 10), so none was moved")
+    assert sorted(os.listdir(wd / "ckpt")) == ["10", "20"]
+    assert not (wd / "corrupt").exists()
+
+
 def _truncate(path, keep=1 / 3):
   with open(path, "r+b") as f:
     f.truncate(int(os.path.getsize(path) * keep))
