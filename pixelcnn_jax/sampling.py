@@ -252,6 +252,11 @@ def redraw(model: GatedPixelCNN, variables, key: jax.Array, images, h=None,
   """
   if not temperature > 0:
     raise ValueError(f"temperature must be > 0, got {temperature}")
+  shape = (*model.image_size, model.channels)
+  images = images if hasattr(images, "dtype") else np.asarray(images)
+  if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != shape:
+    raise ValueError(f"images must be uint8 [B, {', '.join(map(str, shape))}], got "
+                     f"{images.dtype} {tuple(images.shape)}")
   return np.asarray(_redraw(model, variables, key, jnp.asarray(images),
                             None if h is None else jnp.asarray(h),
                             jnp.float32(temperature)))

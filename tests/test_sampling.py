@@ -212,6 +212,18 @@ def test_bad_input(kwargs, message):
     pj.sample(model, variables, jax.random.PRNGKey(0), **kwargs)
 
 
+@pytest.mark.parametrize("images,message", [
+    (np.zeros((2, 6, 5, 3), np.float32), r"uint8 \[B, 6, 5, 3\], got float32 \(2, 6, 5, 3\)"),
+    (np.zeros((2, 5, 5, 3), np.uint8), r"uint8 \[B, 6, 5, 3\], got uint8 \(2, 5, 5, 3\)"),
+    (np.zeros((6, 5, 3), np.uint8), r"got uint8 \(6, 5, 3\)"),
+    (np.full((1, 6, 5, 3), 300).tolist(), r"got int64 \(1, 6, 5, 3\)"),
+])
+def test_redraw_takes_uint8_images_of_the_model(images, message):
+  model, variables = random_model(3, 3, 1, size=(6, 5))
+  with pytest.raises(ValueError, match=message):
+    pj.sampling.redraw(model, variables, jax.random.PRNGKey(0), images)
+
+
 def test_bad_conditioning_input():
   model, variables = random_model(3, 3, 1, conditioning="class", size=(4, 4))
   with pytest.raises(ValueError, match="pass h"):
