@@ -12,7 +12,9 @@ held-out objective. Saved: every `train.checkpoint_every` steps, at every eval,
 at the end and on SIGTERM; never a diverged state (train.py checks first).
 
 The saved config is the only record of the architecture: a run or an eval
-with a config whose parameter tree differs is refused before any restore.
+with a config whose parameter tree differs is refused before any restore. A
+resumed run also refuses another optimizer or split (config_base.SPLIT_KEYS)
+and logs every other setting that changed.
 The workdir may be any path etils.epath knows (gs://... on TPU pods).
 """
 
@@ -294,10 +296,8 @@ def restore_for_training(mngr, config, abstract, workdir: str):
     try:
       saved = read_config(mngr, step)
       check_architecture(saved, config, f"workdir {workdir}")
-      if saved.train.optimizer != config.train.optimizer:
-        raise UserError(f"workdir {workdir} was trained with train.optimizer="
-                        f"{saved.train.optimizer!r}, whose state cannot continue as "
-                        f"{config.train.optimizer!r}; use a new --workdir")
+      changed = config_base.changes(saved, config)
+      _check_resumable(changed, workdir)
       parts = _restore(mngr, step, _parts(abstract))
     except CheckpointError as e:
       log.warning("%s; falling back to an earlier checkpoint", e)
@@ -305,12 +305,29 @@ def restore_for_training(mngr, config, abstract, workdir: str):
       continue
     for bad in corrupt:
       _move_aside(mngr, bad, workdir)
+    log.info("resumed from step %d in %s", step, workdir)
+    if changed:
+      log.info("settings changed since step %d: %s", step, ", ".join(
+          f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()))
     return abstract.replace(**parts)
   if corrupt:
     raise UserError(f"no intact checkpoint in {mngr.directory} (steps "
                     f"{', '.join(map(str, corrupt))}), so none was moved; remove them to "
                     f"train from scratch there, or use a new --workdir")
   return None
+
+
+def _check_resumable(changed: dict, workdir: str) -> None:
+  if "train.optimizer" in changed:
+    old, new = changed["train.optimizer"]
+    raise UserError(f"workdir {workdir} was trained with train.optimizer={old!r}, "
+                    f"whose state cannot continue as {new!r}; use a new --workdir")
+  for key in config_base.SPLIT_KEYS:
+    if key in changed:
+      old, new = changed[key]
+      raise UserError(f"workdir {workdir} was trained with {key}={old!r}, not "
+                      f"{new!r}, which changes the images it trains on or is scored "
+                      "on; use a new --workdir, or --mode=eval to score another split")
 
 
 def _move_aside(mngr, step: int, workdir: str) -> None:

@@ -6,6 +6,7 @@ mistyped `--config.key=value` is an error instead of a silent new key.
 """
 
 import importlib.util
+import json
 import os
 
 import ml_collections
@@ -16,6 +17,11 @@ from pixelcnn_jax.errors import UserError
 SHIPPED_CIFAR = datasets.SHIPPED_DIR.replace("mnist_subset", "cifar10_subset")
 # The shipped MNIST subset's stand-in vectors (assets/mnist_subset/README.md).
 SMOKE_VECTOR_DIM = 8
+# The keys that decide which images a run trains on and which it scores: a
+# run resumed with other values would score images it trained on as held out,
+# and choose its best checkpoint from numbers on different images.
+SPLIT_KEYS = ("data.dataset", "data.holdout", "data.train_split", "data.eval_split",
+              "data.eval_limit")
 
 
 def base() -> ml_collections.ConfigDict:
@@ -165,6 +171,21 @@ def finish(c: ml_collections.ConfigDict, arg=None) -> ml_collections.ConfigDict:
     raise ValueError(f"unknown config variant {arg!r}; the only one is 'smoke'")
   c.lock()
   return c
+
+
+def changes(before: ml_collections.ConfigDict,
+            after: ml_collections.ConfigDict) -> dict:
+  """{dotted key: (before, after)} for every setting that differs, compared
+  as JSON so that a tuple and the list a checkpoint stores it as are equal."""
+  def flat(tree, prefix=""):
+    for key, value in tree.items():
+      if isinstance(value, dict):
+        yield from flat(value, f"{prefix}{key}.")
+      else:
+        yield f"{prefix}{key}", value
+  old, new = (dict(flat(json.loads(c.to_json()))) for c in (before, after))
+  return {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())
+          if old.get(k) != new.get(k)}
 
 
 def _check(ok: bool, message: str) -> None:

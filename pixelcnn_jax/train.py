@@ -119,8 +119,6 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
         mngr, config, checkpoint.abstract_state(config, model, tx, mesh), workdir)
     if state is None:
       state = fresh_state(config, model, tx, shardings)
-    else:
-      log.info("resumed from step %d in %s", int(state.step), workdir)
     first_step = int(state.step)
     # A budgeted run that fixed its horizon keeps it; otherwise the schedule
     # follows this run's config, so that a run can be extended.

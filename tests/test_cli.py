@@ -197,17 +197,26 @@ def test_checkpoint_of_another_architecture(cli, tmp_path):
                     "different architecture (num_layers: checkpoint 2 vs config 3)")
 
 
-def test_muon_trains_resumes_and_refuses_a_workdir_of_adamw(cli, tmp_path):
+def test_a_resume_says_what_changed_and_refuses_another_optimizer_or_split(cli, tmp_path):
   muon, adamw = "--config.train.optimizer=muon", "--config.train.optimizer=adamw"
   for steps in (20, 30):  # Trains, then resumes its own state.
-    assert cli("--config=configs/default.py:smoke", f"--workdir={tmp_path / 'm'}", muon,
-               f"--config.train.num_steps={steps}").returncode == 0
+    run = cli("--config=configs/default.py:smoke", f"--workdir={tmp_path / 'm'}", muon,
+              f"--config.train.num_steps={steps}")
+    assert run.returncode == 0, run.stderr[-3000:]
+  assert "resumed from step 20" in run.stdout
+  assert "settings changed since step 20: train.num_steps 20 -> 30\n" in run.stdout
   wd = f"--workdir={tmp_path / 'a'}"
   assert cli("--config=configs/default.py:smoke", wd, adamw).returncode == 0
   one_line_error(cli("--config=configs/default.py:smoke", wd, muon,
                      "--config.train.num_steps=30"),
                  "was trained with train.optimizer='adamw', whose state cannot continue "
                  "as 'muon'; use a new --workdir")
+  # More images held out would score some that the run has trained on.
+  one_line_error(cli("--config=configs/default.py:smoke", wd, adamw,
+                     "--config.data.holdout=100", "--config.train.num_steps=30"),
+                 "was trained with data.holdout=0, not 100, which changes the images it "
+                 "trains on or is scored on; use a new --workdir, or --mode=eval")
+  assert sorted(os.listdir(tmp_path / "a" / "ckpt")) == ["10", "20"]
   # Eval needs no optimizer state, so it takes either.
   assert cli("--config=configs/default.py:smoke", wd, muon, "--mode=eval").returncode == 0
 
