@@ -12,7 +12,7 @@ import optax
 from jax.experimental import multihost_utils
 
 from pixelcnn_jax import budget, checkpoint, config_base, datasets, evaluate, grids
-from pixelcnn_jax import input_pipeline, objectives, preemption
+from pixelcnn_jax import input_pipeline, objectives, preemption, workdir_lock
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train_state as ts
 from pixelcnn_jax.errors import UserError
@@ -106,14 +106,15 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
   mesh_lib.check_batch(t.batch_size, mesh, "train.batch_size")
   mesh_lib.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
   checkpoint.prepare_workdir(workdir)
-  train_split = datasets.open_for_model(config, config.data.train_split)
-  eval_split = datasets.open_for_model(config, config.data.eval_split)
-
-  model, tx, shardings, train_step = setup(config, mesh)
-  objective = objectives.for_model(config.model)
-  batch_sharding = mesh_lib.batch_sharding(mesh)
-  writer = MetricWriter(workdir)
   with contextlib.ExitStack() as stack:
+    stack.enter_context(workdir_lock.hold(workdir))
+    train_split = datasets.open_for_model(config, config.data.train_split)
+    eval_split = datasets.open_for_model(config, config.data.eval_split)
+
+    model, tx, shardings, train_step = setup(config, mesh)
+    objective = objectives.for_model(config.model)
+    batch_sharding = mesh_lib.batch_sharding(mesh)
+    writer = MetricWriter(workdir)
     mngr = stack.enter_context(checkpoint.managed(workdir, config))
     state = checkpoint.restore_for_training(
         mngr, config, checkpoint.abstract_state(config, model, tx, mesh), workdir)

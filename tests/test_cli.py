@@ -223,7 +223,8 @@ def test_a_resume_says_what_changed_and_refuses_another_optimizer_or_split(cli, 
 
 def test_sigterm_saves_and_exits_for_requeue(tmp_path):
   """What SLURM's --signal=TERM@120 does: the run saves its step, exits 75,
-  and the same command resumes from there."""
+  and the same command resumes from there. While it runs, a second training
+  run in its workdir is refused, and eval, which only reads, is not."""
   args = [sys.executable, "-m", "pixelcnn_jax.main", "--config=configs/default.py:smoke",
           f"--workdir={tmp_path}", "--config.train.num_steps=100000",
           "--config.train.checkpoint_every=100000", "--config.train.log_every=1"]
@@ -231,9 +232,14 @@ def test_sigterm_saves_and_exits_for_requeue(tmp_path):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 120
   for line in proc.stdout:
-    if "step 3/" in line:
+    if "eval_bpd" in line:  # Step 20's eval, which saves a checkpoint.
       break
     assert time.time() < deadline
+  one_line_error(run_cli("--config=configs/default.py:smoke", f"--workdir={tmp_path}"),
+                 f"workdir {tmp_path} is in use by another training run (pid {proc.pid} "
+                 "on ")
+  assert run_cli("--config=configs/default.py:smoke", f"--workdir={tmp_path}",
+                 "--mode=eval").returncode == 0
   proc.send_signal(signal.SIGTERM)
   _, stderr = proc.communicate(timeout=120)
   assert proc.returncode == 75, stderr[-2000:]

@@ -2,6 +2,7 @@
 in one `error:` line and a non-zero exit, or, where training can go on from an
 earlier checkpoint, in a line that says so; none gives a silent wrong result."""
 
+import errno
 import glob
 import json
 import os
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 
 import pixelcnn_jax as pj
-from pixelcnn_jax import checkpoint
+from pixelcnn_jax import checkpoint, workdir_lock
+from pixelcnn_jax.errors import UserError
 from conftest import REPO, one_line_error, run_cli
 
 SMOKE = "--config=configs/default.py:smoke"
@@ -188,3 +190,20 @@ def test_load_is_quiet_and_restores_no_optimizer_state(trained, monkeypatch):
                       restore(mngr, step, parts))
   pj.load(str(trained))
   assert asked == [{"step", "params"}]  # No Adam moments: a third of the memory.
+
+
+def test_the_workdir_lock_names_its_holder_and_is_dropped_on_exit(tmp_path, monkeypatch,
+                                                                   caplog):
+  with workdir_lock.hold(str(tmp_path)):
+    with pytest.raises(UserError, match=f"in use by another training run "
+                                        f"\\(pid {os.getpid()} on "):
+      with workdir_lock.hold(str(tmp_path)):
+        pass
+  with workdir_lock.hold(str(tmp_path)):  # Released with the first.
+    pass
+  def unsupported(*_):  # What a file system without flock answers.
+    raise OSError(errno.ENOLCK, "No locks available")
+  monkeypatch.setattr(workdir_lock.fcntl, "flock", unsupported)
+  with workdir_lock.hold(str(tmp_path)):
+    pass
+  assert "cannot be locked (No locks available)" in caplog.text
