@@ -4,9 +4,10 @@ Two runs in one workdir save the same steps over each other, and each one's
 cleanup deletes the other's checkpoints; a double submission or a requeue
 while the old job still runs does exactly that. Process 0 of a run holds an
 exclusive flock on `<workdir>/train.lock` for the whole run. The kernel drops
-it when the process ends in any way (SIGKILL and node loss included), so a
-rerun is never blocked by a run that is gone. The file names its holder for
-the refusal. Eval, sample and `pj.load` take no lock: they only read.
+it when the process ends in any way, SIGKILL included (on NFS, a lost node's
+lock lapses with its lease), so a rerun is not blocked by a run that is gone.
+The file names its holder for the refusal. Eval, sample and `pj.load` take no
+lock: they only read.
 
 Not locked, with one warning: workdirs that are not local paths (gs://...)
 and filesystems without flock.
