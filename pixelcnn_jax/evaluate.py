@@ -11,6 +11,7 @@ from etils import epath
 
 from pixelcnn_jax import checkpoint, config_base, datasets, input_pipeline, objectives
 from pixelcnn_jax import mesh as mesh_lib
+from pixelcnn_jax.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +97,19 @@ def run(config, workdir: str) -> float:
   eval_step = make_eval_step(model, objective, mesh,
                              mesh_lib.state_sharding(mesh, weights["live"]))
   results, count = evaluate_weights(eval_step, weights, split, config, mesh)
-  # Named after the split, so that the in-training record of the step stays.
-  path = write_result(workdir, step, config.data.eval_split, objective.label, results,
-                      count, chosen, config.data.eval_split)
-  log.info("eval step %d split %s over %d examples: %s -> %s", step,
-           config.data.eval_split, count, describe(results, chosen), path)
   if jax.process_index() == 0:
     shown = "bits/dim" if objective.name == "bpd" else objective.label
     print(f"{config.data.eval_split} {shown} {results[chosen]:.6f} ({count} examples, "
           f"step {step}, {chosen} weights)", flush=True)
+  # After the print, so that a workdir that cannot be written (a read-only
+  # share of someone's checkpoints) still gives the number before its error.
+  # Named after the split, so that the in-training record of the step stays.
+  try:
+    path = write_result(workdir, step, config.data.eval_split, objective.label, results,
+                        count, chosen, config.data.eval_split)
+  except OSError as e:
+    raise UserError(f"cannot save the result in {workdir}/eval: "
+                    f"{e.strerror or e}; it is printed above") from e
+  log.info("eval step %d split %s over %d examples: %s -> %s", step,
+           config.data.eval_split, count, describe(results, chosen), path)
   return results[chosen]

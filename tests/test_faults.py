@@ -207,3 +207,16 @@ def test_the_workdir_lock_names_its_holder_and_is_dropped_on_exit(tmp_path, monk
   with workdir_lock.hold(str(tmp_path)):
     pass
   assert "cannot be locked (No locks available)" in caplog.text
+
+
+def test_an_eval_that_cannot_save_prints_its_number_first(trained, tmp_path):
+  """A read-only share of someone's checkpoints: the number still comes out.
+  (Tests run as root, where permissions do not bite: a file where the eval
+  folder should be fails the same way.)"""
+  workdir = _copy(trained, tmp_path)
+  shutil.rmtree(workdir / "eval")
+  (workdir / "eval").write_text("")
+  result = run_cli(SMOKE, f"--workdir={workdir}", "--mode=eval")
+  one_line_error(result, f"cannot save the result in {workdir}/eval: File exists; it "
+                         "is printed above")
+  assert re.search(r"^test bits/dim \d\.\d{6} \(64 examples, step 20", result.stdout, re.M)
