@@ -52,12 +52,16 @@ def hold(workdir: str):
 
 
 def _acquire(workdir: str):
-  """(fd holding the lock, None), (None, the holder) or (None, None): unlockable."""
+  """(fd holding the lock, None), (None, the holder) or (None, None): unlockable.
+
+  Never raises: process 0 failing here would leave the others waiting.
+  """
   if "://" in workdir:
-    log.warning("workdir %s is not a local path, so it is not locked: a second "
-                "training run there would not be refused", workdir)
-    return None, None
-  fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    return _unlocked(workdir, "not a local path")
+  try:
+    fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    return _unlocked(workdir, e.strerror or type(e).__name__)
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
@@ -66,10 +70,17 @@ def _acquire(workdir: str):
     return None, holder or "its holder not yet named"
   except OSError as e:
     os.close(fd)
-    log.warning("workdir %s cannot be locked (%s): a second training run there would "
-                "not be refused", workdir, e.strerror or type(e).__name__)
-    return None, None
+    return _unlocked(workdir, e.strerror or type(e).__name__)
   since = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-  os.ftruncate(fd, 0)
-  os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}".encode(), 0)
+  try:  # The name only words a refusal; a full disk leaves the lock unnamed.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}".encode(), 0)
+  except OSError:
+    pass
   return fd, None
+
+
+def _unlocked(workdir: str, reason: str):
+  log.warning("workdir %s cannot be locked (%s): a second training run there would "
+              "not be refused", workdir, reason)
+  return None, None
