@@ -19,7 +19,6 @@ The workdir may be any path etils.epath knows (gs://... on TPU pods).
 """
 
 import contextlib
-import json
 import logging
 from typing import Optional
 
@@ -129,10 +128,6 @@ def _save_failed(mngr, e: Exception) -> CheckpointError:
                          f"{kept}")
 
 
-def config_json(config) -> dict:
-  return json.loads(config.to_json())
-
-
 @jax.jit
 def _checksums(tree):
   """Two uint32 checksums per array of its raw bits: their plain sum, and their
@@ -172,7 +167,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state, config,
   if not force and not mngr.should_save(step):
     return False
   args = ocp.args.Composite(state=ocp.args.PyTreeSave(state),
-                            config=ocp.args.JsonSave(config_json(config)),
+                            config=ocp.args.JsonSave(config_base.config_json(config)),
                             fingerprints=ocp.args.JsonSave(fingerprints(_parts(state))))
   try:
     with logs.quiet_absl():

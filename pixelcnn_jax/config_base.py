@@ -173,17 +173,22 @@ def finish(c: ml_collections.ConfigDict, arg=None) -> ml_collections.ConfigDict:
   return c
 
 
+def config_json(config: ml_collections.ConfigDict) -> dict:
+  """The config as plain JSON values: what a checkpoint stores."""
+  return json.loads(config.to_json())
+
+
 def changes(before: ml_collections.ConfigDict,
             after: ml_collections.ConfigDict) -> dict:
   """{dotted key: (before, after)} for every setting that differs, compared
-  as JSON so that a tuple and the list a checkpoint stores it as are equal."""
+  as stored (config_json), so that a tuple equals the list it is saved as."""
   def flat(tree, prefix=""):
     for key, value in tree.items():
       if isinstance(value, dict):
         yield from flat(value, f"{prefix}{key}.")
       else:
         yield f"{prefix}{key}", value
-  old, new = (dict(flat(json.loads(c.to_json()))) for c in (before, after))
+  old, new = (dict(flat(config_json(c))) for c in (before, after))
   return {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())
           if old.get(k) != new.get(k)}
 
