@@ -94,6 +94,8 @@ def base() -> ml_collections.ConfigDict:
   c.eval.batch_size = 256
   c.eval.step = "latest"           # eval/sample: "latest", "best" or a step number.
   c.eval.weights = "auto"          # "auto" (the better on the eval split), "live", "ema".
+  c.eval.output_dir = ""           # eval/sample/figures: eval/ and samples/ here, not
+                                   # in the workdir (a read-only share of checkpoints).
 
   c.sample = ml_collections.ConfigDict()
   c.sample.num = 16

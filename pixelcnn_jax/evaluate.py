@@ -10,6 +10,7 @@ import numpy as np
 from etils import epath
 
 from pixelcnn_jax import checkpoint, config_base, datasets, input_pipeline, objectives
+from pixelcnn_jax import output_dir
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax.errors import UserError
 
@@ -62,11 +63,11 @@ def as_metrics(results: dict, prefix: str = "eval_loss") -> dict:
           **{f"{prefix}_{name}": value for name, value in results.items()}}
 
 
-def write_result(workdir: str, step: int, split: str, label: str, results: dict,
+def write_result(folder: str, step: int, split: str, label: str, results: dict,
                  count: int, chosen: str, name: str = "") -> str:
-  """eval/<step>.json, or eval/<step>_<name>.json: `label` (e.g.
+  """<folder>/<step>.json, or <step>_<name>.json: `label` (e.g.
   bits_per_dim) of the chosen weights, and of each."""
-  path = epath.Path(workdir) / "eval" / f"{step}{'_' + name if name else ''}.json"
+  path = epath.Path(folder) / f"{step}{'_' + name if name else ''}.json"
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(
@@ -104,12 +105,13 @@ def run(config, workdir: str) -> float:
   # After the print, so that a workdir that cannot be written (a read-only
   # share of someone's checkpoints) still gives the number before its error.
   # Named after the split, so that the in-training record of the step stays.
+  folder = output_dir.folder(config, workdir, "eval")
   try:
-    path = write_result(workdir, step, config.data.eval_split, objective.label, results,
+    path = write_result(folder, step, config.data.eval_split, objective.label, results,
                         count, chosen, config.data.eval_split)
   except OSError as e:
-    raise UserError(f"cannot save the result in {workdir}/eval: "
-                    f"{e.strerror or e}; it is printed above") from e
+    raise UserError(f"cannot save the result in {folder}: {e.strerror or e}; it is "
+                    f"printed above; {output_dir.HINT}") from e
   log.info("eval step %d split %s over %d examples: %s -> %s", step,
            config.data.eval_split, count, describe(results, chosen), path)
   return results[chosen]

@@ -8,7 +8,7 @@ import numpy as np
 
 from pixelcnn_jax import checkpoint, conditioning, config_base, datasets, image_grid
 from pixelcnn_jax import mesh as mesh_lib
-from pixelcnn_jax import reconstruction, sampling
+from pixelcnn_jax import output_dir, reconstruction, sampling
 from pixelcnn_jax.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -57,25 +57,25 @@ def condition_of(config, labels, vectors):
   return vectors
 
 
-def draw_grid(model, params, config, eval_split, mesh, step: int, workdir: str,
+def draw_grid(model, params, config, eval_split, mesh, step: int, folder: str,
               key):
-  """The PNG of a model at `step`: samples of a PixelCNN, reconstructions of
-  an auto-encoder, none (None) of an embedding net."""
+  """The PNG in `folder` of a model at `step`: samples of a PixelCNN,
+  reconstructions of an auto-encoder, none (None) of an embedding net."""
   if config.model.kind == "embedding":
     return None
   if config.model.kind != "pixelcnn":
     return reconstruction.draw_grid(model, params, config, eval_split, mesh, step,
-                                    workdir, key)
+                                    folder, key)
   h, num, columns = sample_inputs(config, eval_split)
   images = sampling.sample(model, {"params": params}, key, num, h=h,
                            method=config.sample.method,
                            temperature=config.sample.temperature, mesh=mesh)
-  return image_grid.save_grid(os.path.join(workdir, "samples", f"sample_{step}.png"),
-                              images, columns)
+  return image_grid.save_grid(os.path.join(folder, f"sample_{step}.png"), images,
+                              columns)
 
 
 def draw_completions(model, params, config, eval_split, mesh, step: int,
-                     workdir: str, key) -> str:
+                     folder: str, key) -> str:
   """Eval images with the bottom half hidden and re-sampled.
 
   Grid rows alternate: originals, then their completions.
@@ -94,13 +94,14 @@ def draw_completions(model, params, config, eval_split, mesh, step: int,
   pad = lambda r: np.concatenate([r, np.full((columns - len(r), *r.shape[1:]), 255,
                                              np.uint8)])
   grid = np.concatenate([pad(r) for r in rows])
-  return image_grid.save_grid(
-      os.path.join(workdir, "samples", f"completion_{step}.png"), grid, columns)
+  return image_grid.save_grid(os.path.join(folder, f"completion_{step}.png"), grid,
+                              columns)
 
 
 def run(config, workdir: str) -> str:
   """Loads config.eval.step with config.eval.weights and writes one PNG."""
   config_base.validate(config)
+  folder, = output_dir.writable(config, workdir, "samples")
   mesh = mesh_lib.make_mesh(config.mesh)
   eval_split = datasets.open_for_model(config, config.data.eval_split)
   model, weights, step, chosen, _ = checkpoint.restore_weights(
@@ -110,7 +111,7 @@ def run(config, workdir: str) -> str:
     raise UserError("sample.complete needs a PixelCNN (model.kind='pixelcnn'); "
                     f"this is model.kind={config.model.kind!r}")
   draw = draw_completions if config.sample.complete else draw_grid
-  path = draw(model, weights[chosen], config, eval_split, mesh, step, workdir, key)
+  path = draw(model, weights[chosen], config, eval_split, mesh, step, folder, key)
   if path is None:
     raise UserError(f"a model of kind {config.model.kind!r} draws no images")
   log.info("wrote %s", path)

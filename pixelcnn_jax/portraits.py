@@ -26,7 +26,7 @@ import numpy as np
 from etils import epath
 
 from pixelcnn_jax import checkpoint, config_base, datasets, embedding, image_grid
-from pixelcnn_jax import sampling
+from pixelcnn_jax import output_dir, sampling
 from pixelcnn_jax.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -98,11 +98,14 @@ def _people(config, labels) -> np.ndarray:
   return chosen
 
 
-def _setup(config, workdir):
+def _setup(config, workdir, *outputs):
+  """The models, the eval split and the folders of `outputs`, which are
+  tried first."""
   config_base.validate(config)
   if config.model.kind != "pixelcnn" or config.model.conditioning != "vector":
     raise UserError("portraits need a PixelCNN conditioned on vectors "
                     "(model.kind='pixelcnn', model.conditioning='vector')")
+  output_dir.writable(config, workdir, *outputs)
   embedder, embed_vars = _load_embedder(config)
   model, weights, step, chosen, _ = checkpoint.restore_weights(
       workdir, config, config.eval.step, None, config.eval.weights)
@@ -113,7 +116,8 @@ def _setup(config, workdir):
 
 def run_portraits(config, workdir: str) -> dict:
   """`--mode=portraits`: the Fig. 4 grid and the identity rate."""
-  model, variables, step, embedder, embed_vars, images, labels = _setup(config, workdir)
+  model, variables, step, embedder, embed_vars, images, labels = _setup(
+      config, workdir, "samples", "eval")
   people = _people(config, labels)
   photos = np.stack([images[np.flatnonzero(labels == p)[0]] for p in people])
   h = embedding.embed(embedder, embed_vars, photos)
@@ -122,14 +126,15 @@ def run_portraits(config, workdir: str) -> dict:
   rate = identity_rate(embedder, embed_vars, drawn.reshape(-1, *drawn.shape[2:]),
                        np.repeat(people, drawn.shape[1]), images, labels)
   rows = np.concatenate([photos[:, None], drawn], axis=1)
-  path = image_grid.save_grid(os.path.join(workdir, "samples", f"portraits_{step}.png"),
-                              rows.reshape(-1, *rows.shape[2:]), rows.shape[1])
+  path = image_grid.save_grid(
+      os.path.join(output_dir.folder(config, workdir, "samples"), f"portraits_{step}.png"),
+      rows.reshape(-1, *rows.shape[2:]), rows.shape[1])
   result = {"step": step, "split": config.data.eval_split, "people": people.tolist(),
             "portraits_per_person": int(drawn.shape[1]),
             "temperature": config.sample.temperature, "identity_top1": rate,
             "chance": 1.0 / len(np.unique(labels)), "grid": path}
   if jax.process_index() == 0:
-    out = epath.Path(workdir) / "eval" / f"portraits_{step}.json"
+    out = epath.Path(output_dir.folder(config, workdir, "eval")) / f"portraits_{step}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"identity kept: {rate:.4f} top-1 over {drawn.shape[0] * drawn.shape[1]} "
@@ -142,7 +147,8 @@ def run_portraits(config, workdir: str) -> dict:
 def run_interpolate(config, workdir: str, rows: int = 5) -> str:
   """`--mode=interpolate`: the Fig. 5 grid, person k's first photo to person
   k+1's, for the first `rows` people of the eval split (or sample.people)."""
-  model, variables, step, embedder, embed_vars, images, labels = _setup(config, workdir)
+  model, variables, step, embedder, embed_vars, images, labels = _setup(
+      config, workdir, "samples")
   people = _people(config, labels)
   if len(people) < 2:
     raise UserError("interpolation needs photos of two people at least")
@@ -153,9 +159,9 @@ def run_interpolate(config, workdir: str, rows: int = 5) -> str:
       interpolate(model, variables, h[k], h[(k + 1) % len(people)],
                   config.sample.per_image, key, config.sample.temperature)
       for k in range(min(rows, len(people)))])
-  path = image_grid.save_grid(
-      os.path.join(workdir, "samples", f"interpolation_{step}.png"), grid,
-      config.sample.per_image)
+  path = image_grid.save_grid(os.path.join(output_dir.folder(config, workdir, "samples"),
+                                           f"interpolation_{step}.png"),
+                              grid, config.sample.per_image)
   log.info("step %d: interpolations between %s -> %s", step, people[:rows + 1].tolist(),
            path)
   if jax.process_index() == 0:
@@ -172,6 +178,8 @@ def run_embed(config, workdir: str) -> dict:
   if config.data.dataset != "npz" or not config.data.npz_dir:
     raise UserError("--mode=embed writes vec_<split>.npy beside the npz files: set "
                     "data.dataset='npz' and data.npz_dir")
+  output_dir.check([config.data.npz_dir], "vec_<split>.npy goes beside the npz files: "
+                   "copy them to a folder you may write and set data.npz_dir")
   model, weights, step, chosen, _ = checkpoint.restore_weights(
       workdir, config, config.eval.step, None, config.eval.weights)
   folder = config.data.npz_dir

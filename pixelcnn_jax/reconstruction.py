@@ -15,7 +15,7 @@ import numpy as np
 
 from pixelcnn_jax import autoencoder, checkpoint, config_base, datasets, image_grid
 from pixelcnn_jax import mesh as mesh_lib
-from pixelcnn_jax import sampling
+from pixelcnn_jax import output_dir, sampling
 from pixelcnn_jax.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,11 @@ def figure(images, reconstructions=None, samples=None) -> tuple[np.ndarray, int]
   return rows.reshape(-1, *rows.shape[2:]), rows.shape[1]
 
 
-def draw_grid(model, params, config, eval_split, mesh, step: int, workdir: str,
+def draw_grid(model, params, config, eval_split, mesh, step: int, folder: str,
               key, baseline=None) -> str:
-  """The grid of either auto-encoder at `step`, from the first sample.num
-  images of the eval split; `baseline` is (MSE model, params) or None."""
+  """The grid in `folder` of either auto-encoder at `step`, from the first
+  sample.num images of the eval split; `baseline` is (MSE model, params) or
+  None."""
   num = min(config.sample.num, len(eval_split))
   images, _, _ = eval_split.read(np.arange(num))
   if config.model.kind == "mse_autoencoder":
@@ -62,8 +63,8 @@ def draw_grid(model, params, config, eval_split, mesh, step: int, workdir: str,
     draws = decode_samples(model, params, images, key, config.sample.per_image, mesh,
                            config.sample.temperature)
     grid, columns = figure(images, recon, draws)
-  return image_grid.save_grid(
-      os.path.join(workdir, "samples", f"reconstruct_{step}.png"), grid, columns)
+  return image_grid.save_grid(os.path.join(folder, f"reconstruct_{step}.png"), grid,
+                              columns)
 
 
 def run(config, workdir: str) -> str:
@@ -73,6 +74,7 @@ def run(config, workdir: str) -> str:
   if config.model.kind != "autoencoder":
     raise UserError(f"--mode=reconstruct needs model.kind='autoencoder', got "
                     f"{config.model.kind!r}")
+  folder, = output_dir.writable(config, workdir, "samples")
   mesh = mesh_lib.make_mesh(config.mesh)
   eval_split = datasets.open_for_model(config, config.data.eval_split)
   model, weights, step, chosen, _ = checkpoint.restore_weights(
@@ -88,7 +90,7 @@ def run(config, workdir: str) -> str:
                       f"{tuple(base_config.data.image_size)} images, not an "
                       f"mse_autoencoder for {tuple(config.data.image_size)}")
     baseline = (base_model, base_weights[base_chosen])
-  path = draw_grid(model, weights[chosen], config, eval_split, mesh, step, workdir,
+  path = draw_grid(model, weights[chosen], config, eval_split, mesh, step, folder,
                    jax.random.PRNGKey(config.sample.seed), baseline)
   log.info("step %d (%s weights): originals | %s%d samples each -> %s", step, chosen,
            "MSE reconstructions | " if baseline else "", config.sample.per_image, path)

@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 
 import jax
@@ -150,7 +151,8 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
     evaluate_fit = lambda: evaluate.evaluate_weights(
         eval_step, both_weights(), train_split, config, mesh, t.eval_train_examples)
     draw_grid = lambda: grids.draw_grid(model, state.weights(chosen), config,
-                                        eval_split, mesh, step, workdir, sample_key)
+                                        eval_split, mesh, step,
+                                        os.path.join(workdir, "samples"), sample_key)
     progress = Progress(first_step)
     probe = budget.probe_step(t.log_every) if t.time_budget_s > 0 and not fixed else None
     costs, trained_at_probe, refit_at = None, None, None  # Set at the probe.
@@ -200,8 +202,9 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
         metrics = evaluate.as_metrics(results)
         chosen = checkpoint.choose_weights(metrics, state.ema_params is not None)
         writer.write(step, evaluate.as_metrics(results, f"eval_{objective.name}"))
-        evaluate.write_result(workdir, step, config.data.eval_split, objective.label,
-                              results, count, chosen)
+        evaluate.write_result(os.path.join(workdir, "eval"), step,
+                              config.data.eval_split, objective.label, results, count,
+                              chosen)
         log.info("step %d  eval_%s %.6f over %d %s examples (%s; %.1f s)", step,
                  objective.name, results[chosen], count, config.data.eval_split,
                  evaluate.describe(results, chosen), time.perf_counter() - side_start)

@@ -156,6 +156,10 @@ def test_embed_writes_vectors_and_reports_identification(faces):
   again = run_cli(*emb, "--mode=embed")
   assert "test identification accuracy" in again.stdout
   assert isinstance(pj.load(str(root / "emb"))[0], embedding.EmbeddingNet)
+  one_line_error(run_cli(*emb, "--mode=embed", f"--config.data.npz_dir={root / 'data'}/"
+                         "test.npz"),
+                 f"cannot write into {root / 'data'}/test.npz: File exists; "
+                 "vec_<split>.npy goes beside the npz files")
 
 
 def test_portraits_and_interpolation_through_the_cli(faces):
@@ -171,6 +175,11 @@ def test_portraits_and_interpolation_through_the_cli(faces):
   lines = run_cli(*figures, "--mode=interpolate")
   assert lines.returncode == 0, lines.stderr[-3000:]
   assert os.path.exists(root / "por" / "samples" / "interpolation_20.png")
+  out = root / "elsewhere"
+  drawn = run_cli(*figures, "--mode=portraits", f"--config.eval.output_dir={out}")
+  assert drawn.returncode == 0, drawn.stderr[-3000:]
+  assert json.loads((out / "eval" / "portraits_20.json").read_text())["step"] == 20
+  assert (out / "samples" / "portraits_20.png").exists()
   one_line_error(run_cli(*figures, "--mode=portraits", "--config.sample.people=3,42"),
                  "person 42 is not in split 'test'")
   one_line_error(run_cli(*por, "--mode=portraits"), "set sample.embedding_workdir")

@@ -209,14 +209,30 @@ def test_the_workdir_lock_names_its_holder_and_is_dropped_on_exit(tmp_path, monk
   assert "cannot be locked (No locks available)" in caplog.text
 
 
-def test_an_eval_that_cannot_save_prints_its_number_first(trained, tmp_path):
-  """A read-only share of someone's checkpoints: the number still comes out.
-  (Tests run as root, where permissions do not bite: a file where the eval
-  folder should be fails the same way.)"""
+def test_a_workdir_that_cannot_be_written_is_read_with_eval_output_dir(trained,
+                                                                      tmp_path):
+  """A read-only share of someone's checkpoints. Eval prints its number, then
+  fails to save it; sample is refused before it reads a checkpoint; with
+  eval.output_dir both write there. (Tests run as root, where permissions do
+  not bite: a file where a folder should be fails the same way.)"""
   workdir = _copy(trained, tmp_path)
-  shutil.rmtree(workdir / "eval")
-  (workdir / "eval").write_text("")
-  result = run_cli(SMOKE, f"--workdir={workdir}", "--mode=eval")
+  for name in ("eval", "samples"):
+    shutil.rmtree(workdir / name)
+    (workdir / name).write_text("")
+  hint = "set --config.eval.output_dir to a folder you may write"
+  wd = f"--workdir={workdir}"
+  result = run_cli(SMOKE, wd, "--mode=eval")
   one_line_error(result, f"cannot save the result in {workdir}/eval: File exists; it "
-                         "is printed above")
+                         f"is printed above; {hint}")
   assert re.search(r"^test bits/dim \d\.\d{6} \(64 examples, step 20", result.stdout, re.M)
+  shutil.move(workdir / "ckpt", tmp_path / "ckpt")  # The refusal comes before any read.
+  one_line_error(run_cli(SMOKE, wd, "--mode=sample"),
+                 f"cannot write into {workdir}/samples: File exists; {hint}")
+  shutil.move(tmp_path / "ckpt", workdir / "ckpt")
+  out = tmp_path / "elsewhere"
+  for mode in ("eval", "sample"):
+    done = run_cli(SMOKE, wd, f"--mode={mode}", f"--config.eval.output_dir={out}")
+    assert done.returncode == 0, done.stderr[-2000:]
+  assert json.loads((out / "eval" / "20_test.json").read_text())["step"] == 20
+  assert (out / "samples" / "sample_20.png").exists()
+  assert (workdir / "eval").read_text() == "" and (workdir / "samples").read_text() == ""
