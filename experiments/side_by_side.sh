@@ -7,7 +7,8 @@
 # spawn LOG CMD...   runs CMD in the background, its output to LOG.
 # reap               waits for the jobs spawned since the last reap; the LOG of
 #                    each that failed joins `failed`.
-# stop_if_failed N NOUN  stops the recipe in one line naming those logs.
+# stop_if_failed N NOUN  stops the recipe in one line naming those logs and
+#                    why each failed (alike failures once).
 read_seeds() {
   local given s
   read -r -a given <<< "$1"
@@ -46,8 +47,19 @@ reap() {
 }
 
 stop_if_failed() {
-  if (( ${#failed[@]} )); then
-    echo "error: ${#failed[@]} of $1 $2 failed; see ${failed[*]}" >&2
-    exit 1
-  fi
+  (( ${#failed[@]} )) || return 0
+  local log reason seen=$'\n' why="" reasons=0
+  for log in "${failed[@]}"; do
+    # A job's own one-line error, else its log's last line (a traceback's).
+    reason=$( { grep -sE '^(error|preempted): ' "$log" || true; } | tail -n 1 | sed -E 's/^[a-z]+: //')
+    [[ -n $reason ]] || reason=$( { grep -sv '^[[:space:]]*$' "$log" || true; } | tail -n 1)
+    [[ -n $reason ]] || reason="no output"
+    [[ $seen == *$'\n'"$reason"$'\n'* ]] && continue
+    seen+=$reason$'\n' reasons=$((reasons + 1))
+    why+="${why:+ | }$(basename "$log" .log): $reason"
+  done
+  # One reason for all reads the same without the job's name.
+  if (( reasons == 1 )); then why=${why#*: }; fi
+  echo "error: ${#failed[@]} of $1 $2 failed ($why); see ${failed[*]}" >&2
+  exit 1
 }
