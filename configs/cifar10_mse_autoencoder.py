@@ -1,4 +1,4 @@
-"""Section 3.4's baseline: the same encoder with a deconvolutional decoder,
+r"""Section 3.4's baseline: the same encoder with a deconvolutional decoder,
 trained on the mean squared error.
 
 The encoder is configs/cifar10_autoencoder.py's, with the same code size m

@@ -1,4 +1,4 @@
-"""Section 3.3, step 1: a face embedding trained with FaceNet's triplet loss.
+r"""Section 3.3, step 1: a face embedding trained with FaceNet's triplet loss.
 
 A small conv net (4 strided convolutions, 32 to 256 maps, then a dense map to
 32 numbers, normalised to unit length) on the Olivetti faces of the 30

@@ -1,4 +1,4 @@
-"""Section 3.3, step 2: portraits conditioned on a face embedding (eq. 4).
+r"""Section 3.3, step 2: portraits conditioned on a face embedding (eq. 4).
 
 A Gated PixelCNN on the 64x64 grey faces of the 30 training people, with
 h = f(x), the configs/olivetti_embedding.py net's vector of the image itself
