@@ -1,6 +1,7 @@
 """What the docs tell a user to type still exists: each config's docstring
-gives its command, hardware and expected result, and every --config.key=
-that a doc or recipe names is a key of the config it reaches."""
+gives its command, hardware and expected result, every --config.key= that a
+doc or recipe names is a key of the config it reaches, and every pj.name the
+README calls is in the library."""
 
 import ast
 import glob
@@ -9,6 +10,7 @@ import re
 
 import pytest
 
+import pixelcnn_jax as pj
 from pixelcnn_jax import config_base
 from conftest import REPO, load_config
 
@@ -51,3 +53,17 @@ def test_every_config_key_a_doc_names_exists(path):
   with open(os.path.join(REPO, path)) as f:
     text = f.read()
   assert _missing_keys(text, config_base.base()) == [], path  # Every config's keys.
+
+
+def test_every_library_name_the_readme_calls_exists():
+  with open(os.path.join(REPO, "README.md")) as f:
+    names = set(re.findall(r"\bpj\.([A-Za-z_][\w.]*\w)", f.read()))
+  missing = []
+  for name in sorted(names):
+    node = pj
+    try:
+      for part in name.split("."):
+        node = getattr(node, part)
+    except AttributeError:
+      missing.append(name)
+  assert len(names) > 10 and missing == []
