@@ -101,19 +101,19 @@ def draw_completions(model, params, config, eval_split, mesh, step: int,
 def run(config, workdir: str) -> str:
   """Loads config.eval.step with config.eval.weights and writes one PNG."""
   config_base.validate(config)
+  if config.model.kind == "embedding":
+    raise UserError(f"a model of kind {config.model.kind!r} draws no images")
+  if config.sample.complete and config.model.kind != "pixelcnn":
+    raise UserError("sample.complete needs a PixelCNN (model.kind='pixelcnn'); "
+                    f"this is model.kind={config.model.kind!r}")
   folder, = output_dir.writable(config, workdir, "samples")
   mesh = mesh_lib.make_mesh(config.mesh)
   eval_split = datasets.open_for_model(config, config.data.eval_split)
   model, weights, step, chosen, _ = checkpoint.restore_weights(
       workdir, config, config.eval.step, mesh, config.eval.weights)
-  key = jax.random.PRNGKey(config.sample.seed)
-  if config.sample.complete and config.model.kind != "pixelcnn":
-    raise UserError("sample.complete needs a PixelCNN (model.kind='pixelcnn'); "
-                    f"this is model.kind={config.model.kind!r}")
   draw = draw_completions if config.sample.complete else draw_grid
-  path = draw(model, weights[chosen], config, eval_split, mesh, step, folder, key)
-  if path is None:
-    raise UserError(f"a model of kind {config.model.kind!r} draws no images")
+  path = draw(model, weights[chosen], config, eval_split, mesh, step, folder,
+              jax.random.PRNGKey(config.sample.seed))
   log.info("wrote %s", path)
   if jax.process_index() == 0:
     print(path, flush=True)
