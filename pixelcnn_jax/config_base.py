@@ -96,6 +96,8 @@ def base() -> ml_collections.ConfigDict:
   c.eval.weights = "auto"          # "auto" (the better on the eval split), "live", "ema".
   c.eval.output_dir = ""           # eval/sample/figures: eval/ and samples/ here, not
                                    # in the workdir (a read-only share of checkpoints).
+  c.eval.per_example = False       # --mode=eval: also eval/<step>_<split>_<label>.npy,
+                                   # each example's value in the split's order.
 
   c.sample = ml_collections.ConfigDict()
   c.sample.num = 16
@@ -271,6 +273,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
          f"eval.step must be 'latest', 'best' or a step number, got {c.eval.step!r}")
   _check(c.eval.weights in ("auto", *train_state.WEIGHTS),
          f"eval.weights must be 'auto', 'live' or 'ema', got {c.eval.weights!r}")
+  _check(not c.eval.per_example or m.kind != "embedding",
+         "eval.per_example needs a value of each image; an embedding net's triplet "
+         "loss depends on the rest of its batch")
   _check(c.sample.method in sampling.METHODS,
          f"sample.method must be one of {sampling.METHODS}, got {c.sample.method!r}")
   _check(not c.sample.labels or m.num_classes > 0,

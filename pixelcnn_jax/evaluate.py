@@ -28,6 +28,32 @@ def make_eval_step(model, objective, mesh, params_sharding):
                  out_shardings=mesh_lib.replicated(mesh))
 
 
+def make_values_step(model, objective, mesh, params_sharding):
+  """Each example's value, gathered to every process: eval.per_example."""
+  batch = mesh_lib.batch_sharding(mesh)
+
+  def step(params, images, h):
+    return objective.per_example(model, {"params": params}, images, h, False, None)
+
+  return jax.jit(step, in_shardings=(params_sharding, batch, batch),
+                 out_shardings=mesh_lib.replicated(mesh))
+
+
+def per_example(values_step, params, split, config, mesh) -> np.ndarray:
+  """float32 [n]: the value of each of the first n examples of `split` (all,
+  or data.eval_limit), in the split's order."""
+  batch = mesh_lib.batch_sharding(mesh)
+  limit = config.data.eval_limit or None
+  values = []
+  for local in input_pipeline.eval_batches(split, config.eval.batch_size, config.model,
+                                           limit):
+    g = mesh_lib.to_global(local, batch)
+    values.append(values_step(params, g["image"], g["h"]))
+  n = len(split) if limit is None else min(limit, len(split))
+  # The padding that fills the last batch comes after every real example.
+  return np.concatenate(jax.device_get(values)).astype(np.float32)[:n]
+
+
 def evaluate(eval_step, params, split, config, mesh, limit: int = 0) -> tuple[float, int]:
   """(mean of the objective, number of examples) over `split`, or its first
   `limit` examples (default data.eval_limit; 0: all).
@@ -114,4 +140,26 @@ def run(config, workdir: str) -> float:
                     f"printed above; {output_dir.HINT}") from e
   log.info("eval step %d split %s over %d examples: %s -> %s", step,
            config.data.eval_split, count, describe(results, chosen), path)
+  if config.eval.per_example:
+    _write_per_example(config, model, objective, mesh, weights[chosen], split, folder,
+                       f"{step}_{config.data.eval_split}_{objective.label}.npy")
   return results[chosen]
+
+
+def _write_per_example(config, model, objective, mesh, params, split, folder: str,
+                       name: str) -> None:
+  """eval.per_example: one more pass, with the chosen weights, kept per image."""
+  values_step = make_values_step(model, objective, mesh,
+                                 mesh_lib.state_sharding(mesh, params))
+  values = per_example(values_step, params, split, config, mesh)
+  if jax.process_index() != 0:
+    return
+  path = epath.Path(folder) / name
+  try:
+    with path.open("wb") as f:
+      np.save(f, values)
+  except OSError as e:
+    raise UserError(f"cannot save the values of each example in {folder}: "
+                    f"{e.strerror or e}; {output_dir.HINT}") from e
+  log.info("%d values, one an example in split order -> %s", len(values), path)
+  print(path, flush=True)

@@ -11,8 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from pixelcnn_jax import objectives
-from conftest import REPO, load_config, one_line_error, run_cli
+import pixelcnn_jax as pj
+from pixelcnn_jax import datasets, objectives
+from conftest import REPO, host_devices, load_config, one_line_error, run_cli
 
 CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "configs",
                                                                       "*.py")))
@@ -54,6 +55,29 @@ def test_completion_and_labels(cli, tmp_path):
                   "label 10 is outside 0..9")
   one_line_error(cli(cfg, wd, "--mode=sample", "--config.sample.labels=a"),
                   "comma-separated integers")
+
+
+def test_eval_keeps_each_images_bits_per_dim_in_split_order(cli, tmp_path):
+  """eval.per_example on 4 devices with a padded last batch (50 of 64 test
+  images in batches of 32) gives what pj.bits_per_dim gives image by image."""
+  cfg, wd = "--config=configs/mnist_classcond.py:smoke", f"--workdir={tmp_path}"
+  assert cli(cfg, wd).returncode == 0
+  done = cli(cfg, wd, "--mode=eval", "--config.eval.per_example=True",
+             "--config.data.eval_limit=50", env={"XLA_FLAGS": host_devices(4)})
+  assert done.returncode == 0, done.stderr[-3000:]
+  values = np.load(tmp_path / "eval" / "20_test_bits_per_dim.npy")
+  with open(tmp_path / "eval" / "20_test.json") as f:
+    result = json.load(f)
+  assert values.shape == (50,) and result["num_examples"] == 50
+  np.testing.assert_allclose(values.mean(), result["bits_per_dim"], rtol=1e-6)
+  model, variables, _ = pj.load(str(tmp_path))
+  split = datasets.open_for_model(load_config("mnist_classcond.py", "smoke"), "test")
+  images, labels, _ = split.read(np.arange(50))
+  expected = pj.bits_per_dim(model.apply(variables, images, h=labels), images)
+  np.testing.assert_allclose(values, expected, rtol=1e-5)
+  one_line_error(cli("--config=configs/olivetti_embedding.py:smoke", wd, "--mode=eval",
+                     "--config.eval.per_example=True"),
+                 "eval.per_example needs a value of each image")
 
 
 def _bad_npz(path):
