@@ -185,17 +185,14 @@ def config_json(config: ml_collections.ConfigDict) -> dict:
 def changes(before: ml_collections.ConfigDict,
             after: ml_collections.ConfigDict) -> dict:
   """{dotted key: (before, after)} for every setting that differs, compared
-  as stored (config_json), so that a tuple equals the list it is saved as.
-  A key that one side lacks (a checkpoint older than the key) counts as its
-  default."""
+  as stored (config_json), so that a tuple equals the list it is saved as."""
   def flat(tree, prefix=""):
     for key, value in tree.items():
       if isinstance(value, dict):
         yield from flat(value, f"{prefix}{key}.")
       else:
         yield f"{prefix}{key}", value
-  default, old, new = (dict(flat(config_json(c))) for c in (base(), before, after))
-  old, new = ({**default, **side} for side in (old, new))
+  old, new = (dict(flat(config_json(c))) for c in (before, after))
   return {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())
           if old.get(k) != new.get(k)}
 
