@@ -115,7 +115,10 @@ def open_for_model(config, split: str):
     raise UserError(f"dataset images have {c} channels but model.channels="
                     f"{config.model.channels}")
   if (h, w) != (height, width):
-    if not (config.data.center_crop and h >= height and w >= width):
+    if h < height or w < width:
+      raise UserError(f"dataset images are {h}x{w}, smaller than data.image_size "
+                      f"{height}x{width}; a centre crop cannot enlarge them")
+    if not config.data.center_crop:
       raise UserError(f"dataset images are {h}x{w} but data.image_size is "
                       f"{height}x{width} (set data.center_crop=True to crop)")
     source = CenterCrop(source, height, width)

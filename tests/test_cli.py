@@ -170,6 +170,9 @@ def _bad_labels_npz(path):
      "dataset images have 3 channels but model.channels=1"),
     (["--config.data.center_crop=False"],
      "dataset images are 28x28 but data.image_size is 8x8 (set data.center_crop=True"),
+    (["--config.data.image_size=40,40"],
+     "dataset images are 28x28, smaller than data.image_size 40x40; a centre crop "
+     "cannot enlarge them"),
     (["--config.data.npz_dir={tmp}/empty"], "split 'train' of npz is empty"),
     (["--config.data.eval_split=holdout"], "split 'holdout' needs config.data.holdout > 0"),
     (["--config.data.holdout=100000"],
