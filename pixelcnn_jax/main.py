@@ -41,6 +41,9 @@ def main(argv):
     if len(argv) > 1:
       raise UserError(f"unexpected arguments: {' '.join(argv[1:])} "
                       "(everything is a --flag or a --config.key=value)")
+    if not FLAGS.workdir.strip():  # Else the current folder becomes the workdir.
+      raise UserError("--workdir is empty (an unset shell variable?); name the run's "
+                      "folder")
     config = _load_config()
     xla_defaults.apply()
     distributed.initialize()

@@ -121,6 +121,7 @@ def _bad_labels_npz(path):
     (["--config.model.dtype=float16"], "model.dtype"),
     (["--config=configs/default.py:huge"], "unknown config variant"),
     (["--mode=eval"], "no checkpoint in workdir"),
+    (["--workdir="], "--workdir is empty (an unset shell variable?); name the run's folder"),
     (["--config.data.npz_dir={tmp}/bad"], "cannot read"),
     (["--config.data.npz_dir={tmp}/misshaped"], "'image' must be uint8 [N, H, W, 1 or 3]"),
     (["--config=configs/mnist_classcond.py:smoke",
