@@ -33,7 +33,7 @@ def base() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.dataset = "npz"           # "npz", or a TFDS name (datasets.TFDS_DATASETS).
-  c.data.npz_dir = ""              # "" = the MNIST subset shipped with the package.
+  c.data.npz_dir = datasets.SHIPPED_DIR  # The MNIST subset shipped with the package.
   c.data.holdout = 0               # Last N images of `train` become split `holdout`.
   c.data.tfds_data_dir = ""
   c.data.vector_file = ""          # .npy per file group, "{split}" is replaced.
@@ -125,7 +125,7 @@ def smoke(c: ml_collections.ConfigDict) -> None:
   c.model.encoder_features = 8
   c.model.dtype = "float32"
   c.data.dataset = "npz"
-  c.data.npz_dir = SHIPPED_CIFAR if c.model.channels == 3 else ""
+  c.data.npz_dir = SHIPPED_CIFAR if c.model.channels == 3 else datasets.SHIPPED_DIR
   c.data.holdout = 100 if c.model.channels == 3 else 0
   c.data.train_split = "train"
   c.data.eval_split = "holdout" if c.model.channels == 3 else "test"
@@ -273,6 +273,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _check(not c.eval.per_example or m.kind != "embedding",
          "eval.per_example needs a value of each image; an embedding net's triplet "
          "loss depends on the rest of its batch")
+  _check(d.dataset != "npz" or d.npz_dir.strip(),
+         "data.npz_dir is empty (an unset shell variable?); name the folder of the "
+         "npz files")
   _check(c.sample.method in sampling.METHODS,
          f"sample.method must be one of {sampling.METHODS}, got {c.sample.method!r}")
   _check(not c.sample.labels or m.num_classes > 0,

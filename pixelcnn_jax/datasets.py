@@ -19,7 +19,8 @@ import numpy as np
 from pixelcnn_jax import conditioning, logs
 from pixelcnn_jax.errors import UserError
 
-SHIPPED_DIR = os.path.join(os.path.dirname(__file__), "assets", "mnist_subset")
+ASSETS_DIR = os.path.join(os.path.dirname(__file__), "assets")
+SHIPPED_DIR = os.path.join(ASSETS_DIR, "mnist_subset")
 
 # TFDS name -> (image shape, num classes; 0 = the dataset has no labels).
 TFDS_DATASETS = {
@@ -169,8 +170,14 @@ def open_split(data_cfg, split: str):
   return TfdsSplit(name, split, data_cfg.get("tfds_data_dir"))
 
 
+def is_shipped(folder: str) -> bool:
+  """Whether `folder` is, or is inside, the data shipped with the package."""
+  root = os.path.realpath(ASSETS_DIR)
+  return os.path.commonpath([os.path.realpath(folder), root]) == root
+
+
 def _npz_split(data_cfg, split: str) -> ArraySplit:
-  folder = data_cfg.npz_dir or SHIPPED_DIR
+  folder = data_cfg.npz_dir
   holdout = int(data_cfg.get("holdout", 0))
   group = "train" if split == "holdout" else split
   if split == "holdout" and holdout <= 0:

@@ -175,9 +175,10 @@ def run_embed(config, workdir: str) -> dict:
   if config.model.kind != "embedding":
     raise UserError(f"--mode=embed needs an embedding net (model.kind='embedding'), "
                     f"got {config.model.kind!r}")
-  if config.data.dataset != "npz" or not config.data.npz_dir:
+  if config.data.dataset != "npz" or datasets.is_shipped(config.data.npz_dir):
     raise UserError("--mode=embed writes vec_<split>.npy beside the npz files: set "
-                    "data.dataset='npz' and data.npz_dir")
+                    "data.dataset='npz' and data.npz_dir to a folder of yours, not "
+                    "the data shipped with the package")
   output_dir.check([config.data.npz_dir], "vec_<split>.npy goes beside the npz files: "
                    "copy them to a folder you may write and set data.npz_dir")
   model, weights, step, chosen, _ = checkpoint.restore_weights(

@@ -12,7 +12,8 @@ from pixelcnn_jax.errors import UserError
 
 
 def _data_cfg(**kw):
-  cfg = dict(dataset="npz", npz_dir="", holdout=0, tfds_data_dir="", vector_file="")
+  cfg = dict(dataset="npz", npz_dir=datasets.SHIPPED_DIR, holdout=0, tfds_data_dir="",
+             vector_file="")
   cfg.update(kw)
   return ConfigDict(cfg)
 
