@@ -273,6 +273,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _check(not c.eval.per_example or m.kind != "embedding",
          "eval.per_example needs a value of each image; an embedding net's triplet "
          "loss depends on the rest of its batch")
+  for name, value in (("data.train_split", d.train_split),
+                      ("data.eval_split", d.eval_split)):
+    _check(value.strip() != "", f"{name} is empty (an unset shell variable?); name a "
+           "split, e.g. 'train' or 'test'")
   _check(d.dataset != "npz" or d.npz_dir.strip(),
          "data.npz_dir is empty (an unset shell variable?); name the folder of the "
          "npz files")

@@ -123,6 +123,8 @@ def _bad_labels_npz(path):
     (["--mode=eval"], "no checkpoint in workdir"),
     (["--workdir="], "--workdir is empty (an unset shell variable?); name the run's folder"),
     (["--config.data.npz_dir="], "data.npz_dir is empty (an unset shell variable?)"),
+    (["--mode=eval", "--config.data.eval_split="],
+     "data.eval_split is empty (an unset shell variable?); name a split"),
     (["--config.data.npz_dir={tmp}/bad"], "cannot read"),
     (["--config.data.npz_dir={tmp}/misshaped"], "'image' must be uint8 [N, H, W, 1 or 3]"),
     (["--config=configs/mnist_classcond.py:smoke",
