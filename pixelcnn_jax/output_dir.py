@@ -40,8 +40,8 @@ def check(folders: list[str], hint: str) -> None:
   if jax.process_count() > 1:
     failed = bool(multihost_utils.broadcast_one_to_all(np.int32(failed)))
   if failed:
-    raise UserError(f"cannot write into {problem or 'an output folder (process 0 says which)'}"
-                    f"; {hint}")
+    where = problem or "an output folder (process 0 says which)"
+    raise UserError(f"cannot write into {where}; {hint}")
 
 
 def _first_problem(folders: list[str]) -> str:
