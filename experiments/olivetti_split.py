@@ -35,6 +35,8 @@ def main():
   p.add_argument("--val_per_person", type=int, default=2)
   p.add_argument("--size", type=int, default=64)
   args = p.parse_args()
+  if not args.out_dir.strip():
+    sys.exit("error: OUT_DIR is empty (an unset shell variable?); name a folder")
   try:
     with np.load(args.input, allow_pickle=False) as f:
       images, labels = f["image"], f["label"].astype(np.int64)
@@ -65,11 +67,14 @@ def main():
   splits = [("train", ~out & ~val), ("heldout", out)]
   if args.val_per_person:
     splits.insert(1, ("val", val))
-  os.makedirs(args.out_dir, exist_ok=True)
-  for name, keep in splits:
-    np.savez(os.path.join(args.out_dir, f"{name}.npz"), image=images[keep],
-             label=labels[keep])
-    print(f"{name}: {keep.sum()} images of {len(np.unique(labels[keep]))} people")
+  try:
+    os.makedirs(args.out_dir, exist_ok=True)
+    for name, keep in splits:
+      np.savez(os.path.join(args.out_dir, f"{name}.npz"), image=images[keep],
+               label=labels[keep])
+      print(f"{name}: {keep.sum()} images of {len(np.unique(labels[keep]))} people")
+  except OSError as e:
+    sys.exit(f"error: cannot write the splits into {args.out_dir}: {e.strerror or e}")
 
 
 if __name__ == "__main__":

@@ -183,6 +183,12 @@ def test_the_face_split_refuses_people_it_cannot_split(tmp_path):
   one_line_error(split("--heldout=3", "--val_per_person=3"),
                  "--val_per_person must be in 0..2 (a training person has 3 images), got 3")
   one_line_error(split("--heldout=0-3"), "--heldout must name some, not all, of the people")
+  (tmp_path / "file").write_text("")
+  one_line_error(subprocess.run(
+      [sys.executable, "experiments/olivetti_split.py", str(faces), str(tmp_path / "file"),
+       "--size=4", "--heldout=3"],
+      cwd=REPO, capture_output=True, text=True),
+      f"cannot write the splits into {tmp_path / 'file'}: File exists")
   done = split("--heldout=3", "--val_per_person=1")
   assert done.returncode == 0, done.stderr
   assert "train: 6 images of 3 people" in done.stdout and "val: 3 images of 3 people" in done.stdout
