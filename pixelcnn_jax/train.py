@@ -111,6 +111,10 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
     stack.enter_context(workdir_lock.hold(workdir))
     train_split = datasets.open_for_model(config, config.data.train_split)
     eval_split = datasets.open_for_model(config, config.data.eval_split)
+    if config.data.eval_split == config.data.train_split:
+      log.warning("data.eval_split is the training split %r: the held-out numbers, the "
+                  "best checkpoint and the choice of live or EMA weights come from "
+                  "images this run trains on", config.data.eval_split)
 
     model, tx, shardings, train_step = setup(config, mesh)
     objective = objectives.for_model(config.model)

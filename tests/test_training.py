@@ -64,6 +64,11 @@ def test_resume_continues_with_the_same_optimizer_state(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_scoring_the_training_split_is_said(tmp_path, caplog):
+  train.train_and_evaluate(_config(2, **{"data.eval_split": "train"}), str(tmp_path))
+  assert "data.eval_split is the training split 'train'" in caplog.text
+
+
 def _same(a, b):
   return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(
       jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
