@@ -3,6 +3,7 @@ and `--mode=eval` on a checkpoint."""
 
 import json
 import logging
+import os
 
 import jax
 import jax.numpy as jnp
@@ -119,8 +120,9 @@ def run(config, workdir: str) -> float:
   mesh = mesh_lib.make_mesh(config.mesh)
   mesh_lib.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
   split = datasets.open_for_model(config, config.data.eval_split)
-  model, weights, step, chosen, _ = checkpoint.restore_weights(
+  model, weights, step, chosen, saved = checkpoint.restore_weights(
       workdir, config, config.eval.step, mesh, config.eval.weights)
+  _check_holdout(saved, config, workdir)
   eval_step = make_eval_step(model, objective, mesh,
                              mesh_lib.state_sharding(mesh, weights["live"]))
   results, count = evaluate_weights(eval_step, weights, split, config, mesh)
@@ -144,6 +146,21 @@ def run(config, workdir: str) -> float:
     _write_per_example(config, model, objective, mesh, weights[chosen], split, folder,
                        f"{step}_{config.data.eval_split}_{objective.label}.npy")
   return results[chosen]
+
+
+def _check_holdout(saved, config, workdir: str) -> None:
+  """Refuses a 'holdout' larger than the run's own: its extra images were
+  trained on. Checked where both read the same npz folder."""
+  d, s = config.data, saved.data
+  same_images = (d.dataset == s.dataset == "npz" and s.train_split == "train"
+                 and os.path.realpath(d.npz_dir) == os.path.realpath(s.npz_dir))
+  if d.eval_split == "holdout" and same_images and d.holdout > s.holdout:
+    trained = f"all but the last {s.holdout}" if s.holdout else "all"
+    fix = (f"set data.holdout to {s.holdout} or less" if s.holdout
+           else "score another split")
+    raise UserError(f"workdir {workdir} trained on {trained} of its training images, "
+                    f"so a holdout of {d.holdout} would score {d.holdout - s.holdout} "
+                    f"images it trained on; {fix}")
 
 
 def _write_per_example(config, model, objective, mesh, params, split, folder: str,

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import pixelcnn_jax as pj
-from pixelcnn_jax import checkpoint, workdir_lock
+from pixelcnn_jax import checkpoint, evaluate, workdir_lock
 from pixelcnn_jax.errors import UserError
-from conftest import REPO, one_line_error, run_cli
+from conftest import REPO, load_config, one_line_error, run_cli
 
 SMOKE = "--config=configs/default.py:smoke"
 
@@ -207,6 +207,24 @@ def test_the_workdir_lock_names_its_holder_and_is_dropped_on_exit(tmp_path, monk
   with workdir_lock.hold(str(tmp_path)):
     pass
   assert "cannot be locked (No locks available)" in caplog.text
+
+
+def test_eval_refuses_a_holdout_of_images_the_run_trained_on(trained):
+  one_line_error(run_cli(SMOKE, f"--workdir={trained}", "--mode=eval",
+                         "--config.data.eval_split=holdout", "--config.data.holdout=100"),
+                 f"workdir {trained} trained on all of its training images, so a "
+                 "holdout of 100 would score 100 images it trained on; score another split")
+  saved = load_config("cifar10.py", "smoke")  # Held out 100.
+  asked = load_config("cifar10.py", "smoke")
+  asked.data.holdout = 150
+  with pytest.raises(UserError, match="all but the last 100 of its training images, so a "
+                                      "holdout of 150 would score 50 images it trained on; "
+                                      "set data.holdout to 100 or less"):
+    evaluate._check_holdout(saved, asked, "w")
+  asked.data.holdout = 50  # The last 50 of the 100 held out.
+  evaluate._check_holdout(saved, asked, "w")
+  asked.data.holdout, asked.data.npz_dir = 150, str(REPO)  # Other images.
+  evaluate._check_holdout(saved, asked, "w")
 
 
 def test_a_workdir_that_cannot_be_written_is_read_with_eval_output_dir(trained,
