@@ -58,6 +58,9 @@ def parse(argv):
                  help="also score train mode with dropout in one layer at a time")
   p.add_argument("--out", default="")
   args = p.parse_args(argv)
+  if not args.npz_dir.strip():
+    p.error("--npz_dir is empty (an unset shell variable?); name the folder of the npz "
+            "files")
   for name in ("examples", "batch", "masks"):
     if getattr(args, name) < 1:
       p.error(f"--{name} must be at least 1, got {getattr(args, name)}")

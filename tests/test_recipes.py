@@ -275,5 +275,6 @@ def test_dropout_gap_scores_each_checkpoint_with_dropout_off_and_on(tmp_path, cl
   assert max(row["noise_ratio"]) == 0.0
   for args, error in [(("--steps=15",), "error: no checkpoint at step(s) [15]"),
                       (("--examples=30", "--batch=20"), "error: --examples=30 must be a"),
-                      (("--dropout=1",), "error: --dropout must be in [0, 1), got 1.0")]:
+                      (("--dropout=1",), "error: --dropout must be in [0, 1), got 1.0"),
+                      (("--npz_dir=",), "error: --npz_dir is empty")]:
     one_line_error(_dropout_gap(work, *args), error)
