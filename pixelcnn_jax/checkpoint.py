@@ -29,7 +29,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from pixelcnn_jax import config_base, logs
+from pixelcnn_jax import config_base, logs, output_dir
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train_state as ts
 from pixelcnn_jax.errors import UserError
@@ -50,14 +50,9 @@ class CheckpointError(UserError):
 
 
 def prepare_workdir(workdir: str) -> None:
-  try:
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    probe = epath.Path(workdir) / f".write_test_{jax.process_index()}"
-    probe.write_text("")
-    probe.unlink()
-  except OSError as e:
-    raise UserError(f"workdir {workdir} is not writable: "
-                    f"{e.strerror or e.__class__.__name__}") from e
+  why = output_dir.probe(workdir)  # On every process: each writes its own part.
+  if why:
+    raise UserError(f"workdir {workdir} is not writable: {why}")
 
 
 def ckpt_dir(workdir: str) -> epath.Path:

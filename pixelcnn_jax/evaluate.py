@@ -40,16 +40,20 @@ def make_values_step(model, objective, mesh, params_sharding):
                  out_shardings=mesh_lib.replicated(mesh))
 
 
+def _global_batches(split, config, mesh, limit):
+  """input_pipeline.eval_batches, each a global array over the mesh."""
+  batch = mesh_lib.batch_sharding(mesh)
+  for local in input_pipeline.eval_batches(split, config.eval.batch_size, config.model,
+                                           limit):
+    yield mesh_lib.to_global(local, batch)
+
+
 def per_example(values_step, params, split, config, mesh) -> np.ndarray:
   """float32 [n]: the value of each of the first n examples of `split` (all,
   or data.eval_limit), in the split's order."""
-  batch = mesh_lib.batch_sharding(mesh)
   limit = config.data.eval_limit or None
-  values = []
-  for local in input_pipeline.eval_batches(split, config.eval.batch_size, config.model,
-                                           limit):
-    g = mesh_lib.to_global(local, batch)
-    values.append(values_step(params, g["image"], g["h"]))
+  values = [values_step(params, g["image"], g["h"])
+            for g in _global_batches(split, config, mesh, limit)]
   n = len(split) if limit is None else min(limit, len(split))
   # The padding that fills the last batch comes after every real example.
   return np.concatenate(jax.device_get(values)).astype(np.float32)[:n]
@@ -63,13 +67,9 @@ def evaluate(eval_step, params, split, config, mesh, limit: int = 0) -> tuple[fl
   without waiting, and are then added in float64 here, so the mean does not
   drift with the size of the split.
   """
-  batch = mesh_lib.batch_sharding(mesh)
   limit = limit or config.data.eval_limit or None
-  sums = []
-  for local in input_pipeline.eval_batches(split, config.eval.batch_size,
-                                           config.model, limit):
-    g = mesh_lib.to_global(local, batch)
-    sums.append(eval_step(params, g["image"], g["h"], g["mask"]))
+  sums = [eval_step(params, g["image"], g["h"], g["mask"])
+          for g in _global_batches(split, config, mesh, limit)]
   totals = np.asarray(jax.device_get(sums), np.float64).reshape(-1, 2).sum(axis=0)
   return float(totals[0] / max(totals[1], 1.0)), int(totals[1])
 

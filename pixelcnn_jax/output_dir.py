@@ -45,17 +45,25 @@ def check(folders: list[str], hint: str) -> None:
 
 
 def _first_problem(folders: list[str]) -> str:
-  """"folder: why" for the first folder that refuses a file, else "".
+  """"folder: why" for the first folder that refuses a file, else ""."""
+  for name in folders:
+    why = probe(name)
+    if why:
+      return f"{name}: {why}"
+  return ""
+
+
+def probe(folder: str) -> str:
+  """Why `folder` (created if missing) cannot take a file, or "" if it can.
 
   Never raises: process 0 failing here would leave the others waiting.
   """
-  for name in folders:
-    try:
-      path = epath.Path(name)
-      path.mkdir(parents=True, exist_ok=True)
-      probe = path / f".write_probe_{os.getpid()}"
-      probe.write_bytes(b"")
-      probe.unlink()
-    except Exception as e:  # OSError locally; remote file systems raise their own.
-      return f"{name}: {getattr(e, 'strerror', None) or e}"
+  try:
+    path = epath.Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    test_file = path / f".write_probe_{os.getpid()}"
+    test_file.write_bytes(b"")
+    test_file.unlink()
+  except Exception as e:  # OSError locally; remote file systems raise their own.
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
   return ""
