@@ -9,7 +9,10 @@
 #            trained on; they are held out in every case).
 # OUT_DIR    one workdir per model (unconditional, ae10, ae100, mse10, mse100),
 #            each with eval/*.json; the Fig. 6 grids of ae10 and ae100 under
-#            their samples/; summary.txt with every number.
+#            their samples/ (the path is the last line of NAME.log: when the
+#            best step is the last, training's own grid of it keeps its name
+#            and Fig. 6 is reconstruct_STEP_2.png); summary.txt with every
+#            number.
 # FLAG       further config flags for the three PixelCNNs (not the MSE
 #            baselines), e.g. --config.train.optimizer=adamw.
 # STEPS (default 5000), BATCH (64) and the learning rate are the same for the

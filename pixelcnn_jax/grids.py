@@ -58,24 +58,25 @@ def condition_of(config, labels, vectors):
 
 
 def draw_grid(model, params, config, eval_split, mesh, step: int, folder: str,
-              key):
+              key, replace: bool = True):
   """The PNG in `folder` of a model at `step`: samples of a PixelCNN,
-  reconstructions of an auto-encoder, none (None) of an embedding net."""
+  reconstructions of an auto-encoder, none (None) of an embedding net.
+  replace=False keeps an earlier PNG of that name (`image_grid.save_grid`)."""
   if config.model.kind == "embedding":
     return None
   if config.model.kind != "pixelcnn":
     return reconstruction.draw_grid(model, params, config, eval_split, mesh, step,
-                                    folder, key)
+                                    folder, key, replace=replace)
   h, num, columns = sample_inputs(config, eval_split)
   images = sampling.sample(model, {"params": params}, key, num, h=h,
                            method=config.sample.method,
                            temperature=config.sample.temperature, mesh=mesh)
   return image_grid.save_grid(os.path.join(folder, f"sample_{step}.png"), images,
-                              columns)
+                              columns, replace=replace)
 
 
 def draw_completions(model, params, config, eval_split, mesh, step: int,
-                     folder: str, key) -> str:
+                     folder: str, key, replace: bool = True) -> str:
   """Eval images with the bottom half hidden and re-sampled.
 
   Grid rows alternate: originals, then their completions.
@@ -95,11 +96,12 @@ def draw_completions(model, params, config, eval_split, mesh, step: int,
                                              np.uint8)])
   grid = np.concatenate([pad(r) for r in rows])
   return image_grid.save_grid(os.path.join(folder, f"completion_{step}.png"), grid,
-                              columns)
+                              columns, replace=replace)
 
 
 def run(config, workdir: str) -> str:
-  """Loads config.eval.step with config.eval.weights and writes one PNG."""
+  """Loads config.eval.step with config.eval.weights and writes one PNG,
+  beside any earlier one of that step rather than over it."""
   config_base.validate(config)
   if config.model.kind == "embedding":
     raise UserError(f"a model of kind {config.model.kind!r} draws no images")
@@ -113,7 +115,7 @@ def run(config, workdir: str) -> str:
       workdir, config, config.eval.step, mesh, config.eval.weights)
   draw = draw_completions if config.sample.complete else draw_grid
   path = draw(model, weights[chosen], config, eval_split, mesh, step, folder,
-              jax.random.PRNGKey(config.sample.seed))
+              jax.random.PRNGKey(config.sample.seed), replace=False)
   log.info("wrote %s", path)
   if jax.process_index() == 0:
     print(path, flush=True)

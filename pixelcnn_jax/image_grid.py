@@ -5,14 +5,21 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
+from pixelcnn_jax import output_dir
 
-def save_grid(path: str, images_NHWC: np.ndarray, columns: int, pad: int = 1) -> str:
+
+def save_grid(path: str, images_NHWC: np.ndarray, columns: int, pad: int = 1,
+              replace: bool = True) -> str:
   """Tiles images row-major, `columns` per row, with `pad` white pixels between.
 
-  Only process 0 writes; every process gets the path back.
+  With replace=False an existing file at `path` is kept and the grid goes to
+  `output_dir.unused(path)`. Only process 0 writes, and returns the path it
+  wrote; the other processes get `path` back.
   """
   if jax.process_index() != 0:
     return path
+  if not replace:
+    path = output_dir.unused(path)
   images_NHWC = np.asarray(images_NHWC, np.uint8)
   n, h, w, c = images_NHWC.shape
   rows = -(-n // columns)

@@ -53,6 +53,18 @@ def _first_problem(folders: list[str]) -> str:
   return ""
 
 
+def unused(path: str) -> str:
+  """`path`, or the first free one of `<stem>_2<ext>`, `<stem>_3<ext>`, ...:
+  a figure mode run again, at another temperature say, keeps the earlier
+  figure."""
+  stem, ext = os.path.splitext(path)
+  candidate, n = path, 1
+  while epath.Path(candidate).exists():
+    n += 1
+    candidate = f"{stem}_{n}{ext}"
+  return candidate
+
+
 def probe(folder: str) -> str:
   """Why `folder` (created if missing) cannot take a file, or "" if it can.
 

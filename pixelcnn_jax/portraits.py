@@ -128,13 +128,16 @@ def run_portraits(config, workdir: str) -> dict:
   rows = np.concatenate([photos[:, None], drawn], axis=1)
   path = image_grid.save_grid(
       os.path.join(output_dir.folder(config, workdir, "samples"), f"portraits_{step}.png"),
-      rows.reshape(-1, *rows.shape[2:]), rows.shape[1])
+      rows.reshape(-1, *rows.shape[2:]), rows.shape[1], replace=False)
   result = {"step": step, "split": config.data.eval_split, "people": people.tolist(),
             "portraits_per_person": int(drawn.shape[1]),
             "temperature": config.sample.temperature, "identity_top1": rate,
             "chance": 1.0 / len(np.unique(labels)), "grid": path}
   if jax.process_index() == 0:
-    out = epath.Path(output_dir.folder(config, workdir, "eval")) / f"portraits_{step}.json"
+    # Named after its grid, so that a second run's pair sits beside the first.
+    stem = os.path.splitext(os.path.basename(path))[0]
+    out = epath.Path(output_dir.unused(
+        os.path.join(output_dir.folder(config, workdir, "eval"), f"{stem}.json")))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"identity kept: {rate:.4f} top-1 over {drawn.shape[0] * drawn.shape[1]} "
@@ -161,7 +164,7 @@ def run_interpolate(config, workdir: str, rows: int = 5) -> str:
       for k in range(min(rows, len(people)))])
   path = image_grid.save_grid(os.path.join(output_dir.folder(config, workdir, "samples"),
                                            f"interpolation_{step}.png"),
-                              grid, config.sample.per_image)
+                              grid, config.sample.per_image, replace=False)
   log.info("step %d: interpolations between %s -> %s", step, people[:rows + 1].tolist(),
            path)
   if jax.process_index() == 0:

@@ -50,10 +50,10 @@ def figure(images, reconstructions=None, samples=None) -> tuple[np.ndarray, int]
 
 
 def draw_grid(model, params, config, eval_split, mesh, step: int, folder: str,
-              key, baseline=None) -> str:
+              key, baseline=None, replace: bool = True) -> str:
   """The grid in `folder` of either auto-encoder at `step`, from the first
   sample.num images of the eval split; `baseline` is (MSE model, params) or
-  None."""
+  None; replace=False keeps an earlier grid of that name."""
   num = min(config.sample.num, len(eval_split))
   images, _, _ = eval_split.read(np.arange(num))
   if config.model.kind == "mse_autoencoder":
@@ -64,7 +64,7 @@ def draw_grid(model, params, config, eval_split, mesh, step: int, folder: str,
                            config.sample.temperature)
     grid, columns = figure(images, recon, draws)
   return image_grid.save_grid(os.path.join(folder, f"reconstruct_{step}.png"), grid,
-                              columns)
+                              columns, replace=replace)
 
 
 def run(config, workdir: str) -> str:
@@ -91,7 +91,7 @@ def run(config, workdir: str) -> str:
                       f"mse_autoencoder for {tuple(config.data.image_size)}")
     baseline = (base_model, base_weights[base_chosen])
   path = draw_grid(model, weights[chosen], config, eval_split, mesh, step, folder,
-                   jax.random.PRNGKey(config.sample.seed), baseline)
+                   jax.random.PRNGKey(config.sample.seed), baseline, replace=False)
   log.info("step %d (%s weights): originals | %s%d samples each -> %s", step, chosen,
            "MSE reconstructions | " if baseline else "", config.sample.per_image, path)
   if jax.process_index() == 0:

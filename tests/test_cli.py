@@ -49,8 +49,13 @@ def test_completion_and_labels(cli, tmp_path):
   done = cli(cfg, wd, "--mode=sample", "--config.sample.complete=True")
   assert done.returncode == 0, done.stderr[-3000:]
   assert os.path.exists(tmp_path / "samples" / "completion_20.png")
+  trained_grid = (tmp_path / "samples" / "sample_20.png").read_bytes()
   chosen = cli(cfg, wd, "--mode=sample", "--config.sample.labels=3,3,5")
   assert chosen.returncode == 0, chosen.stderr[-3000:]
+  # Training drew sample_20.png; a later draw of step 20 goes beside it.
+  assert (tmp_path / "samples" / "sample_20.png").read_bytes() == trained_grid
+  assert chosen.stdout.strip().endswith("sample_20_2.png")
+  assert (tmp_path / "samples" / "sample_20_2.png").read_bytes() != trained_grid
   one_line_error(cli(cfg, wd, "--mode=sample", "--config.sample.labels=3,10"),
                   "label 10 is outside 0..9")
   one_line_error(cli(cfg, wd, "--mode=sample", "--config.sample.labels=a"),

@@ -117,8 +117,11 @@ def test_reconstruct_draws_figure_6_with_the_mse_baseline(tmp_path):
   assert drawn.returncode == 0, drawn.stderr[-3000:]
   assert "originals | MSE reconstructions | 4 samples each" in drawn.stdout
   from PIL import Image
-  grid = Image.open(tmp_path / "ae" / "samples" / "reconstruct_20.png")
+  assert drawn.stdout.strip().endswith("reconstruct_20_2.png")  # Training drew _20.
+  grid = Image.open(tmp_path / "ae" / "samples" / "reconstruct_20_2.png")
   assert grid.size == (1 + 6 * 9, 1 + 4 * 9)  # 4 rows: original, MSE, 4 samples.
+  assert Image.open(tmp_path / "ae" / "samples" / "reconstruct_20.png").size == (
+      1 + 5 * 9, 1 + 4 * 9)
   one_line_error(run_cli("--config=configs/cifar10_autoencoder.py:smoke", ae,
                          "--mode=reconstruct",
                          f"--config.sample.baseline_workdir={tmp_path}/ae"),
@@ -175,6 +178,12 @@ def test_portraits_and_interpolation_through_the_cli(faces):
   lines = run_cli(*figures, "--mode=interpolate")
   assert lines.returncode == 0, lines.stderr[-3000:]
   assert os.path.exists(root / "por" / "samples" / "interpolation_20.png")
+  again = run_cli(*figures, "--mode=portraits", "--config.sample.people=2,5")
+  assert again.returncode == 0, again.stderr[-3000:]
+  second = json.loads((root / "por" / "eval" / "portraits_20_2.json").read_text())
+  assert second["temperature"] == 1.0 and second["grid"].endswith("portraits_20_2.png")
+  assert os.path.exists(second["grid"])
+  assert json.loads((root / "por" / "eval" / "portraits_20.json").read_text()) == result
   out = root / "elsewhere"
   drawn = run_cli(*figures, "--mode=portraits", f"--config.eval.output_dir={out}")
   assert drawn.returncode == 0, drawn.stderr[-3000:]
