@@ -90,19 +90,48 @@ def as_metrics(results: dict, prefix: str = "eval_loss") -> dict:
           **{f"{prefix}_{name}": value for name, value in results.items()}}
 
 
+def data_source(config) -> dict:
+  """What a split's name alone does not say about the images scored."""
+  d = config.data
+  return {"dataset": d.dataset,
+          "location": os.path.realpath(d.npz_dir) if d.dataset == "npz" else d.tfds_data_dir,
+          "holdout": d.holdout, "eval_limit": d.eval_limit}
+
+
 def write_result(folder: str, step: int, split: str, label: str, results: dict,
-                 count: int, chosen: str, name: str = "") -> str:
-  """<folder>/<step>.json, or <step>_<name>.json: `label` (e.g.
-  bits_per_dim) of the chosen weights, and of each."""
-  path = epath.Path(folder) / f"{step}{'_' + name if name else ''}.json"
+                 count: int, chosen: str, source: dict, stem: str = "") -> str:
+  """<folder>/<step>.json, or <stem>.json: `label` (e.g. bits_per_dim) of
+  the chosen weights, and of each, and the data's `source`."""
+  path = epath.Path(folder) / f"{stem or step}.json"
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(
         {"step": step, "split": split, label: results[chosen], "weights": chosen,
          "num_examples": count,
-         **{f"{label}_{weights}": value for weights, value in results.items()}},
+         **{f"{label}_{weights}": value for weights, value in results.items()},
+         "data": source},
         indent=2))
   return str(path)
+
+
+def result_stem(folder: str, step: int, split: str, source: dict) -> str:
+  """`<step>_<split>`, or the first `<step>_<split>_N` that is free or holds
+  a result of the same data: scoring another dataset's split of the same
+  name (an out-of-distribution set, say) keeps the first one's result."""
+  stem, candidate, n = f"{step}_{split}", f"{step}_{split}", 1
+  while True:
+    path = epath.Path(folder) / f"{candidate}.json"
+    if not path.exists() or _source_of(path) == source:
+      return candidate
+    n += 1
+    candidate = f"{stem}_{n}"
+
+
+def _source_of(path) -> dict | None:
+  try:
+    return json.loads(path.read_text()).get("data")
+  except (OSError, ValueError, AttributeError):
+    return None
 
 
 def describe(results: dict, chosen: str) -> str:
@@ -134,9 +163,11 @@ def run(config, workdir: str) -> float:
   # share of someone's checkpoints) still gives the number before its error.
   # Named after the split, so that the in-training record of the step stays.
   folder = output_dir.folder(config, workdir, "eval")
+  source = data_source(config)
   try:
+    stem = result_stem(folder, step, config.data.eval_split, source)
     path = write_result(folder, step, config.data.eval_split, objective.label, results,
-                        count, chosen, config.data.eval_split)
+                        count, chosen, source, stem)
   except OSError as e:
     raise UserError(f"cannot save the result in {folder}: {e.strerror or e}; it is "
                     f"printed above; {output_dir.HINT}") from e
@@ -144,7 +175,7 @@ def run(config, workdir: str) -> float:
            config.data.eval_split, count, describe(results, chosen), path)
   if config.eval.per_example:
     _write_per_example(config, model, objective, mesh, weights[chosen], split, folder,
-                       f"{step}_{config.data.eval_split}_{objective.label}.npy")
+                       f"{stem}_{objective.label}.npy")
   return results[chosen]
 
 

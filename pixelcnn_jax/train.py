@@ -208,7 +208,7 @@ def train_and_evaluate(config, workdir: str) -> ts.TrainState:
         writer.write(step, evaluate.as_metrics(results, f"eval_{objective.name}"))
         evaluate.write_result(os.path.join(workdir, "eval"), step,
                               config.data.eval_split, objective.label, results, count,
-                              chosen)
+                              chosen, evaluate.data_source(config))
         log.info("step %d  eval_%s %.6f over %d %s examples (%s; %.1f s)", step,
                  objective.name, results[chosen], count, config.data.eval_split,
                  evaluate.describe(results, chosen), time.perf_counter() - side_start)

@@ -80,6 +80,20 @@ def test_eval_keeps_each_images_bits_per_dim_in_split_order(cli, tmp_path):
   images, labels, _ = split.read(np.arange(50))
   expected = pj.bits_per_dim(model.apply(variables, images, h=labels), images)
   np.testing.assert_allclose(values, expected, rtol=1e-5)
+  # Other images under the same split name (here 60 of them; an OOD set's
+  # "test", say) go beside the first result; the same images again replace it.
+  other = cli(cfg, wd, "--mode=eval", "--config.eval.per_example=True",
+              "--config.data.eval_limit=60")
+  assert other.returncode == 0, other.stderr[-3000:]
+  assert np.load(tmp_path / "eval" / "20_test_2_bits_per_dim.npy").shape == (60,)
+  assert json.loads((tmp_path / "eval" / "20_test_2.json").read_text())["data"][
+      "eval_limit"] == 60
+  np.testing.assert_array_equal(np.load(tmp_path / "eval" / "20_test_bits_per_dim.npy"),
+                                values)
+  same = cli(cfg, wd, "--mode=eval", "--config.data.eval_limit=50")
+  assert same.returncode == 0, same.stderr[-3000:]
+  assert not (tmp_path / "eval" / "20_test_3.json").exists()
+  assert json.loads((tmp_path / "eval" / "20_test.json").read_text())["num_examples"] == 50
   one_line_error(cli("--config=configs/olivetti_embedding.py:smoke", wd, "--mode=eval",
                      "--config.eval.per_example=True"),
                  "eval.per_example needs a value of each image")
