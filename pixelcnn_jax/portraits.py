@@ -187,19 +187,38 @@ def run_embed(config, workdir: str) -> dict:
   model, weights, step, chosen, _ = checkpoint.restore_weights(
       workdir, config, config.eval.step, None, config.eval.weights)
   folder = config.data.npz_dir
-  accuracy = {}
+  accuracy, vectors = {}, {}
   for split in (config.data.train_split, config.data.eval_split):
     source = datasets.open_for_model(config, split)
     images, labels, _ = source.read(np.arange(len(source)))
-    vectors = embedding.embed(model, {"params": weights[chosen]}, images)
-    path = os.path.join(folder, f"vec_{split}.npy")
-    if jax.process_index() == 0:
-      np.save(path, vectors.astype(np.float32))
-    accuracy[split] = embedding.identification_accuracy(vectors, labels)
-    log.info("step %d (%s weights): %d vectors -> %s; nearest-mean identification "
-             "%.1f%%", step, chosen, len(vectors), path, 100 * accuracy[split])
+    vectors[split] = embedding.embed(model, {"params": weights[chosen]},
+                                     images).astype(np.float32)
+    accuracy[split] = embedding.identification_accuracy(vectors[split], labels)
+  paths = {split: os.path.join(folder, f"vec_{split}.npy") for split in vectors}
+  if jax.process_index() == 0:
+    for split, path in paths.items():
+      _check_replaceable(path, vectors[split])
+    for split, path in paths.items():
+      np.save(path, vectors[split])
+      log.info("step %d (%s weights): %d vectors -> %s; nearest-mean identification "
+               "%.1f%%", step, chosen, len(vectors[split]), path, 100 * accuracy[split])
   if jax.process_index() == 0:
     print(f"{config.data.eval_split} identification accuracy "
           f"{accuracy[config.data.eval_split]:.4f} (leave-one-out, nearest mean; "
           f"train {accuracy[config.data.train_split]:.4f})", flush=True)
   return accuracy
+
+
+def _check_replaceable(path: str, vectors) -> None:
+  """Refuses to write over other vectors: a portrait PixelCNN trained on them
+  would be scored against this net's without a word."""
+  if not os.path.exists(path):
+    return
+  try:
+    old = np.load(path, allow_pickle=False)
+  except (OSError, ValueError):
+    old = None
+  if old is None or old.shape != vectors.shape or not np.allclose(old, vectors, atol=1e-4):
+    raise UserError(f"{path} holds other vectors (of another embedding net or step, "
+                    "which a portrait PixelCNN may be trained on); move it away, or "
+                    "set data.npz_dir to a copy of the npz files")

@@ -159,6 +159,17 @@ def test_embed_writes_vectors_and_reports_identification(faces):
   again = run_cli(*emb, "--mode=embed")
   assert "test identification accuracy" in again.stdout
   assert isinstance(pj.load(str(root / "emb"))[0], embedding.EmbeddingNet)
+  # Vectors of another net (here one kept vector changed) are what a portrait
+  # PixelCNN may be trained on: refused, and both files left as they were.
+  other = vectors.copy()
+  other[0] = -other[0]
+  np.save(root / "data" / "vec_test.npy", other)
+  train_bytes = (root / "data" / "vec_train.npy").read_bytes()
+  one_line_error(run_cli(*emb, "--mode=embed"),
+                 f"{root / 'data'}/vec_test.npy holds other vectors")
+  np.testing.assert_array_equal(np.load(root / "data" / "vec_test.npy"), other)
+  assert (root / "data" / "vec_train.npy").read_bytes() == train_bytes
+  np.save(root / "data" / "vec_test.npy", vectors)
   one_line_error(run_cli(*emb, "--mode=embed", f"--config.data.npz_dir={root / 'data'}/"
                          "test.npz"),
                  f"cannot write into {root / 'data'}/test.npz: File exists; "
