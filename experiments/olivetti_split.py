@@ -9,7 +9,8 @@ neither the embedding net nor the PixelCNN sees any of their images, and
 nothing is chosen by them. --val_per_person photos of each other person
 (their last ones in IN.npz) go to val.npz, on which checkpoints are chosen;
 the rest to train.npz (0: no val.npz). --size resizes by block averaging
-(64 keeps the originals; 32 halves them).
+(64 keeps the originals; 32 halves them). Run again into OUT_DIR, it
+rewrites the same split; another split there is refused.
 """
 
 import argparse
@@ -67,6 +68,12 @@ def main():
   splits = [("train", ~out & ~val), ("heldout", out)]
   if args.val_per_person:
     splits.insert(1, ("val", val))
+  for name, keep in splits:
+    path = os.path.join(args.out_dir, f"{name}.npz")
+    if os.path.exists(path) and not _holds(path, images[keep], labels[keep]):
+      # The workdirs and vectors beside it were made from that split.
+      sys.exit(f"error: {path} holds another split (other faces, --heldout, "
+               f"--val_per_person or --size); name a new OUT_DIR")
   try:
     os.makedirs(args.out_dir, exist_ok=True)
     for name, keep in splits:
@@ -75,6 +82,14 @@ def main():
       print(f"{name}: {keep.sum()} images of {len(np.unique(labels[keep]))} people")
   except OSError as e:
     sys.exit(f"error: cannot write the splits into {args.out_dir}: {e.strerror or e}")
+
+
+def _holds(path: str, images, labels) -> bool:
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      return np.array_equal(f["image"], images) and np.array_equal(f["label"], labels)
+  except (OSError, KeyError, ValueError):
+    return False
 
 
 if __name__ == "__main__":

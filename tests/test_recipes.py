@@ -194,6 +194,12 @@ def test_the_face_split_refuses_people_it_cannot_split(tmp_path):
   assert "train: 6 images of 3 people" in done.stdout and "val: 3 images of 3 people" in done.stdout
   with np.load(tmp_path / "out" / "val.npz") as val:
     assert val["image"].shape == (3, 4, 4, 1) and val["label"].tolist() == [0, 1, 2]
+  assert split("--heldout=3", "--val_per_person=1").returncode == 0  # The same again.
+  before = (tmp_path / "out" / "train.npz").read_bytes()
+  one_line_error(split("--heldout=2", "--val_per_person=1"),
+                 f"{tmp_path / 'out'}/train.npz holds another split (other faces, "
+                 "--heldout, --val_per_person or --size); name a new OUT_DIR")
+  assert (tmp_path / "out" / "train.npz").read_bytes() == before
 
 
 def test_the_autoencoder_recipe_refuses_a_seed_that_is_not_a_whole_number(tmp_path):
