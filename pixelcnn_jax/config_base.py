@@ -257,6 +257,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
                       ("train.sample_every", t.sample_every),
                       ("eval.batch_size", c.eval.batch_size),
                       ("sample.num", c.sample.num),
+                      ("sample.per_image", c.sample.per_image),
                       ("sample.temperature", c.sample.temperature)):
     _check(value > 0, f"{name} must be > 0, got {value}")
   _check(t.optimizer in train_state.OPTIMIZERS,

@@ -155,6 +155,9 @@ def run_interpolate(config, workdir: str, rows: int = 5) -> str:
   people = _people(config, labels)
   if len(people) < 2:
     raise UserError("interpolation needs photos of two people at least")
+  if config.sample.per_image < 2:
+    raise UserError(f"an interpolation row needs its two ends: set sample.per_image "
+                    f">= 2, got {config.sample.per_image}")
   photos = np.stack([images[np.flatnonzero(labels == p)[0]] for p in people])
   h = embedding.embed(embedder, embed_vars, photos)
   key = jax.random.PRNGKey(config.sample.seed)

@@ -153,6 +153,8 @@ def _bad_labels_npz(path):
      "one row per image"),
     (["--workdir={tmp}/file/sub"], "not writable"),
     (["--config.train.batch_size=0"], "train.batch_size must be > 0"),
+    (["--mode=reconstruct", "--config.sample.per_image=0"],
+     "sample.per_image must be > 0, got 0"),
     (["--config.mesh.fsdp=3"], "does not fit 1 devices"),
     (["--config.train.keep_checkpoints=0"], "train.keep_checkpoints must be > 0"),
     (["--config.data.eval_limit=-1"], "data.eval_limit must be >= 0"),

@@ -209,6 +209,8 @@ def test_portraits_and_interpolation_through_the_cli(faces):
                  "not an embedding net")
   one_line_error(run_cli(*figures, "--mode=interpolate", "--config.sample.people=3"),
                  "interpolation needs photos of two people at least")
+  one_line_error(run_cli(*figures, "--mode=interpolate", "--config.sample.per_image=1"),
+                 "an interpolation row needs its two ends: set sample.per_image >= 2, got 1")
 
 
 def test_an_embedding_of_the_wrong_size_is_refused(faces, tmp_path):
