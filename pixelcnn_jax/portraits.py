@@ -205,7 +205,6 @@ def run_embed(config, workdir: str) -> dict:
       np.save(path, vectors[split])
       log.info("step %d (%s weights): %d vectors -> %s; nearest-mean identification "
                "%.1f%%", step, chosen, len(vectors[split]), path, 100 * accuracy[split])
-  if jax.process_index() == 0:
     print(f"{config.data.eval_split} identification accuracy "
           f"{accuracy[config.data.eval_split]:.4f} (leave-one-out, nearest mean; "
           f"train {accuracy[config.data.train_split]:.4f})", flush=True)
