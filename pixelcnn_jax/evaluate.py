@@ -118,13 +118,9 @@ def result_stem(folder: str, step: int, split: str, source: dict) -> str:
   """`<step>_<split>`, or the first `<step>_<split>_N` that is free or holds
   a result of the same data: scoring another dataset's split of the same
   name (an out-of-distribution set, say) keeps the first one's result."""
-  stem, candidate, n = f"{step}_{split}", f"{step}_{split}", 1
-  while True:
-    path = epath.Path(folder) / f"{candidate}.json"
-    if not path.exists() or _source_of(path) == source:
-      return candidate
-    n += 1
-    candidate = f"{stem}_{n}"
+  path = output_dir.unused(os.path.join(folder, f"{step}_{split}.json"),
+                           lambda existing: _source_of(existing) == source)
+  return os.path.splitext(os.path.basename(path))[0]
 
 
 def _source_of(path) -> dict | None:

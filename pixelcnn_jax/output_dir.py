@@ -53,13 +53,13 @@ def _first_problem(folders: list[str]) -> str:
   return ""
 
 
-def unused(path: str) -> str:
-  """`path`, or the first free one of `<stem>_2<ext>`, `<stem>_3<ext>`, ...:
-  a figure mode run again, at another temperature say, keeps the earlier
-  figure."""
+def unused(path: str, reusable=lambda existing: False) -> str:
+  """`path`, or the first of `<stem>_2<ext>`, `<stem>_3<ext>`, ... that is
+  free or `reusable`: a figure mode run again, at another temperature say,
+  keeps the earlier figure."""
   stem, ext = os.path.splitext(path)
   candidate, n = path, 1
-  while epath.Path(candidate).exists():
+  while epath.Path(candidate).exists() and not reusable(epath.Path(candidate)):
     n += 1
     candidate = f"{stem}_{n}{ext}"
   return candidate
