@@ -1,7 +1,7 @@
 """Lossless compression with a trained PixelCNN against PNG and WebP.
 
   python experiments/bench_compress.py --workdir=W --data=IMAGES.npz
-      [--limit=N] [--batch=B] [--step=best] [--out=FILE.json]
+      [--limit=N] [--batch=B] [--step=best] [--out=FILE.jsonl]
 
 For the images of IMAGES.npz (`image`, and `label` for a class-conditional
 model): the model's bits/dim; the bits per sub-pixel actually written by
@@ -45,7 +45,7 @@ def main():
   p.add_argument("--limit", type=int, default=0)
   p.add_argument("--batch", type=int, default=1000)
   p.add_argument("--step", default="best")
-  p.add_argument("--out", default="")
+  p.add_argument("--out", default="", help="a file that each run adds its JSON lines to")
   args = p.parse_args()
   try:
     model, variables, config = pj.load(args.workdir, step=args.step)
@@ -95,8 +95,8 @@ def main():
       "jax": jax.__version__}
   print(json.dumps(result, indent=2))
   if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=2)
+    with open(args.out, "a") as f:
+      f.write(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":

@@ -245,7 +245,7 @@ def main():
   ap.add_argument("--warpgroup", action="store_true")
   ap.add_argument("--batch_minor", action=argparse.BooleanOptionalAction, default=False)
   ap.add_argument("--steps", type=int, default=50)
-  ap.add_argument("--out", default=None)
+  ap.add_argument("--out", default=None, help="a file that each run adds its JSON lines to")
   args = ap.parse_args()
   configs = parse_configs(args.configs, "--configs", "BMxBNxWARPSxSTAGES", "128x32x4x3")
   mosaic = parse_configs(args.mosaic, "--mosaic", "TILE_MxTILE_KxSTAGES", "64x32x5")
@@ -326,7 +326,7 @@ def main():
     print(f"{name:24s} {row['ms']:8.3f} ms {row['tflops']:7.1f} TFLOP/s  "
           f"max |y - xla| {diff_y:.4f}  max |f - xla| {diff_f:.4f}")
   if args.out:
-    with open(args.out, "w") as f:
+    with open(args.out, "a") as f:
       f.writelines(json.dumps(row) + "\n" for row in results)
 
 

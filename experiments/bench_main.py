@@ -71,7 +71,7 @@ def main():
                  help="for both the main.py run and the bare step")
   p.add_argument("--bench_steps", type=int, default=20)
   p.add_argument("--npz_dir", default=config_base.SHIPPED_CIFAR)
-  p.add_argument("--out", default="")
+  p.add_argument("--out", default="", help="a file that each run adds its JSON lines to")
   args = p.parse_args()
   layers, features, kernel = bench_train.parse_shape(args.shape, "--shape")
   if args.optimizer not in train_state.OPTIMIZERS:
@@ -95,7 +95,7 @@ def main():
          "jax": jax.__version__}
   print(json.dumps(row), flush=True)
   if args.out:
-    with open(args.out, "w") as f:
+    with open(args.out, "a") as f:
       f.write(json.dumps(row) + "\n")
 
 

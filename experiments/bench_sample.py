@@ -218,7 +218,7 @@ def main():
   p.add_argument("--batches", default="1,16,64,256")
   p.add_argument("--naive_full_limit", type=float, default=20.0,
                  help="run naive in full when its estimate is below this (s)")
-  p.add_argument("--out", default="")
+  p.add_argument("--out", default="", help="a file that each run adds its JSON lines to")
   p.add_argument("--plot", default="")
   p.add_argument("--kernels", default="xla,pallas")
   p.add_argument("--command_buffers", default="off",
@@ -361,7 +361,7 @@ def main():
       print(json.dumps(r), flush=True)
       agree.append(r)
   if args.out:
-    with open(args.out, "w") as f:
+    with open(args.out, "a") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows + agree)
   print(f"\n{'shape':>10} {'dtype':>16} {'align':>5} {'kernel':>7} {'fused':>15} "
         f"{'earlier':>8} {'graphs':>6} {'convfu':>7} {'unroll':>6} {'batch':>5} "

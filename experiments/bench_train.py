@@ -208,7 +208,7 @@ def main():
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="a config entry for every case, e.g. model.dropout=0.1; repeatable")
   p.add_argument("--peak_tflops", type=float, default=PEAK_TFLOPS)
-  p.add_argument("--out", default="")
+  p.add_argument("--out", default="", help="a file that each run adds its JSON lines to")
   p.add_argument("--plot", default="")
   args = p.parse_args()
   shapes = [parse_shape(s, "--shapes") for s in args.shapes.split(",")]
@@ -249,7 +249,7 @@ def main():
           rows.append(r)
   add_efficiency(rows)
   if args.out:
-    with open(args.out, "w") as f:
+    with open(args.out, "a") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows)
   if args.plot:
     plot(rows, args.plot)

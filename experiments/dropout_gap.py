@@ -56,7 +56,7 @@ def parse(argv):
   p.add_argument("--steps", default="all", help="'all' or comma-separated checkpoint steps")
   p.add_argument("--per_layer", action="store_true",
                  help="also score train mode with dropout in one layer at a time")
-  p.add_argument("--out", default="")
+  p.add_argument("--out", default="", help="a file that each run adds its JSON lines to")
   args = p.parse_args(argv)
   if not args.npz_dir.strip():
     p.error("--npz_dir is empty (an unset shell variable?); name the folder of the npz "

@@ -113,7 +113,7 @@ def main():
   p.add_argument("--dtypes", default="bfloat16", help="bfloat16 or float32, comma-separated")
   p.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90")
   p.add_argument("--limit", type=int, default=232448, help="shared memory per block, bytes")
-  p.add_argument("--out", default="")
+  p.add_argument("--out", default="", help="a file that each run adds its JSON lines to")
   args = p.parse_args()
   shapes = [bench_train.parse_shape(s, "--shapes") for s in bench_sample._listed(
       args, "shapes", r"\d+x\d+k\d+", "LAYERSxFEATURESkKERNEL, e.g. 15x132k3")]
@@ -144,7 +144,7 @@ def main():
       print(json.dumps(r), flush=True)
       rows.append(r)
   if args.out:
-    with open(args.out, "w") as f:
+    with open(args.out, "a") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows)
 
 

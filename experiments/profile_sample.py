@@ -1,7 +1,7 @@
 """Where the cached sampler's time goes: device time per op, and the gaps.
 
   python experiments/profile_sample.py [--shape=15x132k3] [--batch=16]
-      [--kernel=auto] [--fused=auto|STAGESxBLOCK[xWARPS]] [--top=25] [--out=FILE.json]
+      [--kernel=auto] [--fused=auto|STAGESxBLOCK[xWARPS]] [--top=25] [--out=FILE.jsonl]
 
 Traces one pj.sample call of 32x32x3 images (after compiling and warming
 it) with jax.profiler and sums device time per XLA op or CUDA kernel
@@ -39,7 +39,7 @@ def main():
   p.add_argument("--kernel", default="auto", choices=pj.sampling.KERNELS)
   p.add_argument("--fused", default="auto")
   p.add_argument("--top", type=int, default=25)
-  p.add_argument("--out", default="")
+  p.add_argument("--out", default="", help="a file that each run adds its JSON lines to")
   args = p.parse_args()
   layers, features, kernel_size = bench_train.parse_shape(args.shape, "--shape")
   fused_pass.OVERRIDE = bench_sample.parse_fused(args.fused)

@@ -1,7 +1,7 @@
 """Where a training step's device time goes: the top XLA ops of a traced step.
 
   python experiments/profile_train.py [--shape=15x132k3] [--dtype=bfloat16]
-      [--batch=256] [--align=0] [--steps=5] [--top=25] [--out=FILE.json] [--hlo=FILE.txt.gz]
+      [--batch=256] [--align=0] [--steps=5] [--top=25] [--out=FILE.jsonl] [--hlo=FILE.txt.gz]
 
 Traces --steps steps of the train step (after compiling and warming it) with
 jax.profiler, then reads the trace where it was written and sums device time
@@ -124,7 +124,7 @@ def main():
                  help="model.channel_align (0: the library's choice, 32 on a GPU)")
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--top", type=int, default=25)
-  p.add_argument("--out", default="")
+  p.add_argument("--out", default="", help="a file that each run adds its JSON lines to")
   p.add_argument("--hlo", default="")
   args = p.parse_args()
   layers, features, kernel = bench_train.parse_shape(args.shape, "--shape")
@@ -177,13 +177,13 @@ def main():
 
 
 def write_summary(summary: dict, path: str) -> None:
-  """Stamps the summary with the card, date and jax version; writes it to
-  path as JSON where a path is given."""
+  """Stamps the summary with the card, date and jax version; adds it to
+  path as one JSON line where a path is given."""
   summary.update(device=jax.devices()[0].device_kind,
                  date=datetime.date.today().isoformat(), jax=jax.__version__)
   if path:
-    with open(path, "w") as f:
-      json.dump(summary, f, indent=1)
+    with open(path, "a") as f:
+      f.write(json.dumps(summary) + "\n")
 
 
 if __name__ == "__main__":

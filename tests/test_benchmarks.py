@@ -33,10 +33,13 @@ def _refusal(script, *args):
 
 def test_bench_main_times_main_py_and_the_bare_step(tmp_path):
   out = tmp_path / "row.jsonl"
+  earlier = '{"an": "earlier run"}\n'
+  out.write_text(earlier)
   r = _run(BENCH_MAIN, "--shape=2x12k3", "--batch=8", "--steps=8", "--log_every=2",
            "--bench_steps=2", "--optimizer=muon", f"--out={out}", timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
-  row = json.loads(out.read_text())
+  assert out.read_text().startswith(earlier)  # --out adds to a file, never replaces it.
+  row = json.loads(out.read_text().splitlines()[1])
   assert row["main_windows"] == 2  # Steps 6 and 8: the first two windows are left out.
   assert row["optimizer"] == "muon"
   assert row["bench_img_per_s"] > 0 and row["main_img_per_s"] > 0
@@ -75,15 +78,14 @@ def test_bench_train_times_one_channel_images(tmp_path):
 
 
 def test_bench_train_sets_config_entries_in_every_case(tmp_path):
-  """--set reaches the model: dropout moves the (seeded) first loss."""
-  rows = {}
-  for name, extra in (("plain", []), ("set", ["--set=model.dropout=0.5",
-                                             "--set=train.muon_products=bfloat16"])):
-    out = tmp_path / f"{name}.jsonl"
+  """--set reaches the model: dropout moves the (seeded) first loss. Both
+  runs write to one --out file, which keeps the first run's row."""
+  out = tmp_path / "rows.jsonl"
+  for extra in ([], ["--set=model.dropout=0.5", "--set=train.muon_products=bfloat16"]):
     r = _run(BENCH_TRAIN, "--shapes=2x12k3", "--image=8x6x1", "--batches=4", "--steps=1",
              "--optimizers=muon", f"--out={out}", *extra, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    rows[name] = json.loads(out.read_text())
+  rows = dict(zip(("plain", "set"), map(json.loads, out.read_text().splitlines()), strict=True))
   assert rows["plain"]["set"] == {}
   assert rows["set"]["set"] == {"model.dropout": 0.5, "train.muon_products": "bfloat16"}
   assert rows["set"]["loss_first"] != rows["plain"]["loss_first"]
@@ -239,3 +241,15 @@ def test_profile_train_counts_each_fusions_operands_and_results(monkeypatch):
                "calls=%fused_add.10, metadata={}\n")
   assert profile_train.fusion_bytes(gpu_style) == {
       "loop_add_fusion_10": 2 * (2 * 262144 * 768 + 768)}
+
+
+def test_profile_summaries_are_added_to_their_file(monkeypatch, tmp_path):
+  """A second profile written to the same --out keeps the first."""
+  monkeypatch.syspath_prepend(os.path.join(REPO, "experiments"))
+  import profile_train
+  out = tmp_path / "profiles.jsonl"
+  for shape in ("15x132k3", "20x384k5"):
+    profile_train.write_summary({"shape": shape}, str(out))
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [r["shape"] for r in rows] == ["15x132k3", "20x384k5"]
+  assert all(r["device"] == jax.devices()[0].device_kind for r in rows)
