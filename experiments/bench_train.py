@@ -18,7 +18,9 @@ two). MFU: a training step costs 3 forward passes, and a forward pass
 kernel skips is counted too), against --peak_tflops (790: the bf16 matrix rate
 measured on this workplace's H100s and H200s). Runs under the XLA flags that
 `pixelcnn_jax.main` sets (pixelcnn_jax/xla_defaults.py), and each row
-records XLA_FLAGS.
+records XLA_FLAGS. Memory: the compiled step's scratch space (temp GiB: the
+activations kept for the backward pass, and workspaces), which
+--set=train.microbatches=N divides.
 """
 
 import argparse
@@ -105,6 +107,9 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t0
   loss_first = train_loss(m)
+  # The step's scratch memory (activations kept for the backward pass, and
+  # workspaces), from the executable the call above compiled and cached.
+  memory = step.lower(state, batches[0], None, key).compile().memory_analysis()
   times = []
   for i in range(steps):
     t0 = time.perf_counter()
@@ -121,6 +126,7 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
           "img_per_s": batch / med,
           "median_step_s": med,
           "compile_s": compile_s, "loss_first": loss_first, "loss_last": train_loss(m),
+          "temp_gib": memory.temp_size_in_bytes / 2**30 if memory else None,
           "params": ts.param_count(state.params),
           "train_gflop_per_img": flops / 1e9,
           "mfu": batch / med * flops / (devices * peak_tflops * 1e12),
@@ -227,7 +233,8 @@ def main():
   defaults = config_base.base()
   overrides = tuple(parse_override(o, defaults) for o in args.set)
   try:
-    config_for(*shapes[0], "bfloat16", 1, optimizer=optimizers[0], overrides=overrides)
+    config_for(*shapes[0], "bfloat16", batches[0] * meshes[0][0], image=image,
+               optimizer=optimizers[0], overrides=overrides)
   except UserError as e:
     raise SystemExit(f"--set: {e}") from None
   rows = []
@@ -255,7 +262,7 @@ def main():
     plot(rows, args.plot)
   print(f"\n{'shape':>12} {'image':>9} {'dtype':>8} {'optim':>5} {'align':>5} {'batch':>6} "
         f"{'GPUs':>4} "
-        f"{'fsdp':>4} {'img/s':>8} {'MFU':>5} {'eff.':>5}  device")
+        f"{'fsdp':>4} {'img/s':>8} {'MFU':>5} {'eff.':>5} {'temp GiB':>8}  device")
   for r in rows:
     shape = f"{r['layers']}x{r['features']}k{r['kernel']}"
     head = (f"{shape:>12} {r['image']:>9} {r['dtype']:>8} {r['optimizer']:>5} "
@@ -265,8 +272,10 @@ def main():
       print(f"{head}  error: {r['error'][:60]}")
     else:
       eff = r.get("scaling_efficiency")
+      temp = r["temp_gib"]
       print(f"{head} {r['img_per_s']:8.0f} {r['mfu']:5.1%} "
-            f"{'' if eff is None else format(eff, '.1%'):>5}  {r['device']}")
+            f"{'' if eff is None else format(eff, '.1%'):>5} "
+            f"{'' if temp is None else format(temp, '.2f'):>8}  {r['device']}")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,9 @@ def base() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128         # Global, over all devices and processes.
+  # > 1: each step's gradient is summed over this many slices of its batch, one
+  # slice at a time: the same step in less memory (train.microbatch_value_and_grad).
+  c.train.microbatches = 1
   c.train.num_steps = 10_000
   c.train.schedule_steps = 0       # Cosine horizon; 0 = num_steps.
   c.train.learning_rate = 1e-3
@@ -271,6 +274,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
          f"eval.step must be 'latest', 'best' or a step number, got {c.eval.step!r}")
   _check(c.eval.weights in ("auto", *train_state.WEIGHTS),
          f"eval.weights must be 'auto', 'live' or 'ema', got {c.eval.weights!r}")
+  _check(isinstance(t.microbatches, int) and t.microbatches > 0
+         and t.batch_size % t.microbatches == 0,
+         f"train.microbatches must be a positive integer that divides train.batch_size "
+         f"({t.batch_size}), got {t.microbatches!r}")
+  _check(t.microbatches == 1 or m.kind != "embedding",
+         "train.microbatches must be 1 for an embedding net: its triplet loss "
+         "depends on the rest of its batch")
   _check(not c.eval.per_example or m.kind != "embedding",
          "eval.per_example needs a value of each image; an embedding net's triplet "
          "loss depends on the rest of its batch")

@@ -2,8 +2,9 @@
 
 Run by test_scale.py in a fresh process, since the device count is fixed at
 start-up: XLA_FLAGS=--xla_force_host_platform_device_count=N.
-  python tests/sharded_step.py [FSDP [OPTIMIZER [CHANNEL_ALIGN [MUON_SPLIT]]]]
-FSDP is the fsdp axis's size; MUON_SPLIT 1 sets train.muon_split. Prints the
+  python tests/sharded_step.py [FSDP [OPTIMIZER [CHANNEL_ALIGN [MUON_SPLIT [MICROBATCHES]]]]]
+FSDP is the fsdp axis's size; MUON_SPLIT 1 sets train.muon_split; MICROBATCHES
+sets train.microbatches (both steps take the same slices). Prints the
 max abs difference of the params after the step, how many parameter and
 optimizer arrays the sharded state splits over its devices, the most layers
 of one Muon stack, and the most that one device multiplies at once in the
@@ -51,7 +52,8 @@ def main():
   cfg.data.image_size = (6, 6)
   cfg.train.update(warmup_steps=0, num_steps=10, ema_decay=0.9, weight_decay=0.1,
                    batch_size=n, optimizer=sys.argv[2] if len(sys.argv) > 2 else "adamw",
-                   muon_split=len(sys.argv) > 4 and sys.argv[4] == "1")
+                   muon_split=len(sys.argv) > 4 and sys.argv[4] == "1",
+                   microbatches=int(sys.argv[5]) if len(sys.argv) > 5 else 1)
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (2 * n, 6, 6, 3), np.uint8)
   labels = rng.integers(0, 10, (2 * n,), np.int32)

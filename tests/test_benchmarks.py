@@ -59,13 +59,15 @@ def test_bench_main_refuses_bad_arguments_in_one_line(args, error):
 
 def test_bench_train_times_one_channel_images(tmp_path):
   out = tmp_path / "rows.jsonl"
-  r = _run(BENCH_TRAIN, "--shapes=2x12k3", "--image=8x6x1", "--batches=4", "--steps=2",
+  # 16 features: a width that one grey channel allows and RGB would not.
+  r = _run(BENCH_TRAIN, "--shapes=2x16k3", "--image=8x6x1", "--batches=4", "--steps=2",
            "--aligns=1,8", "--optimizers=adamw,muon", f"--out={out}", timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   assert [(row["image"], row["channel_align"], row["optimizer"]) for row in rows] == [
       ("8x6x1", a, o) for a in (1, 8) for o in ("adamw", "muon")]
   assert all(row["img_per_s"] > 0 and row["scaling_efficiency"] == 1.0 for row in rows)
+  assert all(row["temp_gib"] > 0 for row in rows)  # The compiled step's scratch memory.
   # Rows say which XLA_FLAGS they ran under (the library's defaults, as
   # pixelcnn_jax.main runs), and the loss, which a flag that changes numerics
   # would move: near 8 bits/dim (uniform over 256) at first.
@@ -81,13 +83,15 @@ def test_bench_train_sets_config_entries_in_every_case(tmp_path):
   """--set reaches the model: dropout moves the (seeded) first loss. Both
   runs write to one --out file, which keeps the first run's row."""
   out = tmp_path / "rows.jsonl"
-  for extra in ([], ["--set=model.dropout=0.5", "--set=train.muon_products=bfloat16"]):
+  for extra in ([], ["--set=model.dropout=0.5", "--set=train.muon_products=bfloat16",
+                     "--set=train.microbatches=2"]):
     r = _run(BENCH_TRAIN, "--shapes=2x12k3", "--image=8x6x1", "--batches=4", "--steps=1",
              "--optimizers=muon", f"--out={out}", *extra, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
   rows = dict(zip(("plain", "set"), map(json.loads, out.read_text().splitlines()), strict=True))
   assert rows["plain"]["set"] == {}
-  assert rows["set"]["set"] == {"model.dropout": 0.5, "train.muon_products": "bfloat16"}
+  assert rows["set"]["set"] == {"model.dropout": 0.5, "train.muon_products": "bfloat16",
+                                "train.microbatches": 2}
   assert rows["set"]["loss_first"] != rows["plain"]["loss_first"]
 
 

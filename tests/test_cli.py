@@ -157,6 +157,11 @@ def _bad_labels_npz(path):
      "sample.per_image must be > 0, got 0"),
     (["--config.mesh.fsdp=3"], "does not fit 1 devices"),
     (["--config.train.keep_checkpoints=0"], "train.keep_checkpoints must be > 0"),
+    (["--config.train.microbatches=3"], "train.microbatches must be a positive integer "
+                                        "that divides train.batch_size (8), got 3"),
+    (["--config.model.kind=embedding", "--config.model.code_dim=4",
+      "--config.train.microbatches=2"],
+     "train.microbatches must be 1 for an embedding net"),
     (["--config.data.eval_limit=-1"], "data.eval_limit must be >= 0"),
     (["--config.train.eval_train_examples=-1"], "train.eval_train_examples must be >= 0"),
     (["--config.data.image_size=0,0"], "data.image_size must be two positive integers"),

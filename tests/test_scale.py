@@ -13,7 +13,7 @@ import pytest
 
 import pixelcnn_jax as pj
 
-from conftest import REPO, host_devices, run_cli
+from conftest import REPO, host_devices, one_line_error, run_cli
 
 LAUNCH = os.path.join(REPO, "launch")
 
@@ -22,15 +22,18 @@ def _env(**extra):
   return dict(os.environ, JAX_PLATFORMS="cpu", **extra)
 
 
-@pytest.mark.parametrize("devices,fsdp,optimizer,align,muon_split", [
-    (32, 1, "adamw", 0, 0), (8, 4, "adamw", 0, 0), (8, 4, "muon", 0, 0),
-    (8, 4, "adamw", 32, 0), (8, 1, "muon", 0, 1), (8, 4, "muon", 0, 1)])
-def test_sharded_step_matches_one_device(devices, fsdp, optimizer, align, muon_split):
+@pytest.mark.parametrize("devices,fsdp,optimizer,align,muon_split,microbatches", [
+    (32, 1, "adamw", 0, 0, 1), (8, 4, "adamw", 0, 0, 1), (8, 4, "muon", 0, 0, 1),
+    (8, 4, "adamw", 32, 0, 1), (8, 1, "muon", 0, 1, 1), (8, 4, "muon", 0, 1, 1),
+    (8, 4, "adamw", 0, 0, 2)])
+def test_sharded_step_matches_one_device(devices, fsdp, optimizer, align, muon_split,
+                                         microbatches):
   """align 32 (a GPU's): biases folded into FSDP-split kernels (layers.fold_bias).
-  muon_split: each device orthogonalises its share of a stack's layers."""
+  muon_split: each device orthogonalises its share of a stack's layers.
+  microbatches: the batch's slices stay split over the devices."""
   out = subprocess.run(
       [sys.executable, os.path.join(REPO, "tests", "sharded_step.py"), str(fsdp), optimizer,
-       str(align), str(muon_split)],
+       str(align), str(muon_split), str(microbatches)],
       env=_env(XLA_FLAGS=host_devices(devices)),
       capture_output=True, text=True, timeout=600, cwd=REPO)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -47,6 +50,15 @@ def test_sharded_step_matches_one_device(devices, fsdp, optimizer, align, muon_s
     assert per_device == (-(-layers // devices) if muon_split else layers)
   else:
     assert per_device == 0
+
+
+def test_microbatches_must_split_over_the_devices(tmp_path):
+  refused = run_cli("--config=configs/default.py:smoke", f"--workdir={tmp_path / 'w'}",
+                    "--config.train.batch_size=8", "--config.train.microbatches=4",
+                    env={"XLA_FLAGS": host_devices(4)})
+  one_line_error(refused, "train.batch_size=8 in train.microbatches=4 slices of 2: a slice "
+                          "must be divisible by the 4 devices of the batch axes")
+  assert not os.path.exists(tmp_path / "w")
 
 
 def test_fsdp_trains_evaluates_and_samples_through_the_cli(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import pixelcnn_jax as pj
 from pixelcnn_jax import checkpoint, datasets, evaluate, objectives, train
 from pixelcnn_jax import mesh as mesh_lib
+from pixelcnn_jax import train_state as ts
 from pixelcnn_jax.errors import UserError
 
 from conftest import load_config
@@ -194,3 +195,37 @@ def test_time_budget_fixes_the_horizon_and_ends_on_a_decayed_rate(tmp_path):
       _config(100_000, **{"train.time_budget_s": 100.0, "train.log_every": 10}),
       str(tmp_path))
   assert int(again.step) == horizon[0]
+
+
+def test_microbatches_give_the_batch_gradient():
+  """n slices, one at a time: the whole batch's mean loss and gradient
+  without dropout; with dropout, slice i (rows i, i+n, ...) draws its masks
+  from the step's key folded with i."""
+  c = _config(**{"model.num_classes": 10, "model.conditioning": "class"})
+  model = ts.make_model(c.model, c.data.image_size)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.integers(0, 256, (8, 8, 8, 1), np.uint8))
+  labels = jnp.asarray(rng.integers(0, 10, (8,), np.int32))
+  params = model.init(jax.random.PRNGKey(0), images, h=labels)["params"]
+  key = jax.random.PRNGKey(3)
+  sharding = mesh_lib.batch_sharding(mesh_lib.make_mesh(c.mesh))
+
+  def loss_fn(dropout):
+    def fn(p, x, h, k):
+      return jnp.mean(objectives.LIKELIHOOD.per_example(
+          model.clone(dropout=dropout), {"params": p}, x, h, True, {"dropout": k}))
+    return fn
+
+  whole = jax.value_and_grad(loss_fn(0.0))(params, images, labels, key)
+  sliced = jax.jit(train.microbatch_value_and_grad(loss_fn(0.0), 4, sharding))(
+      params, images, labels, key)
+  for a, b in zip(jax.tree_util.tree_leaves(whole), jax.tree_util.tree_leaves(sliced)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+  by_hand = [jax.value_and_grad(loss_fn(0.5))(params, images[i::2], labels[i::2],
+                                              jax.random.fold_in(key, i)) for i in (0, 1)]
+  by_hand = jax.tree_util.tree_map(lambda a, b: (a + b) / 2, *by_hand)
+  sliced = jax.jit(train.microbatch_value_and_grad(loss_fn(0.5), 2, sharding))(
+      params, images, labels, key)
+  for a, b in zip(jax.tree_util.tree_leaves(by_hand), jax.tree_util.tree_leaves(sliced)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
