@@ -67,7 +67,7 @@ def base() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128         # Global, over all devices and processes.
-  # > 1: each step's gradient is summed over this many slices of its batch, one
+  # > 1: each step's gradient is averaged over this many slices of its batch, one
   # slice at a time: the same step in less memory (train.microbatch_value_and_grad).
   c.train.microbatches = 1
   c.train.num_steps = 10_000
