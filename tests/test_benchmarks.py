@@ -186,7 +186,7 @@ def test_bench_sample_with_no_shapes_checks_agreement_only(tmp_path):
   assert "identical" not in rows[0]
 
 
-@pytest.mark.parametrize("script", ["profile_sample.py", "profile_train.py"])
+@pytest.mark.parametrize("script", ["profile_sample.py", "profile_train.py", "hlo_stages.py"])
 def test_profilers_refuse_a_bad_shape_in_one_line(script):
   assert _refusal(os.path.join(REPO, "experiments", script), "--shape=15x132") == [
       "--shape: LAYERSxFEATURESkKERNEL, e.g. 15x132k3, got '15x132'"]
@@ -257,3 +257,49 @@ def test_profile_summaries_are_added_to_their_file(monkeypatch, tmp_path):
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   assert [r["shape"] for r in rows] == ["15x132k3", "20x384k5"]
   assert all(r["device"] == jax.devices()[0].device_kind for r in rows)
+
+
+def test_hlo_stages_counts_a_gpu_steps_kernels_by_stage_and_kind(tmp_path, monkeypatch):
+  """Instructions that run work, in the stage their op_name names; lines cut
+  from a GPU step's HLO (profile_train.py --hlo)."""
+  monkeypatch.syspath_prepend(os.path.join(REPO, "experiments"))
+  import hlo_stages
+  meta = lambda name: f', metadata={{op_name="{name}"}}'
+  hlo = "\n".join([
+      "HloModule jit_step", "", "%fused_reduce.1 (p: f32[8]) -> f32[] {", "}", "",
+      "ENTRY %main.1 (Arg_0.1: f32[8]) -> f32[] {",
+      "  %Arg_0.1 = f32[8]{0} parameter(0)",
+      "  %cudnn-conv-bias-activation.3 = (bf16[256,32,32,288]{3,2,1,0}, u8[0]{0}) "
+      "custom-call(%a, %b), custom_call_target=\"__cudnn$convBiasActivationForward\""
+      + meta("jit(step)/jvp(GatedPixelCNN)/conv_general_dilated"),
+      "  %get-tuple-element.9 = bf16[256,32,32,288]{3,2,1,0} get-tuple-element(%c), index=0",
+      "  %custom-call.4 = (bf16[262144,288]{1,0}, s8[4]{0}) custom-call(%d, %e), "
+      "custom_call_target=\"__cublas$lt$matmul\""
+      + meta("jit(step)/transpose(jvp(GatedPixelCNN))/dot_general"),
+      "  %input_reduce_fusion.1 = f32[] fusion(%f), kind=kInput, calls=%fused_reduce.1"
+      + meta("jit(step)/reduce_sum"),
+      "  %wrapped_transpose.2 = f32[264,1,2,132]{3,2,1,0} fusion(%g), kind=kLoop, calls=%t",
+      "  ROOT %tuple.5 = (f32[]) tuple(%input_reduce_fusion.1)",
+      "}", ""])
+  path = tmp_path / "hlo.txt"
+  path.write_text(hlo)
+  assert hlo_stages.count(hlo) == {
+      "stages": {"forward": {"convolution": 1}, "backward": {"matmul": 1},
+                 "update": {"reduction": 1}, "unnamed": {"transpose or copy": 1}},
+      "total": 4}
+  r = _run(os.path.join(REPO, "experiments", "hlo_stages.py"), str(path), "missing.txt.gz",
+           timeout=60)
+  assert r.returncode != 0
+  assert r.stderr.strip().splitlines()[-1].startswith("error: cannot read missing.txt.gz")
+
+
+def test_hlo_stages_compiles_the_step_here(tmp_path):
+  out = tmp_path / "stages.jsonl"
+  r = _run(os.path.join(REPO, "experiments", "hlo_stages.py"), "--shape=2x12k3", "--batch=2",
+           "--set=train.ema_decay=0.0", f"--out={out}", timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  row = json.loads(out.read_text())
+  assert row["set"] == ["train.ema_decay=0.0"] and row["backend"] == "cpu"
+  counts = {s: sum(kinds.values()) for s, kinds in row["stages"].items()}
+  assert counts["forward"] > 0 and counts["backward"] > 0 and counts["update"] > 0
+  assert sum(counts.values()) == row["total"]
