@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import pixelcnn_jax as pj
+from conftest import example_h, random_model
 
 
 def test_matches_numpy():
@@ -80,3 +81,42 @@ def test_under_jit_the_values_cannot_be_checked_but_dtypes_are():
   assert f(jnp.zeros((1, 2, 2, 1, 256)), jnp.zeros((1, 2, 2, 1), jnp.uint8))[0] == 8.0
   with pytest.raises(ValueError, match="not normalised floats"):
     f(jnp.zeros((1, 2, 2, 1, 256)), jnp.zeros((1, 2, 2, 1)))
+
+
+@pytest.mark.parametrize("conditioning, batch_size", [("none", 2), ("class", 3), ("vector", 64)])
+def test_image_bits_per_dim_is_the_models_in_batches(conditioning, batch_size):
+  model, variables = random_model(3, 3, 2, False, conditioning, (4, 5))
+  images = jax.random.randint(jax.random.PRNGKey(1), (7, 4, 5, 3), 0, 256).astype(jnp.uint8)
+  h = example_h(model, 7)
+  expected = pj.bits_per_dim(model.apply(variables, images, h=h), images)
+  got = pj.image_bits_per_dim(model, variables, np.asarray(images, np.int64), h=h,
+                              batch_size=batch_size)
+  assert got.dtype == np.float32 and got.shape == (7,)
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_image_bits_per_dim_compiles_once_for_every_batch():
+  from pixelcnn_jax import likelihood
+  model, variables = random_model(1, 3, 1, False, "none", (3, 3))
+  images = np.zeros((5, 3, 3, 1), np.uint8)
+  pj.image_bits_per_dim(model, variables, images[:4], batch_size=2)
+  compiled = likelihood._batch_bits_per_dim._cache_size()
+  pj.image_bits_per_dim(model, variables, images, batch_size=2)  # The last batch padded.
+  assert likelihood._batch_bits_per_dim._cache_size() == compiled
+
+
+@pytest.mark.parametrize("images, h, batch_size, message", [
+    (np.zeros((2, 4, 5, 3), np.float32), [0, 1], 8, r"integers 0..255 \[N, H, W, 3\]"),
+    (np.zeros((2, 4, 5, 1), np.uint8), [0, 1], 8, r"got uint8 \(2, 4, 5, 1\)"),
+    (np.zeros((0, 4, 5, 3), np.uint8), [], 8, "N >= 1"),
+    (np.full((2, 4, 5, 3), 256), [0, 1], 8, r"values must be in 0..255, got 256..256"),
+    (np.zeros((2, 4, 5, 3), np.uint8), [0, 4], 8, r"h: label 4 is outside 0..3"),
+    (np.zeros((2, 4, 5, 3), np.uint8), [0], 8, r"h must be integer class labels of shape \(2,\)"),
+    (np.zeros((2, 4, 5, 3), np.uint8), None, 8, "pass h"),
+    (np.zeros((2, 4, 5, 3), np.uint8), [0, 1], 0, "batch_size must be a positive integer"),
+])
+def test_image_bits_per_dim_refuses_bad_input_in_one_line(images, h, batch_size, message):
+  model, variables = random_model(3, 3, 1, False, "class", (4, 5))
+  with pytest.raises(ValueError, match=message) as e:
+    pj.image_bits_per_dim(model, variables, images, h=h, batch_size=batch_size)
+  assert "\n" not in str(e.value)
