@@ -29,6 +29,7 @@ SKIPPED = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast"}
 KINDS = (  # (kind, pattern on "name opcode custom_call_target"), first match wins.
     ("convolution", r"\bconvolution\b|cudnn-conv|__cudnn\$conv"),
     ("matmul", r"\bdot\b|gemm|cublas|matmul"),
+    ("convolution or matmul (CPU)", r"\b[xy]nn_fusion"),  # XLA:CPU's XNNPACK/YNNPACK calls.
     ("reduction", r"reduce"),
     ("transpose or copy", r"transpose|\bcopy\b"),
     ("other fusion", r"fusion"),
