@@ -3,7 +3,8 @@
 from pixelcnn_jax import autoencoder, embedding, portraits, sampling
 from pixelcnn_jax.checkpoint import load
 from pixelcnn_jax.compression import compress, decompress
-from pixelcnn_jax.likelihood import bits_per_dim, image_bits_per_dim
+from pixelcnn_jax.evaluate import image_bits_per_dim
+from pixelcnn_jax.likelihood import bits_per_dim
 from pixelcnn_jax.model import GatedPixelCNN
 from pixelcnn_jax.sampling import sample
 

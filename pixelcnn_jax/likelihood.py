@@ -1,14 +1,10 @@
 """Exact discrete log-likelihood of 8-bit images under 256-way softmaxes."""
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
-
-from pixelcnn_jax import conditioning
 
 NUM_LEVELS = 256
 
@@ -86,48 +82,3 @@ def bits_per_dim(logits_BHWCK: jax.Array, x_BHWC: jax.Array) -> jax.Array:
   bits = _nll_per_subpixel(logits_BHWCK, x_BHWC) / math.log(2.0)
   return jnp.mean(bits, axis=(1, 2, 3))
 
-
-def image_bits_per_dim(model, variables, images, h=None, batch_size: int = 128) -> np.ndarray:
-  """bits_per_dim of each image under a GatedPixelCNN, float32 [N], in the
-  images' order: `batch_size` images at a time through one jitted forward
-  pass on the default device, the last batch padded so that one compilation
-  serves them all.
-
-  images: integer [N, H, W, C], values 0..255, C = model.channels, any H
-  and W. h: as for model.apply, one row per image (labels [N] or vectors
-  [N, D]), or None for an unconditional model. A batch's float32 logits take
-  batch_size * H * W * C KiB.
-  """
-  if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-  images = np.asarray(images)
-  if (images.ndim != 4 or images.shape[-1] != model.channels or not len(images)
-      or not np.issubdtype(images.dtype, np.integer)):
-    raise ValueError(f"images must be integers 0..255 [N, H, W, {model.channels}] with "
-                     f"N >= 1, got {images.dtype} {images.shape}")
-  low, high = int(images.min()), int(images.max())
-  if low < 0 or high >= NUM_LEVELS:
-    raise ValueError(f"image values must be in 0..255, got {low}..{high}")
-  num = len(images)
-  if h is not None:
-    h = np.asarray(h)
-    if model.num_classes > 0:
-      conditioning.check_labels(h, model.num_classes, "h")
-  # Checked on the host, so that a bad h fails before any compilation.
-  conditioning.embed(h, model.conditioning, model.num_classes, model.cond_dim, num)
-  batch = min(batch_size, num)
-  padded = -(-num // batch) * batch
-
-  def pad(a):
-    return None if a is None else np.concatenate([a, np.repeat(a[:1], padded - num, axis=0)])
-
-  images, h = pad(images.astype(np.uint8)), pad(h)
-  values = [_batch_bits_per_dim(model, variables, images[i:i + batch],
-                                None if h is None else h[i:i + batch])
-            for i in range(0, padded, batch)]
-  return np.concatenate(jax.device_get(values)).astype(np.float32)[:num]
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _batch_bits_per_dim(model, variables, images, h):
-  return bits_per_dim(model.apply(variables, images, h=h), images)

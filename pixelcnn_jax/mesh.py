@@ -94,6 +94,13 @@ def to_global(local_tree, sharding: NamedSharding):
       lambda x: jax.make_array_from_process_local_data(sharding, x), local_tree)
 
 
+def pad_rows(a, rows: int):
+  """a (numpy, or None) with copies of its first row appended up to `rows`:
+  a batch filled to a size the devices divide, the extra rows' results
+  discarded after."""
+  return None if a is None else np.concatenate([a, np.repeat(a[:1], rows - len(a), axis=0)])
+
+
 def params_fingerprint(params) -> float:
   """Sum of |params|. Replicated arrays are summed from this process's own
   copy, so equal prints show that the processes hold the same state."""

@@ -124,9 +124,8 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
   def put(a):
     if a is None:
       return None
-    a = np.asarray(a)
-    a = np.concatenate([a, np.repeat(a[:1], padded - num, axis=0)])
-    return jax.device_put(a, mesh_lib.batch_sharding(mesh))
+    return jax.device_put(mesh_lib.pad_rows(np.asarray(a), padded),
+                          mesh_lib.batch_sharding(mesh))
 
   # pj.load puts the weights on one device; jit needs them on the mesh's.
   variables = jax.device_put(variables, mesh_lib.replicated(mesh))

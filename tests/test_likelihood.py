@@ -1,4 +1,8 @@
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +10,7 @@ import numpy as np
 import pytest
 
 import pixelcnn_jax as pj
-from conftest import example_h, random_model
+from conftest import example_h, host_devices, random_model
 
 
 def test_matches_numpy():
@@ -96,13 +100,13 @@ def test_image_bits_per_dim_is_the_models_in_batches(conditioning, batch_size):
 
 
 def test_image_bits_per_dim_compiles_once_for_every_batch():
-  from pixelcnn_jax import likelihood
+  from pixelcnn_jax import evaluate
   model, variables = random_model(1, 3, 1, False, "none", (3, 3))
   images = np.zeros((5, 3, 3, 1), np.uint8)
   pj.image_bits_per_dim(model, variables, images[:4], batch_size=2)
-  compiled = likelihood._batch_bits_per_dim._cache_size()
+  compiled = evaluate._batch_bits_per_dim._cache_size()
   pj.image_bits_per_dim(model, variables, images, batch_size=2)  # The last batch padded.
-  assert likelihood._batch_bits_per_dim._cache_size() == compiled
+  assert evaluate._batch_bits_per_dim._cache_size() == compiled
 
 
 @pytest.mark.parametrize("images, h, batch_size, message", [
@@ -120,3 +124,28 @@ def test_image_bits_per_dim_refuses_bad_input_in_one_line(images, h, batch_size,
   with pytest.raises(ValueError, match=message) as e:
     pj.image_bits_per_dim(model, variables, images, h=h, batch_size=batch_size)
   assert "\n" not in str(e.value)
+
+
+def test_image_bits_per_dim_splits_each_batch_over_the_devices():
+  """On a host with 3 devices: 5 images at batch 2 run as batches of 3 (a
+  multiple of the devices), the last padded, and score what one device does."""
+  code = textwrap.dedent("""
+      import jax, jax.numpy as jnp, numpy as np
+      from jax.sharding import Mesh
+      import pixelcnn_jax as pj
+      assert jax.device_count() == 3
+      model = pj.GatedPixelCNN(num_layers=2, features=6, kernel_size=3, channels=3,
+                               conditioning="class", num_classes=4, image_size=(4, 5))
+      x = np.random.default_rng(0).integers(0, 256, (5, 4, 5, 3), dtype=np.uint8)
+      labels = np.array([0, 1, 2, 3, 1])
+      variables = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]), h=labels[:1])
+      three = pj.image_bits_per_dim(model, variables, x, h=labels, batch_size=2)
+      one = pj.image_bits_per_dim(model, variables, x, h=labels, batch_size=2,
+                                  mesh=Mesh(np.array(jax.devices()[:1]), ("data",)))
+      assert three.shape == (5,), three.shape
+      np.testing.assert_allclose(three, one, rtol=1e-6)
+      """)
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu",
+                                              XLA_FLAGS=host_devices(3)))
+  assert done.returncode == 0, done.stderr[-3000:]
