@@ -1,5 +1,6 @@
 """A model's objective over a whole split (exact bits/dim for PixelCNNs),
-and `--mode=eval` on a checkpoint."""
+`--mode=eval` on a checkpoint, and each image's bits/dim of images in
+memory (`pj.image_bits_per_dim`)."""
 
 import functools
 import json
