@@ -14,9 +14,11 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from pixelcnn_jax import checkpoint, conditioning, config_base, datasets, input_pipeline
+from pixelcnn_jax import autoencoder, checkpoint, conditioning, config_base, datasets
+from pixelcnn_jax import input_pipeline
 from pixelcnn_jax import objectives, output_dir
 from pixelcnn_jax.likelihood import NUM_LEVELS, bits_per_dim
+from pixelcnn_jax.model import GatedPixelCNN
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax.errors import UserError
 
@@ -90,7 +92,8 @@ def evaluate_weights(eval_step, weights: dict, split, config, mesh, limit: int =
 
 def image_bits_per_dim(model, variables, images, h=None, batch_size: int = 128,
                        mesh: Optional[jax.sharding.Mesh] = None) -> np.ndarray:
-  """bits_per_dim of each image under a GatedPixelCNN, float32 [N], in the
+  """bits_per_dim of each image under a GatedPixelCNN (or a
+  PixelCNNAutoEncoder: given the image's own code), float32 [N], in the
   images' order: `batch_size` images at a time (rounded up to a multiple of
   the mesh's devices, default all) through one jitted forward pass, the
   last batch padded so that one compilation serves them all.
@@ -100,23 +103,31 @@ def image_bits_per_dim(model, variables, images, h=None, batch_size: int = 128,
   [N, D]), or None for an unconditional model. A batch's float32 logits take
   batch_size * H * W * C KiB, split over the devices.
   """
+  whole = isinstance(model, autoencoder.PixelCNNAutoEncoder)
+  pixelcnn = model.decoder if whole else model
+  if not isinstance(pixelcnn, GatedPixelCNN):
+    raise ValueError(f"image_bits_per_dim takes a GatedPixelCNN or a "
+                     f"PixelCNNAutoEncoder, got {type(model).__name__}")
   if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
     raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
   images = np.asarray(images)
-  if (images.ndim != 4 or images.shape[-1] != model.channels or not len(images)
+  if (images.ndim != 4 or images.shape[-1] != pixelcnn.channels or not len(images)
       or not np.issubdtype(images.dtype, np.integer)):
-    raise ValueError(f"images must be integers 0..255 [N, H, W, {model.channels}] with "
+    raise ValueError(f"images must be integers 0..255 [N, H, W, {pixelcnn.channels}] with "
                      f"N >= 1, got {images.dtype} {images.shape}")
   low, high = int(images.min()), int(images.max())
   if low < 0 or high >= NUM_LEVELS:
     raise ValueError(f"image values must be in 0..255, got {low}..{high}")
   num = len(images)
+  if whole and h is not None:
+    raise ValueError("an auto-encoder takes no h: its code comes from the images")
   if h is not None:
     h = np.asarray(h)
     if model.num_classes > 0:
       conditioning.check_labels(h, model.num_classes, "h")
   # Checked on the host, so that a bad h fails before any compilation.
-  conditioning.embed(h, model.conditioning, model.num_classes, model.cond_dim, num)
+  if not whole:
+    conditioning.embed(h, model.conditioning, model.num_classes, model.cond_dim, num)
   if mesh is None:
     mesh = mesh_lib.make_mesh({mesh_lib.DATA: -1})
   shards = mesh_lib.batch_devices(mesh)

@@ -126,6 +126,21 @@ def test_image_bits_per_dim_refuses_bad_input_in_one_line(images, h, batch_size,
   assert "\n" not in str(e.value)
 
 
+def test_image_bits_per_dim_of_an_auto_encoder_is_given_each_images_own_code():
+  ae = pj.autoencoder.PixelCNNAutoEncoder(
+      pj.autoencoder.Encoder(code_dim=4, features=4),
+      pj.GatedPixelCNN(num_layers=1, features=6, channels=3, conditioning="vector",
+                       cond_dim=4, image_size=(4, 4)))
+  x = np.random.default_rng(0).integers(0, 256, (3, 4, 4, 3), dtype=np.uint8)
+  variables = ae.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))
+  np.testing.assert_allclose(pj.image_bits_per_dim(ae, variables, x, batch_size=2),
+                             pj.bits_per_dim(ae.apply(variables, x), x), rtol=1e-6)
+  with pytest.raises(ValueError, match="an auto-encoder takes no h"):
+    pj.image_bits_per_dim(ae, variables, x, h=np.zeros((3, 4), np.float32))
+  with pytest.raises(ValueError, match="takes a GatedPixelCNN or a PixelCNNAutoEncoder, got "
+                                       "Encoder"):
+    pj.image_bits_per_dim(ae.encoder, {}, x)
+
 def test_image_bits_per_dim_splits_each_batch_over_the_devices():
   """On a host with 3 devices: 5 images at batch 2 run as batches of 3 (a
   multiple of the devices), the last padded, and score what one device does."""
