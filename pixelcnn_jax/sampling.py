@@ -97,6 +97,10 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
     every op (COMMAND_BUFFERS); False keeps XLA's defaults. The draws do not
     change.
   """
+  if not isinstance(model, GatedPixelCNN):
+    raise ValueError(f"pj.sample draws from a GatedPixelCNN, got {type(model).__name__}; "
+                     "for an auto-encoder, sample its decoder (pj.load of its workdir) "
+                     "with h=pj.autoencoder.encode(...)")
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
   if not isinstance(num, (int, np.integer)) or num <= 0:

@@ -211,6 +211,15 @@ def test_bad_input(kwargs, message):
     pj.sample(model, variables, jax.random.PRNGKey(0), **kwargs)
 
 
+def test_an_auto_encoder_is_refused_with_the_way_to_sample_its_decoder():
+  ae = pj.autoencoder.PixelCNNAutoEncoder(
+      pj.autoencoder.Encoder(code_dim=4), pj.GatedPixelCNN(
+          num_layers=1, features=6, conditioning="vector", cond_dim=4, image_size=(4, 4)))
+  with pytest.raises(ValueError, match="got PixelCNNAutoEncoder; for an auto-encoder, "
+                                       "sample its decoder"):
+    pj.sample(ae, {}, jax.random.PRNGKey(0), 2)
+
+
 @pytest.mark.parametrize("images,message", [
     (np.zeros((2, 6, 5, 3), np.float32), r"uint8 \[B, 6, 5, 3\], got float32 \(2, 6, 5, 3\)"),
     (np.zeros((2, 5, 5, 3), np.uint8), r"uint8 \[B, 6, 5, 3\], got uint8 \(2, 5, 5, 3\)"),
