@@ -15,8 +15,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from pixelcnn_jax import autoencoder, checkpoint, conditioning, config_base, datasets
-from pixelcnn_jax import input_pipeline
-from pixelcnn_jax import objectives, output_dir
+from pixelcnn_jax import input_pipeline, objectives, output_dir
 from pixelcnn_jax.likelihood import NUM_LEVELS, bits_per_dim
 from pixelcnn_jax.model import GatedPixelCNN
 from pixelcnn_jax import mesh as mesh_lib
@@ -119,15 +118,14 @@ def image_bits_per_dim(model, variables, images, h=None, batch_size: int = 128,
   if low < 0 or high >= NUM_LEVELS:
     raise ValueError(f"image values must be in 0..255, got {low}..{high}")
   num = len(images)
+  # h is checked on the host, so that a bad one fails before any compilation.
   if whole and h is not None:
     raise ValueError("an auto-encoder takes no h: its code comes from the images")
-  if h is not None:
-    h = np.asarray(h)
-    if model.num_classes > 0:
-      conditioning.check_labels(h, model.num_classes, "h")
-  # Checked on the host, so that a bad h fails before any compilation.
   if not whole:
-    conditioning.embed(h, model.conditioning, model.num_classes, model.cond_dim, num)
+    if h is not None and model.num_classes > 0:
+      conditioning.check_labels(np.asarray(h), model.num_classes, "h")
+    conditioning.embed(None if h is None else np.asarray(h), model.conditioning,
+                       model.num_classes, model.cond_dim, num)
   if mesh is None:
     mesh = mesh_lib.make_mesh({mesh_lib.DATA: -1})
   shards = mesh_lib.batch_devices(mesh)
@@ -140,7 +138,8 @@ def image_bits_per_dim(model, variables, images, h=None, batch_size: int = 128,
 
   # pj.load puts the weights on one device; jit needs them on the mesh's.
   variables = jax.device_put(variables, mesh_lib.replicated(mesh))
-  images, h = mesh_lib.pad_rows(images.astype(np.uint8), padded), mesh_lib.pad_rows(h, padded)
+  images = mesh_lib.pad_rows(images.astype(np.uint8), padded)
+  h = mesh_lib.pad_rows(None if h is None else np.asarray(h), padded)
   values = [_batch_bits_per_dim(model, variables, put(images, i), put(h, i))
             for i in range(0, padded, batch)]
   # Every process gets every value, also when the mesh spans several hosts.

@@ -81,4 +81,3 @@ def bits_per_dim(logits_BHWCK: jax.Array, x_BHWC: jax.Array) -> jax.Array:
   # instead of a sum of H*W*C roundings.
   bits = _nll_per_subpixel(logits_BHWCK, x_BHWC) / math.log(2.0)
   return jnp.mean(bits, axis=(1, 2, 3))
-
