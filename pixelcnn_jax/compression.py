@@ -31,6 +31,7 @@ from jax.experimental import io_callback
 from pixelcnn_jax import conditioning
 from pixelcnn_jax.cached_loop import cached_loop
 from pixelcnn_jax.errors import UserError
+from pixelcnn_jax.model import require_pixelcnn
 
 MAGIC = b"PCNNZ\0"
 # 2: the colour-restricted cached loop, whose float32 logits round differently
@@ -120,6 +121,7 @@ def _condition(model, h, num: int):
 def compress(model, variables, images, h=None) -> bytes:
   """The bytes of a file that decompress() turns back into `images`
   (uint8 [N, H, W, C] at model.image_size), given the same model."""
+  require_pixelcnn(model, "pj.compress")
   images = np.asarray(images)
   shape = (*model.image_size, model.channels)
   if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != shape:
@@ -181,6 +183,7 @@ def stored_condition(data: bytes):
 def decompress(model, variables, data: bytes, h=None) -> np.ndarray:
   """The uint8 images of a file made by compress() with this model. `h`, if
   given, must equal the conditioning stored in the file."""
+  require_pixelcnn(model, "pj.decompress")
   head = read_header(data)
   if head["fingerprint"] != params_fingerprint(variables):
     raise CodecError("this file was compressed with a different model (its parameter "

@@ -224,6 +224,15 @@ class GatedPixelCNN(nn.Module):
     return logits.reshape(*logits.shape[:-1], self.channels, NUM_LEVELS)
 
 
+def require_pixelcnn(model, what: str) -> None:
+  """Raises ValueError in one line unless `model` is a GatedPixelCNN; an
+  auto-encoder (pj.load(..., whole=True)) is pointed to its decoder."""
+  if not isinstance(model, GatedPixelCNN):
+    raise ValueError(f"{what} takes a GatedPixelCNN, got {type(model).__name__}; for an "
+                     "auto-encoder, pass its decoder (pj.load of its workdir) with "
+                     "h=pj.autoencoder.encode(...)")
+
+
 def horizontal_bias(layer_params) -> jax.Array:
   """The bias of a layer's horizontal pre-activation, float32 [2p]: its
   convolution's and its link's 1x1's (GatedLayer.horizontal)."""

@@ -27,7 +27,7 @@ from pixelcnn_jax import conditioning, fused_pass
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax.cached_loop import GumbelDraw, cached_loop, gumbel_argmax
 from pixelcnn_jax.likelihood import NUM_LEVELS
-from pixelcnn_jax.model import GatedPixelCNN
+from pixelcnn_jax.model import GatedPixelCNN, require_pixelcnn
 
 METHODS = ("cached", "naive")
 KERNELS = ("auto", "xla", "pallas")
@@ -97,10 +97,7 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
     every op (COMMAND_BUFFERS); False keeps XLA's defaults. The draws do not
     change.
   """
-  if not isinstance(model, GatedPixelCNN):
-    raise ValueError(f"pj.sample draws from a GatedPixelCNN, got {type(model).__name__}; "
-                     "for an auto-encoder, sample its decoder (pj.load of its workdir) "
-                     "with h=pj.autoencoder.encode(...)")
+  require_pixelcnn(model, "pj.sample")
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
   if not isinstance(num, (int, np.integer)) or num <= 0:
@@ -253,6 +250,7 @@ def redraw(model: GatedPixelCNN, variables, key: jax.Array, images, h=None,
   result differs from `images`, a sampler that produced them departed from the
   reference with the same past: the per-step disagreement rate in bf16.
   """
+  require_pixelcnn(model, "pj.sampling.redraw")
   if not temperature > 0:
     raise ValueError(f"temperature must be > 0, got {temperature}")
   shape = (*model.image_size, model.channels)

@@ -211,13 +211,22 @@ def test_bad_input(kwargs, message):
     pj.sample(model, variables, jax.random.PRNGKey(0), **kwargs)
 
 
-def test_an_auto_encoder_is_refused_with_the_way_to_sample_its_decoder():
+@pytest.mark.parametrize("call, what", [
+    (lambda ae: pj.sample(ae, {}, jax.random.PRNGKey(0), 2), "pj.sample"),
+    (lambda ae: pj.sampling.redraw(ae, {}, jax.random.PRNGKey(0), np.zeros((1, 4, 4, 3))),
+     "pj.sampling.redraw"),
+    (lambda ae: pj.compress(ae, {}, np.zeros((1, 4, 4, 3), np.uint8)), "pj.compress"),
+    (lambda ae: pj.decompress(ae, {}, b""), "pj.decompress"),
+])
+def test_an_auto_encoder_is_refused_with_the_way_to_its_decoder(call, what):
   ae = pj.autoencoder.PixelCNNAutoEncoder(
       pj.autoencoder.Encoder(code_dim=4), pj.GatedPixelCNN(
           num_layers=1, features=6, conditioning="vector", cond_dim=4, image_size=(4, 4)))
-  with pytest.raises(ValueError, match="got PixelCNNAutoEncoder; for an auto-encoder, "
-                                       "sample its decoder"):
-    pj.sample(ae, {}, jax.random.PRNGKey(0), 2)
+  with pytest.raises(ValueError, match=f"^{what} takes a GatedPixelCNN, got "
+                                       "PixelCNNAutoEncoder; for an auto-encoder, pass its "
+                                       "decoder") as e:
+    call(ae)
+  assert "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("images,message", [
