@@ -65,6 +65,16 @@ def embed(h, mode: str, num_classes: int, cond_dim: int, batch: int):
   return vec[:, None, None, :]
 
 
+def check_on_host(h, model, batch: int, where: str) -> None:
+  """Checks h against a GatedPixelCNN's conditioning, labels' range included,
+  on the host: a caller that checks before it traces fails before any
+  compilation, and jit cannot see a bad label."""
+  if h is not None and model.num_classes > 0:
+    check_labels(np.asarray(h), model.num_classes, where)
+  embed(None if h is None else np.asarray(h), model.conditioning, model.num_classes,
+        model.cond_dim, batch)
+
+
 def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
   """Host-side range check: one-hot would silently map a bad label to zeros."""
   labels = np.asarray(labels)

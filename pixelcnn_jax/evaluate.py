@@ -118,14 +118,10 @@ def image_bits_per_dim(model, variables, images, h=None, batch_size: int = 128,
   if low < 0 or high >= NUM_LEVELS:
     raise ValueError(f"image values must be in 0..255, got {low}..{high}")
   num = len(images)
-  # h is checked on the host, so that a bad one fails before any compilation.
   if whole and h is not None:
     raise ValueError("an auto-encoder takes no h: its code comes from the images")
   if not whole:
-    if h is not None and model.num_classes > 0:
-      conditioning.check_labels(np.asarray(h), model.num_classes, "h")
-    conditioning.embed(None if h is None else np.asarray(h), model.conditioning,
-                       model.num_classes, model.cond_dim, num)
+    conditioning.check_on_host(h, model, num, "h")
   if mesh is None:
     mesh = mesh_lib.make_mesh({mesh_lib.DATA: -1})
   shards = mesh_lib.batch_devices(mesh)

@@ -108,11 +108,7 @@ def sample(model: GatedPixelCNN, variables, key: jax.Array, num: int, h=None,
     raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
   height, width = model.image_size
   canvas, n_known = _prefix_canvas(prefix, num, height, width, model.channels)
-  # Checked here, on the host, so that bad h fails before any compilation.
-  if h is not None and model.num_classes > 0:
-    conditioning.check_labels(np.asarray(h), model.num_classes, "sample h")
-  conditioning.embed(None if h is None else np.asarray(h), model.conditioning,
-                     model.num_classes, model.cond_dim, num)
+  conditioning.check_on_host(h, model, num, "sample h")
 
   if mesh is None:
     mesh = mesh_lib.make_mesh({mesh_lib.DATA: -1})
