@@ -141,6 +141,7 @@ def test_image_bits_per_dim_of_an_auto_encoder_is_given_each_images_own_code():
                                        "Encoder"):
     pj.image_bits_per_dim(ae.encoder, {}, x)
 
+
 def test_image_bits_per_dim_splits_each_batch_over_the_devices():
   """On a host with 3 devices: 5 images at batch 2 run as batches of 3 (a
   multiple of the devices), the last padded, and score what one device does."""
