@@ -2,7 +2,8 @@
 
   python experiments/bench_gate_conv.py [--batch=256] [--size=32] [--features=132]
       [--align=32] [--kernel=3] [--configs=128x32x4x3,...] [--mosaic=64x32x5,...]
-      [--batch_minor] [--aligned_taps] [--dx0_only] [--warpgroup] [--steps=50] [--out=FILE]
+      [--batch_minor] [--aligned_taps] [--dx0_only] [--warpgroup] [--nhwc] [--steps=50]
+      [--out=FILE]
 
 What #9 asks of a convolution that computes the gate on chip, measured
 before building one into the model: one layer's vertical convolution
@@ -32,7 +33,10 @@ backward pass.
     sums are then wrong: a timing);
   - --dx0_only zeroes every kernel's taps off the centre column, for every
     case, so that the offsets are multiples of the grid's width;
-  - --warpgroup uses Mosaic's Warpgroup semantics rather than Lane.
+  - --warpgroup uses Mosaic's Warpgroup semantics rather than Lane;
+  - --nhwc times the model's own kernel instead (pixelcnn_jax/gate_conv_kernel.py):
+    images in the model's layout, unpadded, the pre-activation as
+    layers.halves; of each config only STAGES counts.
 
 Each case gives:
 - the mean of --steps calls after compilation, issued back to back;
@@ -59,6 +63,8 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
 import gate_conv_mosaic
+from pixelcnn_jax import gate_conv_kernel
+from pixelcnn_jax import layers
 
 
 def grid_shape(size: int, kernel: int) -> tuple[int, int]:
@@ -243,6 +249,7 @@ def main():
   ap.add_argument("--aligned_taps", action="store_true")
   ap.add_argument("--dx0_only", action="store_true")
   ap.add_argument("--warpgroup", action="store_true")
+  ap.add_argument("--nhwc", action="store_true")
   ap.add_argument("--batch_minor", action=argparse.BooleanOptionalAction, default=False)
   ap.add_argument("--steps", type=int, default=50)
   ap.add_argument("--out", default=None, help="a file that each run adds its JSON lines to")
@@ -284,6 +291,14 @@ def main():
 
   def mosaic_case(config):
     tile_m, tile_k, stages = config
+    if args.nhwc:
+      half = layers.half_width(p, args.align)
+      kernel = layers.halves(w[..., :2 * p], p, half)
+      fn = functools.partial(jax.jit(functools.partial(
+          gate_conv_kernel.forward, features=p, half=half, out_width=width, stages=stages)),
+          x, kernel)
+      y, pre = fn()
+      return fn, diff(y[..., :p], y_inside), diff(pre[..., :p], f_inside)
     x_flat, (wf, wg), M = flat_operands(x, w, p, width, 2 * tile_m, args.batch_minor)
     w_KN = jnp.concatenate([wf, wg], -1).reshape(-1, 2 * width)
     fn = functools.partial(jax.jit(functools.partial(
@@ -319,7 +334,7 @@ def main():
            "max_diff_y": diff_y, "max_diff_f": diff_f, "batch": B, "size": size,
            "features": p, "width": width, "kernel": k, "aligned_taps": args.aligned_taps,
            "dx0_only": args.dx0_only, "warpgroup": args.warpgroup,
-           "batch_minor": args.batch_minor,
+           "batch_minor": args.batch_minor, "nhwc": args.nhwc,
            "device": jax.devices()[0].device_kind,
            "date": datetime.date.today().isoformat(), "jax": jax.__version__}
     results.append(row)
