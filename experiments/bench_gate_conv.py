@@ -34,9 +34,9 @@ backward pass.
   - --dx0_only zeroes every kernel's taps off the centre column, for every
     case, so that the offsets are multiples of the grid's width;
   - --warpgroup uses Mosaic's Warpgroup semantics rather than Lane;
-  - --nhwc times the model's own kernel instead (pixelcnn_jax/gate_conv_kernel.py):
-    images in the model's layout, unpadded, the pre-activation as
-    layers.halves; of each config only STAGES counts.
+  - --nhwc times conv_gate_nhwc instead: images in the model's layout,
+    unpadded, the pre-activation as `halves`, each half aligned to half of
+    --align; of each config only STAGES counts (its tiles are 64 x 32).
 
 Each case gives:
 - the mean of --steps calls after compilation, issued back to back;
@@ -63,8 +63,6 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
 import gate_conv_mosaic
-from pixelcnn_jax import gate_conv_kernel
-from pixelcnn_jax import layers
 
 
 def grid_shape(size: int, kernel: int) -> tuple[int, int]:
@@ -100,6 +98,13 @@ def xla_forward(x_BHWC, w_TTCN, features: int, out_width: int):
   one_hot[features:features + 1] = 1
   y = jnp.pad(y, ((0, 0), (0, 0), (0, 0), (0, out_width - features))) + one_hot.astype(y.dtype)
   return on_grid(y, kernel), pre
+
+
+def halves(w, features: int, half: int):
+  """[f | g] on the last axis as [f, zeros, g, zeros], each half `half` wide:
+  the layout in which conv_gate_nhwc gates its two accumulators."""
+  pad = [(0, 0)] * (w.ndim - 1) + [(0, half - features)]
+  return jnp.concatenate([jnp.pad(w[..., :features], pad), jnp.pad(w[..., features:], pad)], -1)
 
 
 def split_kernel(w_TTCN, features: int, out_width: int):
@@ -292,11 +297,10 @@ def main():
   def mosaic_case(config):
     tile_m, tile_k, stages = config
     if args.nhwc:
-      half = layers.half_width(p, args.align)
-      kernel = layers.halves(w[..., :2 * p], p, half)
+      half = -(-p // (args.align // 2 or 1)) * (args.align // 2 or 1)
       fn = functools.partial(jax.jit(functools.partial(
-          gate_conv_kernel.forward, features=p, half=half, out_width=width, stages=stages)),
-          x, kernel)
+          gate_conv_mosaic.conv_gate_nhwc, features=p, half=half, out_width=width,
+          stages=stages)), x, halves(w[..., :2 * p], p, half))
       y, pre = fn()
       return fn, diff(y[..., :p], y_inside), diff(pre[..., :p], f_inside)
     x_flat, (wf, wg), M = flat_operands(x, w, p, width, 2 * tile_m, args.batch_minor)

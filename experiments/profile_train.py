@@ -2,6 +2,7 @@
 
   python experiments/profile_train.py [--shape=15x132k3] [--dtype=bfloat16]
       [--batch=256] [--align=0] [--steps=5] [--top=25] [--out=FILE.jsonl] [--hlo=FILE.txt.gz]
+      [--set=KEY=VALUE ...]
 
 Traces --steps steps of the train step (after compiling and warming it) with
 jax.profiler, then reads the trace where it was written and sums device time
@@ -13,7 +14,8 @@ XLA fusion, memory) summed. The trace itself stays on the machine (~100 MB
 for 5 steps); --hlo writes the compiled step's optimised HLO, gzipped, which
 says what each named fusion holds, and adds each fusion's rate: the bytes of
 its operands and results over its time, to set against the card's memory
-rate (4.8 TB/s on an H200).
+rate (4.8 TB/s on an H200). --set overrides a config entry, as in
+bench_train.py.
 """
 
 import argparse
@@ -28,6 +30,7 @@ import tempfile
 import jax
 import numpy as np
 
+from pixelcnn_jax import config_base
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import train
 from pixelcnn_jax import train_state as ts
@@ -126,9 +129,12 @@ def main():
   p.add_argument("--top", type=int, default=25)
   p.add_argument("--out", default="", help="a file that each run adds its JSON lines to")
   p.add_argument("--hlo", default="")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   args = p.parse_args()
   layers, features, kernel = bench_train.parse_shape(args.shape, "--shape")
-  cfg = bench_train.config_for(layers, features, kernel, args.dtype, args.batch, args.align)
+  overrides = tuple(bench_train.parse_override(o, config_base.base()) for o in args.set)
+  cfg = bench_train.config_for(layers, features, kernel, args.dtype, args.batch, args.align,
+                               overrides=overrides)
   mesh = bench_train.make_mesh(1, 1)
   model, tx, shardings, step = train.setup(cfg, mesh)
   state = train.fresh_state(cfg, model, tx, shardings)
@@ -164,7 +170,7 @@ def main():
         f"{all_ns / 1e6 / args.steps:.2f} ms of device time a step, "
         f"{sum(count.values()) / args.steps:.0f} ops")
   summary = {"shape": args.shape, "dtype": args.dtype, "batch": args.batch,
-             "channel_align": ts.channel_align(args.align),
+             "set": dict(overrides), "channel_align": ts.channel_align(args.align),
              "device_ms_per_step": all_ns / 1e6 / args.steps,
              "ops_per_step": sum(count.values()) / args.steps,
              "kinds": kind_shares(total_ns),

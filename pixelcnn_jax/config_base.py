@@ -64,9 +64,6 @@ def base() -> ml_collections.ConfigDict:
   c.model.channel_align = 0        # Pad channels to multiples of this; 0: 32 on GPU, else 1.
   c.model.cond_noise = 0.0         # Std of noise on a vector h in training (not on labels).
   c.model.cond_zero_init = False   # Maps from h into the gates start at zero.
-  # "auto": whole images' vertical layers through gate_conv.py's Mosaic kernel
-  # where it applies (one Hopper GPU, bf16, unconditional); "off": XLA's ops.
-  c.model.vertical_kernel = "off"
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128         # Global, over all devices and processes.
@@ -235,8 +232,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _check(isinstance(m.channel_align, int) and m.channel_align >= 0,
          f"model.channel_align must be an integer >= 0 (0: 32 on a GPU, 1 elsewhere), "
          f"got {m.channel_align!r}")
-  _check(m.vertical_kernel in ("auto", "off"),
-         f"model.vertical_kernel must be 'auto' or 'off', got {m.vertical_kernel!r}")
   _check(m.conditioning != "spatial" or m.spatial_features > 0,
          f"model.spatial_features must be > 0, got {m.spatial_features}")
   datasets.check_name(d.dataset)

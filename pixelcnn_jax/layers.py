@@ -8,7 +8,7 @@ horizontal convolution and on 1x1 convolutions between colour-grouped features.
 """
 
 import functools
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -67,20 +67,6 @@ def pad_to(x: jax.Array, axis: int, size: int) -> jax.Array:
 
 def aligned_width(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
-
-
-def half_width(features: int, multiple: int) -> int:
-  """The width of each half of a halves-layout pre-activation: together
-  they take the aligned width of 2 * features whenever `multiple` is even."""
-  return aligned_width(features, max(multiple // 2, 1))
-
-
-def halves(a: jax.Array, features: int, half: int, axis: int = -1) -> jax.Array:
-  """[f | g] (2 * features entries along `axis`) as [f, zeros, g, zeros], each
-  half `half` wide, so that f's and g's channel j sit `half` apart: the
-  layout in which gate_conv.py's kernel gates its two accumulators."""
-  f, g = jnp.split(a, [features], axis=axis)
-  return jnp.concatenate([pad_to(f, axis, half), pad_to(g, axis, half)], axis=axis)
 
 
 def with_ones(x: jax.Array, size: int) -> jax.Array:
@@ -178,10 +164,7 @@ class ShiftedConv(nn.Module):
   has room) adds the bias from a ones channel at index in_features, which x
   carries or, at its true width, is given (fold_bias). `extra_bias`
   ([features]) is added to the bias, for a caller that sums the output with
-  another layer's whose bias is left to this one. `out_halves` lays the
-  output out as `halves` of that width; `op(x, kernel, bias)` stands in for
-  the convolution, given the aligned operands and the bias left to add
-  (None when folded), and its result is returned as it is.
+  another layer's whose bias is left to this one.
   """
   features: int
   kernel_size: tuple[int, int]
@@ -193,8 +176,7 @@ class ShiftedConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, padding: Padding, aligned: bool = False,
-               fold: bool = False, extra_bias: Optional[jax.Array] = None,
-               out_halves: int = 0, op: Optional[Callable] = None) -> Any:
+               fold: bool = False, extra_bias: Optional[jax.Array] = None) -> jax.Array:
     in_features = self.in_features or x.shape[-1]
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (*self.kernel_size, in_features, self.features), jnp.float32)
@@ -205,18 +187,12 @@ class ShiftedConv(nn.Module):
       tap_mask = np.ones(kernel.shape, np.float32)
       tap_mask[-1, -1] = self.centre_mask
       kernel = kernel * tap_mask
-    if out_halves:
-      kernel = halves(kernel, self.features // 2, out_halves)
-      bias = halves(bias, self.features // 2, out_halves)
     x, kernel, fold = aligned_operands(x.astype(self.dtype), kernel, in_features,
                                        self.features, self.channel_align, aligned and fold)
     if fold:
       # The tap at (top, left) padding reads each output's own position,
       # which is inside the image, so its ones channel is 1 there.
       kernel = fold_bias(kernel, bias, (padding[0][0], padding[1][0]), in_features)
-    if op is not None:
-      return op(x, kernel.astype(self.dtype),
-                None if fold else pad_to(bias, 0, kernel.shape[-1]))
     y = jax.lax.conv_general_dilated(
         x, kernel.astype(self.dtype), window_strides=(1, 1), padding=tuple(padding),
         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
@@ -233,9 +209,7 @@ class MaskedDense(nn.Module):
   writes ones at output channel `features`, for the next kernel to fold from. With
   `float32_out`, the product is accumulated and returned in float32 whatever
   the compute `dtype` (`dot_float32_out`). `with_bias=False` leaves the bias
-  (still a parameter) for the caller to add elsewhere. `in_halves` and
-  `out_halves` take the input or give the output as `halves` of that width
-  (in_features or features then being 2p)."""
+  (still a parameter) for the caller to add elsewhere."""
   features: int
   mask: Optional[np.ndarray] = None
   use_bias: bool = True
@@ -248,20 +222,13 @@ class MaskedDense(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, aligned: bool = False, fold: bool = False,
-               ones_out: bool = False, with_bias: bool = True, in_halves: int = 0,
-               out_halves: int = 0) -> jax.Array:
+               ones_out: bool = False, with_bias: bool = True) -> jax.Array:
     in_features = self.in_features or x.shape[-1]
     kernel = self.param("kernel", self.kernel_init, (in_features, self.features), jnp.float32)
     if self.mask is not None:
       kernel = kernel * self.mask
     bias = (self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
             if self.use_bias else None)
-    if in_halves:
-      kernel = halves(kernel, in_features // 2, in_halves, axis=0)
-      in_features = 2 * in_halves
-    if out_halves:
-      kernel = halves(kernel, self.features // 2, out_halves)
-      bias = None if bias is None else halves(bias, self.features // 2, out_halves)
     with_bias = with_bias and self.use_bias
     x, kernel, fold = aligned_operands(x.astype(self.dtype), kernel, in_features,
                                        self.features, self.channel_align,

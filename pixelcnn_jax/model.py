@@ -12,7 +12,6 @@ The module exposes its stages (`embed_condition`, `vertical`, `horizontal`,
 arithmetic on windows instead of whole images.
 """
 
-import functools
 from typing import Any, Optional
 
 import jax
@@ -21,7 +20,6 @@ import numpy as np
 from flax import linen as nn
 
 from pixelcnn_jax import conditioning as cond_lib
-from pixelcnn_jax import gate_conv
 from pixelcnn_jax import layers
 from pixelcnn_jax.likelihood import NUM_LEVELS
 
@@ -39,7 +37,6 @@ class GatedLayer(nn.Module):
   precision: Any
   channel_align: int = 1
   cond_zero_init: bool = False
-  vertical_kernel: bool = False
 
   def setup(self):
     p, c, (_, k) = self.features, self.channels, extents(self.kernel_size)
@@ -65,36 +62,25 @@ class GatedLayer(nn.Module):
       self.h_cond = layers.MaskedDense(2 * p, use_bias=False, kernel_init=init, **kw)
     self.drop = nn.Dropout(self.dropout)
 
-  def condition(self, cond: Optional[jax.Array], aligned: bool = False, halves: int = 0):
-    """V^T h (or V * s) for both stacks, the vertical one's as `halves` of that
-    width if given; 0 when unconditional."""
+  def condition(self, cond: Optional[jax.Array], aligned: bool = False):
+    """V^T h (or V * s) for both stacks; 0 when unconditional."""
     if cond is None:
       return 0.0, 0.0
-    return self.v_cond(cond, aligned, out_halves=halves), self.h_cond(cond, aligned)
+    return self.v_cond(cond, aligned), self.h_cond(cond, aligned)
 
   def vertical(self, v: jax.Array, padding, cond, aligned: bool = False):
     """(vertical output, link): link = 1x1(vertical pre-activation) + V_h h is
     everything the horizontal stack gets from outside its own row, but the
     1x1's bias, which `horizontal` adds with its convolution's
-    (horizontal_bias). `aligned` (whole images): the output is the next
-    layer's input at the aligned width, the pre-activation is laid out as
-    gate_conv.py's halves, and the link stays at the aligned width."""
-    if not aligned:
-      cond_v, cond_h = self.condition(cond)
-      pre = self.v_conv(v, padding) + cond_v
-      return layers.gate(pre, self.features), self.v_to_h(pre, with_bias=False) + cond_h
-    p = self.features
-    half = layers.half_width(p, self.channel_align)
-    cond_v, cond_h = self.condition(cond, aligned, half)
-    # The bias is folded into the kernel where the input's padding has room
-    # for a ones channel (layers.fold_bias), so that its gradient comes out
-    # of the kernel's instead of a reduction of its own.
-    op = functools.partial(
-        gate_conv.vertical_gate, addend=None if cond is None else cond_v, features=p,
-        half=half, out_width=layers.aligned_width(p, self.channel_align),
-        use_kernel=self.vertical_kernel, precision=self.precision)
-    out, pre = self.v_conv(v, padding, aligned, fold=True, out_halves=half, op=op)
-    return out, self.v_to_h(pre, aligned, with_bias=False, in_halves=half) + cond_h
+    (horizontal_bias). `aligned`: the link, and the pre-activation it is made
+    from, stay at the aligned width (layers.ShiftedConv)."""
+    cond_v, cond_h = self.condition(cond, aligned)
+    # Aligned, the bias is folded into the kernel where the input's padding
+    # has room for a ones channel (layers.fold_bias), so that its gradient
+    # comes out of the kernel's instead of a reduction of its own.
+    pre = self.v_conv(v, padding, aligned, fold=True) + cond_v
+    return (layers.gate(pre, self.features),
+            self.v_to_h(pre, aligned, with_bias=False) + cond_h)
 
   def horizontal(self, h: jax.Array, link: jax.Array, padding, train: bool = False,
                  aligned: bool = False):
@@ -139,9 +125,6 @@ class GatedPixelCNN(nn.Module):
   `cond_zero_init` starts the maps from h into the gates at zero, so that the
   model starts as the unconditional one and h enters as far as it helps (for
   an h from an encoder trained with the model, whose early codes are noise).
-  `vertical_kernel` runs whole images' vertical layers through gate_conv.py's
-  Mosaic kernel where it applies (bf16 on a Hopper GPU, unconditional); the
-  numbers are those of XLA's ops to bf16 rounding.
   """
   num_layers: int = 15
   features: int = 128
@@ -160,7 +143,6 @@ class GatedPixelCNN(nn.Module):
   channel_align: int = 1
   cond_noise: float = 0.0
   cond_zero_init: bool = False
-  vertical_kernel: bool = False
 
   def setup(self):
     validate_architecture(self.num_layers, self.features, self.kernel_size,
@@ -171,8 +153,7 @@ class GatedPixelCNN(nn.Module):
         GatedLayer(self.features, self.kernel_size, self.channels, first=(i == 0),
                    skip=self.skip, conditional=self.conditioning != "none",
                    dropout=self.dropout, dtype=self.dtype, precision=self.precision,
-                   channel_align=self.channel_align, cond_zero_init=self.cond_zero_init,
-                   vertical_kernel=self.vertical_kernel)
+                   channel_align=self.channel_align, cond_zero_init=self.cond_zero_init)
         for i in range(self.num_layers)
     ]
     c = self.channels

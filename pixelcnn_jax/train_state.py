@@ -83,8 +83,7 @@ def make_model(model_cfg, image_size, precision=None):
       spatial_features=model_cfg.spatial_features, dropout=model_cfg.dropout,
       image_size=tuple(image_size), dtype=dtype, precision=precision,
       channel_align=channel_align(model_cfg.channel_align),
-      cond_noise=model_cfg.cond_noise, cond_zero_init=model_cfg.cond_zero_init,
-      vertical_kernel=vertical_kernel(model_cfg.vertical_kernel))
+      cond_noise=model_cfg.cond_noise, cond_zero_init=model_cfg.cond_zero_init)
   return autoencoder.PixelCNNAutoEncoder(encoder, pixelcnn) if coded else pixelcnn
 
 
@@ -95,13 +94,6 @@ def channel_align(configured: int) -> int:
   H100 and 32 another 5% over 8 on an H200, while 20x384 (only the image's
   channels grow) and the sampler were level (experiments/RESULTS.md)."""
   return configured or (32 if jax.default_backend() == "gpu" else 1)
-
-
-def vertical_kernel(configured: str) -> bool:
-  """"auto" takes gate_conv.py's kernel in a process of one device: XLA
-  cannot split a kernel's call over a mesh, and would gather the batch to
-  one device for it."""
-  return configured == "auto" and jax.device_count() == 1
 
 
 def make_optimizer(train_cfg, mesh: Optional[Mesh] = None) -> optax.GradientTransformation:

@@ -192,6 +192,11 @@ def test_profilers_refuse_a_bad_shape_in_one_line(script):
       "--shape: LAYERSxFEATURESkKERNEL, e.g. 15x132k3, got '15x132'"]
 
 
+def test_profile_train_refuses_an_unknown_config_entry_in_one_line():
+  assert _refusal(os.path.join(REPO, "experiments", "profile_train.py"),
+                  "--set=model.nope=1") == ["--set: no config entry 'model.nope' to set"]
+
+
 def test_bench_sample_plot_names_only_the_settings_that_tell_curves_apart(tmp_path,
                                                                          monkeypatch):
   monkeypatch.syspath_prepend(os.path.dirname(BENCH_SAMPLE))
