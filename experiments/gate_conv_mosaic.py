@@ -168,6 +168,12 @@ def conv_gate_nhwc(x_BHWC, kernel, features: int, half: int, out_width: int, sta
   2 * TILE_M; 2 * half accumulators of TILE_M rows must fit the registers
   (half <= 160)."""
   B, H, W, c_in = x_BHWC.shape
+  if (TILE_M % W or H * W % (2 * TILE_M) or c_in % TILE_K or half % 16 or half > 160
+      or out_width < half or out_width % 16):
+    raise ValueError(f"conv_gate_nhwc takes W dividing {TILE_M}, H * W a multiple of "
+                     f"{2 * TILE_M}, channels a multiple of {TILE_K}, half a multiple of 16 "
+                     f"up to 160 and out_width >= half, a multiple of 16; got {x_BHWC.shape}, "
+                     f"half {half}, out_width {out_width}")
   kh, kw = kernel.shape[:2]
   m = kw // 2
   dtype = x_BHWC.dtype
