@@ -297,7 +297,8 @@ def main():
   def mosaic_case(config):
     tile_m, tile_k, stages = config
     if args.nhwc:
-      half = -(-p // (args.align // 2 or 1)) * (args.align // 2 or 1)
+      half_align = max(args.align // 2, 1)  # Two halves take the aligned 2p.
+      half = -(-p // half_align) * half_align
       fn = functools.partial(jax.jit(functools.partial(
           gate_conv_mosaic.conv_gate_nhwc, features=p, half=half, out_width=width,
           stages=stages)), x, halves(w[..., :2 * p], p, half))

@@ -37,6 +37,18 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import backend
 
+# conv_gate_nhwc's tiles: output positions per compute warpgroup (wgmma's M),
+# and input channels per copy (64-byte swizzled rows).
+TILE_M = 64
+TILE_K = 32
+
+
+def _tiled(minor: int) -> tuple:
+  """Shared-memory transforms for a tile whose rows are `minor` bf16 wide:
+  8-row tiles, swizzled by the largest span that divides a row."""
+  swizzle = plgpu.find_swizzle(minor * 16)
+  return (plgpu.TilingTransform((8, swizzle // 2)), plgpu.SwizzleTransform(swizzle))
+
 
 def conv_gate(x_flat, w_KN, rows_out: int, *, kernel: int, cols: int, width: int,
               tile_m: int, tile_k: int, stages: int, stride: int = 1,
@@ -54,11 +66,7 @@ def conv_gate(x_flat, w_KN, rows_out: int, *, kernel: int, cols: int, width: int
   chunks = width // tile_k
   block_m = 2 * tile_m
   span = block_m + ((kh - 1) * cols + kw - 1) * stride
-  swizzle = plgpu.find_swizzle(tile_k * 16)
-  transforms = (plgpu.TilingTransform((8, swizzle // 2)), plgpu.SwizzleTransform(swizzle))
-  out_swizzle = plgpu.find_swizzle(width * 16)
-  out_transforms = (plgpu.TilingTransform((8, out_swizzle // 2)),
-                    plgpu.SwizzleTransform(out_swizzle))
+  transforms, out_transforms = _tiled(tile_k), _tiled(width)
 
   def tap_offset(s):
     t = lax.div(s, jnp.int32(chunks))
@@ -136,17 +144,6 @@ def conv_gate(x_flat, w_KN, rows_out: int, *, kernel: int, cols: int, width: int
       cluster=(1,), cluster_names=("cluster",), num_threads=3, thread_name="wg",
       compiler_params=plgpu.CompilerParams(lowering_semantics=semantics))
   return call(x_flat, w_KN)
-
-
-TILE_M = 64
-TILE_K = 32
-
-
-def _tiled(minor: int) -> tuple:
-  """Shared-memory transforms for a tile whose rows are `minor` bf16 wide:
-  8-row tiles, swizzled by the largest span that divides a row."""
-  swizzle = plgpu.find_swizzle(minor * 16)
-  return (plgpu.TilingTransform((8, swizzle // 2)), plgpu.SwizzleTransform(swizzle))
 
 
 def conv_gate_nhwc(x_BHWC, kernel, features: int, half: int, out_width: int, stages: int):
@@ -273,7 +270,7 @@ def conv_gate_nhwc(x_BHWC, kernel, features: int, half: int, out_width: int, sta
   call = plgpu.kernel(
       body, out_type=(jax.ShapeDtypeStruct((positions, 2 * half), dtype),
                       jax.ShapeDtypeStruct((positions, out_width), dtype)),
-      grid=(jax.devices()[0].core_count,), grid_names=("blocks",),
+      grid=(backend.get_default_device().core_count,), grid_names=("blocks",),
       cluster=(1,), cluster_names=("cluster",), num_threads=3, thread_name="wg",
       compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Lane))
   pre, y = call(x_BHWC, w_f, w_g)
