@@ -17,6 +17,7 @@ BENCH_MAIN = os.path.join(REPO, "experiments", "bench_main.py")
 BENCH_TRAIN = os.path.join(REPO, "experiments", "bench_train.py")
 BENCH_SAMPLE = os.path.join(REPO, "experiments", "bench_sample.py")
 BENCH_GATE_CONV = os.path.join(REPO, "experiments", "bench_gate_conv.py")
+BENCH_LAYER_CONVS = os.path.join(REPO, "experiments", "bench_layer_convs.py")
 
 
 def _run(script, *args, timeout):
@@ -147,6 +148,33 @@ def test_bench_gate_conv_kernel_matches_cudnn_and_the_gate_on_the_padded_grid(
 ])
 def test_bench_gate_conv_refuses_bad_arguments_in_one_line(args, error):
   assert _refusal(BENCH_GATE_CONV, *args) == [error]
+
+
+def test_bench_layer_convs_times_every_form_of_both_convolutions_and_they_agree(tmp_path):
+  out = tmp_path / "rows.jsonl"
+  r = _run(BENCH_LAYER_CONVS, "--batch=2", "--size=6", "--features=12", "--align=8",
+           "--kernel=5", "--steps=1", f"--out={out}", timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  passes = ("forward", "input grad", "kernel grad")
+  # conv1d and outshift exist for the one-row horizontal kernel only.
+  assert [(row["conv"], row["form"], row["pass"]) for row in rows] == [
+      (c, f, p) for c, forms in (("vertical", ("conv", "im2col")),
+                                 ("horizontal", ("conv", "conv1d", "im2col", "outshift")))
+      for f in forms for p in passes]
+  assert all(row["ms"] > 0 and row["floor_ms"] > 0 for row in rows)
+  # The same sums in bf16: apart by the rounding of bf16 partial sums at most.
+  assert max(row["max_diff"] for row in rows) <= 2 ** -6
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--forms=conv,gemm"], "--forms: comma-separated, from conv,conv1d,im2col,outshift; "
+                            "got 'conv,gemm'"),
+    (["--kernel=4"], "--kernel: odd and >= 3, got 4"),
+    (["--batch=0"], "--batch: an integer >= 1, got 0"),
+])
+def test_bench_layer_convs_refuses_bad_arguments_in_one_line(args, error):
+  assert _refusal(BENCH_LAYER_CONVS, *args) == [error]
 
 
 def test_bench_sample_times_the_sampler_and_checks_it_against_the_naive_one(tmp_path):
