@@ -242,13 +242,31 @@ def inputs(batch: int, size: int, p: int, align: int, kernel: int):
   return x, w.at[..., 2 * p:].set(0).astype(jnp.bfloat16), width
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def layer_parser() -> argparse.ArgumentParser:
+  """A parser for the layer's shape and --steps, --out, which every script
+  that times one layer's kernels takes; check_layer_args checks them."""
+  ap = argparse.ArgumentParser()
   ap.add_argument("--batch", type=int, default=256)
   ap.add_argument("--size", type=int, default=32)
   ap.add_argument("--features", type=int, default=132)
   ap.add_argument("--align", type=int, default=32)
   ap.add_argument("--kernel", type=int, default=3)
+  ap.add_argument("--steps", type=int, default=50)
+  ap.add_argument("--out", default=None, help="a file that each run adds its JSON lines to")
+  return ap
+
+
+def check_layer_args(args) -> None:
+  for flag in ("batch", "size", "features", "align", "steps"):
+    if getattr(args, flag) < 1:
+      raise SystemExit(f"--{flag}: an integer >= 1, got {getattr(args, flag)}")
+  if args.kernel < 3 or args.kernel % 2 == 0:
+    raise SystemExit(f"--kernel: odd and >= 3, got {args.kernel}")
+
+
+def main():
+  ap = layer_parser()
+  ap.description = __doc__.splitlines()[0]
   ap.add_argument("--configs", default="128x32x4x3,128x32x4x4")
   ap.add_argument("--mosaic", default="64x32x5")
   ap.add_argument("--aligned_taps", action="store_true")
@@ -256,16 +274,10 @@ def main():
   ap.add_argument("--warpgroup", action="store_true")
   ap.add_argument("--nhwc", action="store_true")
   ap.add_argument("--batch_minor", action=argparse.BooleanOptionalAction, default=False)
-  ap.add_argument("--steps", type=int, default=50)
-  ap.add_argument("--out", default=None, help="a file that each run adds its JSON lines to")
   args = ap.parse_args()
   configs = parse_configs(args.configs, "--configs", "BMxBNxWARPSxSTAGES", "128x32x4x3")
   mosaic = parse_configs(args.mosaic, "--mosaic", "TILE_MxTILE_KxSTAGES", "64x32x5")
-  for flag in ("batch", "size", "features", "align", "steps"):
-    if getattr(args, flag) < 1:
-      raise SystemExit(f"--{flag}: an integer >= 1, got {getattr(args, flag)}")
-  if args.kernel < 3 or args.kernel % 2 == 0:
-    raise SystemExit(f"--kernel: odd and >= 3, got {args.kernel}")
+  check_layer_args(args)
   on_gpu = jax.default_backend() == "gpu"
   B, size, p, k = args.batch, args.size, args.features, args.kernel
   x, w, width = inputs(B, size, p, args.align, k)

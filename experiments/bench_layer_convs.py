@@ -22,15 +22,12 @@ printed):
   output blocks shifted and summed (the shift moves to the output side).
 """
 
-import argparse
 import functools
-import json
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from bench_gate_conv import timed
+from bench_gate_conv import check_layer_args, layer_parser, timed
 from profile_train import write_summary
 
 FORMS = ("conv", "conv1d", "im2col", "outshift")
@@ -81,27 +78,17 @@ def passes(form, x, w, padding):
 
 
 def main():
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--batch", type=int, default=256)
-  ap.add_argument("--size", type=int, default=32)
-  ap.add_argument("--features", type=int, default=132)
-  ap.add_argument("--align", type=int, default=32)
-  ap.add_argument("--kernel", type=int, default=3)
+  ap = layer_parser()
+  ap.description = __doc__.splitlines()[0]
   ap.add_argument("--forms", default=",".join(FORMS))
-  ap.add_argument("--steps", type=int, default=50)
   ap.add_argument("--tflops", type=float, default=790.0,
                   help="the card's bf16 matrix rate (an H100's measured ~790)")
   ap.add_argument("--tbps", type=float, default=3.35, help="the card's memory rate")
-  ap.add_argument("--out", default=None, help="a file that each run adds its JSON lines to")
   args = ap.parse_args()
   forms = [f for f in args.forms.split(",") if f]
   if not forms or set(forms) - set(FORMS):
     raise SystemExit(f"--forms: comma-separated, from {','.join(FORMS)}; got {args.forms!r}")
-  for flag in ("batch", "size", "features", "align", "steps"):
-    if getattr(args, flag) < 1:
-      raise SystemExit(f"--{flag}: an integer >= 1, got {getattr(args, flag)}")
-  if args.kernel < 3 or args.kernel % 2 == 0:
-    raise SystemExit(f"--kernel: odd and >= 3, got {args.kernel}")
+  check_layer_args(args)
   B, S, p, n = args.batch, args.size, args.features, args.kernel
   m, k = n // 2, n // 2 + 1
   c_in, c_out = (-(-c // args.align) * args.align for c in (p + 1, 2 * p))
@@ -119,14 +106,13 @@ def main():
     flops = 2 * B * S * S * w.shape[0] * w.shape[1] * c_in * c_out
     bytes_ = 2 * (x.size + B * S * S * c_out + w.size)
     floor_ms = max(flops / args.tflops / 1e9, bytes_ / args.tbps / 1e9)
-    reference = {}
+    reference = {pass_name: fn().astype(jnp.float32)
+                 for pass_name, fn in passes("conv", x, w, padding).items()}
     for form in forms:
       if form in ("conv1d", "outshift") and w.shape[0] != 1:
         continue
       for pass_name, fn in passes(form, x, w, padding).items():
         out = fn()
-        if form == "conv":
-          reference[pass_name] = out.astype(jnp.float32)
         diff = float(jnp.max(jnp.abs(out.astype(jnp.float32) - reference[pass_name])))
         scale = float(jnp.max(jnp.abs(reference[pass_name])))
         ms = timed(fn, args.steps) * 1e3

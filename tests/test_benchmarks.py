@@ -165,6 +165,17 @@ def test_bench_layer_convs_times_every_form_of_both_convolutions_and_they_agree(
   assert all(row["ms"] > 0 and row["floor_ms"] > 0 for row in rows)
   # The same sums in bf16: apart by the rounding of bf16 partial sums at most.
   assert max(row["max_diff"] for row in rows) <= 2 ** -6
+  assert all(row["max_diff"] == 0 for row in rows if row["form"] == "conv")
+
+
+def test_bench_layer_convs_checks_a_form_against_cudnn_without_timing_cudnn(tmp_path):
+  out = tmp_path / "rows.jsonl"
+  r = _run(BENCH_LAYER_CONVS, "--batch=1", "--size=4", "--features=6", "--align=8",
+           "--forms=conv1d", "--steps=1", f"--out={out}", timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  assert {(row["conv"], row["form"]) for row in rows} == {("horizontal", "conv1d")}
+  assert all(row["max_diff"] == 0 for row in rows)  # The same cuDNN/XLA sums, reshaped.
 
 
 @pytest.mark.parametrize("args, error", [
