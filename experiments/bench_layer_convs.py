@@ -13,7 +13,8 @@ function of its own, and each against two floors: its FLOPs at the card's
 bf16 matrix rate (--tflops) and its operands' and result's bytes at its
 memory rate (--tbps).
 
-Formulations (all compute the same sums; the differences from "conv" are
+Formulations (all compute the same sums, for paddings that keep the image's
+size as the model's whole-image passes do; the differences from "conv" are
 printed):
 - conv: lax.conv_general_dilated, as the model calls it (cuDNN on a GPU);
 - conv1d: the horizontal one as a 1D convolution over [B * H, W, C] rows;
