@@ -242,10 +242,10 @@ def inputs(batch: int, size: int, p: int, align: int, kernel: int):
   return x, w.at[..., 2 * p:].set(0).astype(jnp.bfloat16), width
 
 
-def layer_parser() -> argparse.ArgumentParser:
+def layer_parser(description: str) -> argparse.ArgumentParser:
   """A parser for the layer's shape and --steps, --out, which every script
   that times one layer's kernels takes; check_layer_args checks them."""
-  ap = argparse.ArgumentParser()
+  ap = argparse.ArgumentParser(description=description)
   ap.add_argument("--batch", type=int, default=256)
   ap.add_argument("--size", type=int, default=32)
   ap.add_argument("--features", type=int, default=132)
@@ -265,8 +265,7 @@ def check_layer_args(args) -> None:
 
 
 def main():
-  ap = layer_parser()
-  ap.description = __doc__.splitlines()[0]
+  ap = layer_parser(__doc__.splitlines()[0])
   ap.add_argument("--configs", default="128x32x4x3,128x32x4x4")
   ap.add_argument("--mosaic", default="64x32x5")
   ap.add_argument("--aligned_taps", action="store_true")

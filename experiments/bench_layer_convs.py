@@ -79,8 +79,7 @@ def passes(form, x, w, padding):
 
 
 def main():
-  ap = layer_parser()
-  ap.description = __doc__.splitlines()[0]
+  ap = layer_parser(__doc__.splitlines()[0])
   ap.add_argument("--forms", default=",".join(FORMS))
   ap.add_argument("--tflops", type=float, default=790.0,
                   help="the card's bf16 matrix rate (an H100's measured ~790)")
