@@ -1,3 +1,5 @@
+# Run on 94dd4fa with halves.patch applied to the checkout; .run/main_pkg is a
+# copy of 94dd4fa's package and .run/setup.sh installs the carried wheels.
 source .run/setup.sh
 nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv > $OUT/gpu.txt
 run() { echo "== $1 $3"; PYTHONPATH=/tmp/site:$2 python3 experiments/bench_train.py $3 --out=$OUT/train_$1.jsonl 2>&1 | grep -v -i warn | tail -2; }

@@ -1,6 +1,6 @@
-# Not yet run. On a checkout of main at or after this commit, with .run/main_pkg a
-# copy of main's package, .run/rec_pkg one with gate_recompute.patch applied
-# and .run/var_pkg one with gate_variants.patch applied:
+# Not yet run. On a checkout of main at a03bca2 or later (both patches apply
+# there), with .run/main_pkg a copy of main's package, .run/rec_pkg one with
+# gate_recompute.patch applied and .run/var_pkg one with gate_variants.patch:
 source .run/setup.sh
 run() { echo "== $1 $3"; GATE=$4 PYTHONPATH=/tmp/site:$2 python3 experiments/bench_train.py $3 --out=$OUT/train_$1.jsonl 2>&1 | grep -v -i warn | tail -1; }
 S="--shapes=15x132k3 --batches=256 --steps=30"
