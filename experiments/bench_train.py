@@ -11,9 +11,11 @@ efficiency img/s(N) / (N * img/s(1)) is printed. --image is the images'
 HEIGHTxWIDTHxCHANNELS (28x28x1: MNIST's). --set overrides a config entry in
 every case (e.g. --set=model.dropout=0.1 --set=train.muon_products=bfloat16);
 each row records them. Time: the median step after
-compilation, each step waited for, so the host's dispatch is not hidden
-behind the previous step as it is in training (bench_main.py compares the
-two). MFU: a training step costs 3 forward passes, and a forward pass
+compilation, each step waited for, so that the host's dispatch is not
+hidden behind the previous step (img/s); and the same steps dispatched back
+to back, as a training loop does, waited for once at the end (img/s
+pipelined; bench_main.py compares a training run with it). MFU, of the
+waited step: a training step costs 3 forward passes, and a forward pass
 2 FLOPs per kernel weight per pixel (biases aside; what a shifted or masked
 kernel skips is counted too), against --peak_tflops (790: the bf16 matrix rate
 measured on this workplace's H100s and H200s). Runs under the XLA flags that
@@ -117,6 +119,12 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
   med = statistics.median(times)
+  loss_last = train_loss(m)
+  start = time.perf_counter()
+  for i in range(steps):
+    state, m = step(state, batches[i % 4], None, key)
+  jax.block_until_ready(m)
+  pipelined = (time.perf_counter() - start) / steps
   flops = train_flops_per_image(state.params, image[0] * image[1])
   return {"layers": layers, "features": features, "kernel": kernel, "dtype": dtype,
           "image": "x".join(map(str, image)),
@@ -125,7 +133,8 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
           "set": dict(overrides),
           "img_per_s": batch / med,
           "median_step_s": med,
-          "compile_s": compile_s, "loss_first": loss_first, "loss_last": train_loss(m),
+          "img_per_s_pipelined": batch / pipelined, "pipelined_step_s": pipelined,
+          "compile_s": compile_s, "loss_first": loss_first, "loss_last": loss_last,
           "temp_gib": memory.temp_size_in_bytes / 2**30 if memory else None,
           "params": ts.param_count(state.params),
           "train_gflop_per_img": flops / 1e9,
@@ -262,7 +271,7 @@ def main():
     plot(rows, args.plot)
   print(f"\n{'shape':>12} {'image':>9} {'dtype':>8} {'optim':>5} {'align':>5} {'batch':>6} "
         f"{'GPUs':>4} "
-        f"{'fsdp':>4} {'img/s':>8} {'MFU':>5} {'eff.':>5} {'temp GiB':>8}  device")
+        f"{'fsdp':>4} {'img/s':>8} {'MFU':>5} {'piped':>8} {'eff.':>5} {'temp GiB':>8}  device")
   for r in rows:
     shape = f"{r['layers']}x{r['features']}k{r['kernel']}"
     head = (f"{shape:>12} {r['image']:>9} {r['dtype']:>8} {r['optimizer']:>5} "
@@ -273,7 +282,7 @@ def main():
     else:
       eff = r.get("scaling_efficiency")
       temp = r["temp_gib"]
-      print(f"{head} {r['img_per_s']:8.0f} {r['mfu']:5.1%} "
+      print(f"{head} {r['img_per_s']:8.0f} {r['mfu']:5.1%} {r['img_per_s_pipelined']:8.0f} "
             f"{'' if eff is None else format(eff, '.1%'):>5} "
             f"{'' if temp is None else format(temp, '.2f'):>8}  {r['device']}")
 

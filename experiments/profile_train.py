@@ -15,7 +15,10 @@ for 5 steps); --hlo writes the compiled step's optimised HLO, gzipped, which
 says what each named fusion holds, and adds each fusion's rate: the bytes of
 its operands and results over its time, to set against the card's memory
 rate (4.8 TB/s on an H200). --set overrides a config entry, as in
-bench_train.py.
+bench_train.py. --gaps also reads the kernels' timeline: how long the GPU sat
+idle a step between kernels (the steps run back to back, as in training),
+by the size of each idle gap and by the kind of kernel that ends it, and the
+longest gaps with the kernels either side.
 """
 
 import argparse
@@ -94,6 +97,57 @@ def kind(op: str, kinds=KINDS) -> str:
   return next((k for k, pattern in kinds if re.search(pattern, op)), op.split("(")[0][:40])
 
 
+def kernel_intervals(trace_dir: str, line_name) -> list:
+  """(start ns, end ns, name) of every event on the GPU planes' lines for
+  which line_name(name) holds, by start."""
+  from jax.profiler import ProfileData
+  events = []
+  for path in glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True):
+    for plane in ProfileData.from_file(path).planes:
+      if plane.name.startswith("/device:GPU"):
+        events += [(e.start_ns, e.end_ns, e.name) for line in plane.lines
+                   if line_name(line.name) for e in line.events]
+  return sorted(events)
+
+
+GAP_BUCKETS_US = (2, 5, 20, 100, float("inf"))
+
+
+def idle_gaps(kernels: list, steps: int, longest: int = 15) -> dict:
+  """Where the GPU sat idle between kernels (kernel_intervals, any stream), a
+  step at a time: idle by gap size and by the kind of the kernel that ends
+  the gap; the longest gaps."""
+  gaps, busy_end, prev = [], kernels[0][1], kernels[0][2]
+  for start, end, name in kernels[1:]:
+    if start > busy_end:
+      gaps.append((start - busy_end, busy_end, prev, name))
+    if end >= busy_end:
+      busy_end, prev = end, name
+  by_size, by_next = collections.Counter(), collections.Counter()
+  for g, _, _, name in gaps:
+    by_size[next(f"<{b:g} us" for b in GAP_BUCKETS_US if g / 1e3 < b)] += g
+    by_next[kind(name)] += g
+  per_step = lambda ns: ns / 1e6 / steps
+  return {
+      "span_ms_per_step": per_step(busy_end - kernels[0][0]),
+      "gaps_per_step": len(gaps) / steps,
+      "idle_ms_per_step": per_step(sum(g for g, *_ in gaps)),
+      "idle_ms_by_size": {f"<{b:g} us": per_step(by_size[f"<{b:g} us"])
+                          for b in GAP_BUCKETS_US if f"<{b:g} us" in by_size},
+      "idle_ms_by_next_kind": {k: per_step(v) for k, v in by_next.most_common(8)},
+      "longest": [{"us": g / 1e3, "after": a[:60], "before": b[:60]}
+                  for g, _, a, b in sorted(gaps, reverse=True)[:longest]]}
+
+
+def print_gaps(gaps: dict) -> None:
+  print(f"idle: {gaps['idle_ms_per_step']:.2f} ms a step in {gaps['gaps_per_step']:.0f} "
+        f"gaps, span {gaps['span_ms_per_step']:.2f} ms")
+  for key in ("idle_ms_by_size", "idle_ms_by_next_kind"):
+    print(f"  {key}: " + ", ".join(f"{k} {v:.3f}" for k, v in gaps[key].items()))
+  for g in gaps["longest"]:
+    print(f"  {g['us']:8.1f} us  after {g['after']}  before {g['before']}")
+
+
 def device_times(trace_dir: str) -> tuple[collections.Counter, collections.Counter]:
   """op_times per XLA op, or per CUDA kernel where a trace has no op lines."""
   total_ns, count = op_times(trace_dir, lambda name: name == "XLA Ops")
@@ -129,6 +183,7 @@ def main():
   p.add_argument("--top", type=int, default=25)
   p.add_argument("--out", default="", help="a file that each run adds its JSON lines to")
   p.add_argument("--hlo", default="")
+  p.add_argument("--gaps", action="store_true", help="also the idle time between kernels")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   args = p.parse_args()
   layers, features, kernel = bench_train.parse_shape(args.shape, "--shape")
@@ -179,6 +234,12 @@ def main():
     rate = f"{r['tb_per_s']:5.2f} TB/s" if "tb_per_s" in r else ""
     print(f"  {r['share']:6.1%} {r['ms_per_step']:8.3f} ms x{r['calls_per_step']:<3.0f} "
           f"{rate:>10}  {r['op'][:90]}")
+  if args.gaps:
+    kernels = kernel_intervals(trace_dir, lambda name: name.startswith("Stream"))
+    if not kernels:
+      raise SystemExit(f"error: no GPU kernels in the trace under {trace_dir}")
+    summary["gaps"] = idle_gaps(kernels, args.steps)
+    print_gaps(summary["gaps"])
   write_summary(summary, args.out)
 
 

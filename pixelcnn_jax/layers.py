@@ -137,13 +137,30 @@ def _dot_float32_out_jvp(precision, primals, tangents):
   return dot_float32_out(x, kernel, precision), dy.astype(jnp.float32)
 
 
-def gate(pre: jax.Array, features: Optional[int] = None) -> jax.Array:
+def gate(pre: jax.Array, features: Optional[int] = None,
+         width: Optional[int] = None) -> jax.Array:
   """y = tanh(f) * sigmoid(g), with [f | g] stacked on the last axis; given
-  `features`, pre may carry padding after them (an aligned width)."""
+  `features`, pre may carry padding after them (an aligned width). Given
+  `width`, y comes at that width, zeros after `features`."""
   p = pre.shape[-1] // 2 if features is None else features
   # One split, not slices: its gradient is one concatenate, zeros included.
   f, g, _ = jnp.split(pre, [p, 2 * p], axis=-1)
+  if width is not None:
+    # Padded before tanh, not after the product: the tanh(f) that the
+    # backward pass keeps then has y's shape, so XLA writes both in one pass
+    # over pre instead of a pass of its own for tanh(f) (experiments/RESULTS.md).
+    f, g = pad_to(f, -1, width), pad_to(g, -1, width)
   return jnp.tanh(f) * jax.nn.sigmoid(g)
+
+
+def add_ones(x: jax.Array, index: int) -> jax.Array:
+  """x plus 1 at channel `index`: a ones channel in x's padding, where
+  one fits, for the next kernel to fold its bias from (fold_bias)."""
+  if index >= x.shape[-1]:
+    return x
+  one_hot = np.zeros(x.shape[-1], np.float32)
+  one_hot[index] = 1
+  return x + jnp.asarray(one_hot, x.dtype)
 
 
 class ShiftedConv(nn.Module):

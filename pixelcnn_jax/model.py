@@ -82,6 +82,22 @@ class GatedLayer(nn.Module):
     return (layers.gate(pre, self.features),
             self.v_to_h(pre, aligned, with_bias=False) + cond_h)
 
+  def gate(self, pre: jax.Array, aligned: bool, deterministic: bool = True) -> jax.Array:
+    """The gate's output, after dropout unless `deterministic`; aligned, at
+    the aligned width, with the ones channel that the next kernel folds its
+    bias from (layers.add_ones)."""
+    if not aligned:
+      return self.drop(layers.gate(pre, self.features), deterministic=deterministic)
+    width = layers.aligned_width(self.features, self.channel_align)
+    y = layers.gate(pre, self.features, width)
+    if not deterministic and self.dropout > 0:
+      # The mask is drawn at the true width, so that the alignment changes
+      # no mask, and padded: dropout must not scale the ones channel.
+      scale = self.drop(jnp.ones((*y.shape[:-1], self.features), jnp.float32),
+                        deterministic=False)
+      y = (y * layers.pad_to(scale, -1, width)).astype(y.dtype)
+    return layers.add_ones(y, self.features)
+
   def horizontal(self, h: jax.Array, link: jax.Array, padding, train: bool = False,
                  aligned: bool = False):
     """(output, skip); `aligned`: h, the output and the skip at the aligned width."""
@@ -96,8 +112,7 @@ class GatedLayer(nn.Module):
     # epilogue, where a bias of the link's own costs a pass over it.
     pre = self.h_conv(h, padding, aligned, fold=True,
                       extra_bias=self.v_to_h.variables["params"]["bias"]) + link
-    gated = self.drop(layers.gate(pre, self.features),
-                      deterministic=not train or self.first)
+    gated = self.gate(pre, aligned, deterministic=not train or self.first)
     out = self.h_out(gated, aligned, fold=True, ones_out=self.first)
     if not self.first:
       # Residual: the input at each output's own column, which is the last

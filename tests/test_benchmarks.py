@@ -37,14 +37,18 @@ def test_bench_main_times_main_py_and_the_bare_step(tmp_path):
   earlier = '{"an": "earlier run"}\n'
   out.write_text(earlier)
   r = _run(BENCH_MAIN, "--shape=2x12k3", "--batch=8", "--steps=8", "--log_every=2",
-           "--bench_steps=2", "--optimizer=muon", f"--out={out}", timeout=300)
+           "--bench_steps=2", "--optimizer=muon", "--dropout=0.1", f"--out={out}",
+           timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
   assert out.read_text().startswith(earlier)  # --out adds to a file, never replaces it.
   row = json.loads(out.read_text().splitlines()[1])
   assert row["main_windows"] == 2  # Steps 6 and 8: the first two windows are left out.
   assert row["optimizer"] == "muon"
   assert row["bench_img_per_s"] > 0 and row["main_img_per_s"] > 0
+  assert row["dropout"] == 0.1
   assert row["main_over_bench"] == pytest.approx(row["main_img_per_s"] / row["bench_img_per_s"])
+  assert row["main_over_pipelined"] == pytest.approx(
+      row["main_img_per_s"] / row["bench_img_per_s_pipelined"])
 
 
 @pytest.mark.parametrize("args, error", [
@@ -53,6 +57,7 @@ def test_bench_main_times_main_py_and_the_bare_step(tmp_path):
      "--steps=100 leaves no logged window after the first two (--log_every=50): "
      "give at least 150"),
     (["--optimizer=sgd"], "--optimizer: one of adamw, muon, got 'sgd'"),
+    (["--dropout=1"], "--dropout: in [0, 1), got 1.0"),
 ])
 def test_bench_main_refuses_bad_arguments_in_one_line(args, error):
   assert _refusal(BENCH_MAIN, *args) == [error]
@@ -67,7 +72,8 @@ def test_bench_train_times_one_channel_images(tmp_path):
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   assert [(row["image"], row["channel_align"], row["optimizer"]) for row in rows] == [
       ("8x6x1", a, o) for a in (1, 8) for o in ("adamw", "muon")]
-  assert all(row["img_per_s"] > 0 and row["scaling_efficiency"] == 1.0 for row in rows)
+  assert all(row["img_per_s"] > 0 and row["img_per_s_pipelined"] > 0
+             and row["scaling_efficiency"] == 1.0 for row in rows)
   assert all(row["temp_gib"] > 0 for row in rows)  # The compiled step's scratch memory.
   # Rows say which XLA_FLAGS they ran under (the library's defaults, as
   # pixelcnn_jax.main runs), and the loss, which a flag that changes numerics
@@ -347,3 +353,24 @@ def test_hlo_stages_compiles_the_step_here(tmp_path):
   counts = {s: sum(kinds.values()) for s, kinds in row["stages"].items()}
   assert counts["forward"] > 0 and counts["backward"] > 0 and counts["update"] > 0
   assert sum(counts.values()) == row["total"]
+
+
+def test_profile_train_finds_the_idle_gaps_between_kernels(monkeypatch):
+  """Overlapping kernels on two streams are one busy span; each gap between
+  busy spans is counted, sized and named by the kernels either side."""
+  monkeypatch.syspath_prepend(os.path.join(REPO, "experiments"))
+  import profile_train
+  us = 1000
+  kernels = [(0, 10 * us, "convolution.1"), (5 * us, 12 * us, "loop_add_fusion"),
+             (15 * us, 20 * us, "nvjet_gemm"), (150 * us, 160 * us, "convolution.2"),
+             (151 * us, 155 * us, "Memset 3")]
+  gaps = profile_train.idle_gaps(kernels, steps=2)
+  assert gaps["gaps_per_step"] == 1.0
+  assert gaps["span_ms_per_step"] == pytest.approx(160 / 2 / 1000)
+  assert gaps["idle_ms_per_step"] == pytest.approx((3 + 130) / 2 / 1000)
+  assert list(gaps["idle_ms_by_size"]) == ["<5 us", "<inf us"]
+  assert gaps["idle_ms_by_size"] == pytest.approx({"<5 us": 0.0015, "<inf us": 0.065})
+  assert gaps["idle_ms_by_next_kind"] == pytest.approx(
+      {"matmul": 0.0015, "cuDNN convolution": 0.065})
+  assert [(g["us"], g["after"], g["before"]) for g in gaps["longest"]] == [
+      (130.0, "nvjet_gemm", "convolution.2"), (3.0, "loop_add_fusion", "nvjet_gemm")]
