@@ -93,17 +93,22 @@ def make_mesh(devices: int, fsdp: int) -> Mesh:
   return Mesh(grid, (mesh_lib.DATA, mesh_lib.FSDP), axis_types=(AxisType.Auto,) * 2)
 
 
+def make_case(cfg, mesh: Mesh, batch: int, image=IMAGE) -> tuple:
+  """(jitted train step, fresh state, dropout key, 4 batches of random images
+  on the mesh) for `cfg`."""
+  model, tx, shardings, step = train.setup(cfg, mesh)
+  state = train.fresh_state(cfg, model, tx, shardings)
+  rng = np.random.default_rng(0)
+  batches = [jax.device_put(rng.integers(0, 256, (batch, *image), np.uint8),
+                            mesh_lib.batch_sharding(mesh)) for _ in range(4)]
+  return step, state, jax.random.PRNGKey(1), batches
+
+
 def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, steps,
           peak_tflops, align=0, image=IMAGE, optimizer="adamw", overrides=()):
   batch = per_device_batch * devices
   cfg = config_for(layers, features, kernel, dtype, batch, align, image, optimizer, overrides)
-  mesh = make_mesh(devices, fsdp)
-  model, tx, shardings, step = train.setup(cfg, mesh)
-  state = train.fresh_state(cfg, model, tx, shardings)
-  key = jax.random.PRNGKey(1)
-  rng = np.random.default_rng(0)
-  batches = [jax.device_put(rng.integers(0, 256, (batch, *image), np.uint8),
-                            mesh_lib.batch_sharding(mesh)) for _ in range(4)]
+  step, state, key, batches = make_case(cfg, make_mesh(devices, fsdp), batch, image)
   t0 = time.perf_counter()
   state, m = step(state, batches[0], None, key)
   jax.block_until_ready(m)

@@ -74,9 +74,17 @@ def with_ones(x: jax.Array, size: int) -> jax.Array:
   # A pad plus a constant, not a concatenate: XLA fuses both into the op that
   # makes x, where a concatenate at an unaligned channel runs at a third of
   # the memory rate (experiments/RESULTS.md).
-  one_hot = np.zeros(size, np.float32)
-  one_hot[x.shape[-1]] = 1
-  return pad_to(x, -1, size) + jnp.asarray(one_hot, x.dtype)
+  return add_ones(pad_to(x, -1, size), x.shape[-1])
+
+
+def add_ones(x: jax.Array, index: int) -> jax.Array:
+  """x plus 1 at channel `index`: a ones channel in x's padding, where
+  one fits, for the next kernel to fold its bias from (fold_bias)."""
+  if index >= x.shape[-1]:
+    return x
+  one_hot = np.zeros(x.shape[-1], np.float32)
+  one_hot[index] = 1
+  return x + jnp.asarray(one_hot, x.dtype)
 
 
 def fold_bias(kernel: jax.Array, bias: jax.Array, tap: tuple, in_features: int,
@@ -151,16 +159,6 @@ def gate(pre: jax.Array, features: Optional[int] = None,
     # over pre instead of a pass of its own for tanh(f) (experiments/RESULTS.md).
     f, g = pad_to(f, -1, width), pad_to(g, -1, width)
   return jnp.tanh(f) * jax.nn.sigmoid(g)
-
-
-def add_ones(x: jax.Array, index: int) -> jax.Array:
-  """x plus 1 at channel `index`: a ones channel in x's padding, where
-  one fits, for the next kernel to fold its bias from (fold_bias)."""
-  if index >= x.shape[-1]:
-    return x
-  one_hot = np.zeros(x.shape[-1], np.float32)
-  one_hot[index] = 1
-  return x + jnp.asarray(one_hot, x.dtype)
 
 
 class ShiftedConv(nn.Module):

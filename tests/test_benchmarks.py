@@ -18,6 +18,7 @@ BENCH_TRAIN = os.path.join(REPO, "experiments", "bench_train.py")
 BENCH_SAMPLE = os.path.join(REPO, "experiments", "bench_sample.py")
 BENCH_GATE_CONV = os.path.join(REPO, "experiments", "bench_gate_conv.py")
 BENCH_LAYER_CONVS = os.path.join(REPO, "experiments", "bench_layer_convs.py")
+BENCH_DISPATCH = os.path.join(REPO, "experiments", "bench_dispatch.py")
 
 
 def _run(script, *args, timeout):
@@ -374,3 +375,22 @@ def test_profile_train_finds_the_idle_gaps_between_kernels(monkeypatch):
       {"matmul": 0.0015, "cuDNN convolution": 0.065})
   assert [(g["us"], g["after"], g["before"]) for g in gaps["longest"]] == [
       (130.0, "nvjet_gemm", "convolution.2"), (3.0, "loop_add_fusion", "nvjet_gemm")]
+
+
+def test_bench_dispatch_times_waited_and_pipelined_steps(tmp_path):
+  out = tmp_path / "dispatch.jsonl"
+  r = _run(BENCH_DISPATCH, "--shape=2x12k3", "--batch=4", "--steps=2", "--sleeps_ms=0,1.5",
+           "--repeats=1", "--profile_steps=1", f"--out={out}", timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  summary = json.loads(out.read_text())
+  assert [row["case"] for row in summary["rows"]] == [
+      "waited", "pipelined", "pipelined, batch from the host",
+      "pipelined, host asleep 1.5 ms a step"]
+  assert all(row["step_ms"] > 0 and row["img_per_s"] > 0 for row in summary["rows"])
+  assert summary["rows"][-1]["step_ms"] >= 1.5
+  assert "no GPU kernels in the trace" in r.stdout  # The CPU has no GPU timeline to read.
+
+
+def test_bench_dispatch_refuses_a_negative_sleep_in_one_line():
+  assert _refusal(BENCH_DISPATCH, "--sleeps_ms=0,-2") == [
+      "--sleeps_ms: milliseconds >= 0, comma-separated, e.g. 0,5, got '0,-2'"]
