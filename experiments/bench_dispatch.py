@@ -15,61 +15,13 @@ the host's time from its call to the step's first kernel.
 """
 
 import argparse
-import statistics
 import tempfile
-import time
 
 import jax
-import numpy as np
 
 import bench_train
 import profile_train
-from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax import xla_defaults
-
-
-class Stepper:
-  """The step and its state, advanced by each call."""
-
-  def __init__(self, cfg, batch: int):
-    mesh = bench_train.make_mesh(1, 1)
-    self.step, self.state, self.key, self.batches = bench_train.make_case(cfg, mesh, batch)
-    self.sharding = mesh_lib.batch_sharding(mesh)
-    self.host_batches = [np.asarray(b) for b in self.batches]
-    self.metrics = None
-
-  def __call__(self, i: int, from_host: bool = False) -> float:
-    """Dispatches step i; returns the seconds the call took."""
-    images = (jax.device_put(self.host_batches[i % 4], self.sharding) if from_host
-              else self.batches[i % 4])
-    start = time.perf_counter()
-    self.state, self.metrics = self.step(self.state, images, None, self.key)
-    return time.perf_counter() - start
-
-  def wait(self):
-    jax.block_until_ready(self.metrics)
-
-
-def waited(run: Stepper, steps: int) -> dict:
-  totals, calls = [], []
-  for i in range(steps):
-    start = time.perf_counter()
-    calls.append(run(i))
-    run.wait()
-    totals.append(time.perf_counter() - start)
-  return {"step_ms": 1e3 * statistics.median(totals), "call_ms": 1e3 * statistics.median(calls)}
-
-
-def pipelined(run: Stepper, steps: int, sleep_ms: float = 0.0, from_host: bool = False) -> dict:
-  calls = []
-  start = time.perf_counter()
-  for i in range(steps):
-    calls.append(run(i, from_host))
-    if sleep_ms:
-      time.sleep(sleep_ms / 1e3)
-  run.wait()
-  return {"step_ms": 1e3 * (time.perf_counter() - start) / steps,
-          "call_ms": 1e3 * statistics.median(calls)}
 
 
 def main():
@@ -93,18 +45,20 @@ def main():
                      f"got {args.sleeps_ms!r}")
   if min(args.batch, args.steps, args.repeats) < 1 or args.profile_steps < 0:
     raise SystemExit("--batch, --steps and --repeats must be >= 1, --profile_steps >= 0")
-  run = Stepper(bench_train.config_for(layers, features, kernel, "bfloat16", args.batch),
-                args.batch)
+  run = bench_train.Stepper(
+      bench_train.config_for(layers, features, kernel, "bfloat16", args.batch),
+      bench_train.make_mesh(1, 1), args.batch)
   for i in range(3):  # Compiles, and warms the allocator.
     run(i)
   run.wait()
   rows = []
   for repeat in range(args.repeats):
-    cases = {"waited": waited(run, args.steps),
-             "pipelined": pipelined(run, args.steps),
-             "pipelined, batch from the host": pipelined(run, args.steps, from_host=True)}
-    cases.update({f"pipelined, host asleep {s:g} ms a step": pipelined(run, args.steps, s)
-                  for s in sleeps if s})
+    cases = {"waited": bench_train.waited(run, args.steps),
+             "pipelined": bench_train.pipelined(run, args.steps),
+             "pipelined, batch from the host": bench_train.pipelined(run, args.steps,
+                                                                     from_host=True)}
+    cases.update({f"pipelined, host asleep {s:g} ms a step":
+                  bench_train.pipelined(run, args.steps, s) for s in sleeps if s})
     for case, r in cases.items():
       rows.append({"case": case, "repeat": repeat, **r,
                    "img_per_s": args.batch * 1e3 / r["step_ms"]})

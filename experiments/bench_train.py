@@ -93,44 +93,75 @@ def make_mesh(devices: int, fsdp: int) -> Mesh:
   return Mesh(grid, (mesh_lib.DATA, mesh_lib.FSDP), axis_types=(AxisType.Auto,) * 2)
 
 
-def make_case(cfg, mesh: Mesh, batch: int, image=IMAGE) -> tuple:
-  """(jitted train step, fresh state, dropout key, 4 batches of random images
-  on the mesh) for `cfg`."""
-  model, tx, shardings, step = train.setup(cfg, mesh)
-  state = train.fresh_state(cfg, model, tx, shardings)
-  rng = np.random.default_rng(0)
-  batches = [jax.device_put(rng.integers(0, 256, (batch, *image), np.uint8),
-                            mesh_lib.batch_sharding(mesh)) for _ in range(4)]
-  return step, state, jax.random.PRNGKey(1), batches
+class Stepper:
+  """The jitted train step of `cfg` on `mesh` and its state, advanced by each
+  call, on 4 batches of random images (on the mesh, and on the host)."""
+
+  def __init__(self, cfg, mesh: Mesh, batch: int, image=IMAGE):
+    model, tx, shardings, self.step = train.setup(cfg, mesh)
+    self.state = train.fresh_state(cfg, model, tx, shardings)
+    self.key = jax.random.PRNGKey(1)
+    rng = np.random.default_rng(0)
+    self.host_batches = [rng.integers(0, 256, (batch, *image), np.uint8) for _ in range(4)]
+    self.sharding = mesh_lib.batch_sharding(mesh)
+    self.batches = [jax.device_put(b, self.sharding) for b in self.host_batches]
+    self.metrics = None
+
+  def __call__(self, i: int, from_host: bool = False) -> float:
+    """Dispatches a step on batch i % 4 (put on the device first, from_host);
+    returns the seconds the call took to return."""
+    images = (jax.device_put(self.host_batches[i % 4], self.sharding) if from_host
+              else self.batches[i % 4])
+    start = time.perf_counter()
+    self.state, self.metrics = self.step(self.state, images, None, self.key)
+    return time.perf_counter() - start
+
+  def wait(self):
+    jax.block_until_ready(self.metrics)
+
+
+def waited(run: Stepper, steps: int) -> dict:
+  """Median ms of a step waited for, and of its call."""
+  totals, calls = [], []
+  for i in range(steps):
+    start = time.perf_counter()
+    calls.append(run(i))
+    run.wait()
+    totals.append(time.perf_counter() - start)
+  return {"step_ms": 1e3 * statistics.median(totals), "call_ms": 1e3 * statistics.median(calls)}
+
+
+def pipelined(run: Stepper, steps: int, sleep_ms: float = 0.0, from_host: bool = False) -> dict:
+  """ms a step of steps dispatched back to back (the host asleep sleep_ms
+  after each call) and waited for once, and the median ms of a call."""
+  calls = []
+  start = time.perf_counter()
+  for i in range(steps):
+    calls.append(run(i, from_host))
+    if sleep_ms:
+      time.sleep(sleep_ms / 1e3)
+  run.wait()
+  return {"step_ms": 1e3 * (time.perf_counter() - start) / steps,
+          "call_ms": 1e3 * statistics.median(calls)}
 
 
 def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, steps,
           peak_tflops, align=0, image=IMAGE, optimizer="adamw", overrides=()):
   batch = per_device_batch * devices
   cfg = config_for(layers, features, kernel, dtype, batch, align, image, optimizer, overrides)
-  step, state, key, batches = make_case(cfg, make_mesh(devices, fsdp), batch, image)
+  run = Stepper(cfg, make_mesh(devices, fsdp), batch, image)
   t0 = time.perf_counter()
-  state, m = step(state, batches[0], None, key)
-  jax.block_until_ready(m)
+  run(0)
+  run.wait()
   compile_s = time.perf_counter() - t0
-  loss_first = train_loss(m)
+  loss_first = train_loss(run.metrics)
   # The step's scratch memory (activations kept for the backward pass, and
   # workspaces), from the executable the call above compiled and cached.
-  memory = step.lower(state, batches[0], None, key).compile().memory_analysis()
-  times = []
-  for i in range(steps):
-    t0 = time.perf_counter()
-    state, m = step(state, batches[i % 4], None, key)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t0)
-  med = statistics.median(times)
-  loss_last = train_loss(m)
-  start = time.perf_counter()
-  for i in range(steps):
-    state, m = step(state, batches[i % 4], None, key)
-  jax.block_until_ready(m)
-  pipelined = (time.perf_counter() - start) / steps
-  flops = train_flops_per_image(state.params, image[0] * image[1])
+  memory = run.step.lower(run.state, run.batches[0], None, run.key).compile().memory_analysis()
+  med = waited(run, steps)["step_ms"] / 1e3
+  loss_last = train_loss(run.metrics)
+  pipelined_s = pipelined(run, steps)["step_ms"] / 1e3
+  flops = train_flops_per_image(run.state.params, image[0] * image[1])
   return {"layers": layers, "features": features, "kernel": kernel, "dtype": dtype,
           "image": "x".join(map(str, image)),
           "batch": batch, "per_device_batch": per_device_batch, "devices": devices,
@@ -138,10 +169,10 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
           "set": dict(overrides),
           "img_per_s": batch / med,
           "median_step_s": med,
-          "img_per_s_pipelined": batch / pipelined, "pipelined_step_s": pipelined,
+          "img_per_s_pipelined": batch / pipelined_s, "pipelined_step_s": pipelined_s,
           "compile_s": compile_s, "loss_first": loss_first, "loss_last": loss_last,
           "temp_gib": memory.temp_size_in_bytes / 2**30 if memory else None,
-          "params": ts.param_count(state.params),
+          "params": ts.param_count(run.state.params),
           "train_gflop_per_img": flops / 1e9,
           "mfu": batch / med * flops / (devices * peak_tflops * 1e12),
           "device": jax.devices()[0].device_kind,
