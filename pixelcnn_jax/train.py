@@ -65,6 +65,7 @@ def make_train_step(model, objective, tx, train_cfg, mesh, state_sharding):
                                           {"dropout": key}))
 
   value_and_grad = microbatch_value_and_grad(loss_fn, train_cfg.microbatches, batch)
+  fused = ts.fused_norm(mesh)
 
   def step(state: ts.TrainState, images, h, dropout_key):
     loss, grads = value_and_grad(state.params, images, h,
@@ -76,11 +77,11 @@ def make_train_step(model, objective, tx, train_cfg, mesh, state_sharding):
     ema = state.ema_params
     if ema is not None:
       ema = ts.update_ema(ema, params, state.step + 1, train_cfg.ema_decay)
-    grad_norm = optax.tree.norm(grads)
+    grad_norm = ts.global_norm(grads, fused)
     # A finite loss and gradient can still step to inf weights (or weights
     # whose norm overflows): that state must not be saved either.
     healthy = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-               & (loss < objective.runaway) & jnp.isfinite(optax.tree.norm(params)))
+               & (loss < objective.runaway) & jnp.isfinite(ts.global_norm(params, fused)))
     diverged_at = jnp.where((state.diverged_at == 0) & ~healthy, state.step + 1,
                             state.diverged_at)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,

@@ -59,6 +59,39 @@ def test_optimizer_is_adamw_with_decay_on_kernels_only():
   assert float(ours["kernel"][0, 0]) < float(ours["bias"][0])  # Decay on kernels only.
 
 
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("max_norm", [1e9, 0.3])
+def test_clip_is_optax_clip_by_global_norm_with_its_state(fused, max_norm):
+  tree = {"kernel": jax.random.normal(jax.random.PRNGKey(0), (5, 3, 7)),
+          "bias": jnp.arange(7.0) - 3, "head": {"w": jnp.full((2, 4), -0.25)}}
+  np.testing.assert_allclose(ts.global_norm(tree, fused), optax.tree.norm(tree), rtol=1e-6)
+  ours, theirs = ts.clip_by_global_norm(max_norm, fused), optax.clip_by_global_norm(max_norm)
+  assert jax.tree_util.tree_structure(ours.init(tree)) == \
+      jax.tree_util.tree_structure(theirs.init(tree))
+  clipped, _ = ours.update(tree, ours.init(tree))
+  expected, _ = theirs.update(tree, theirs.init(tree))
+  for a, b in zip(jax.tree_util.tree_leaves(clipped), jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  assert float(optax.tree.norm(clipped)) == pytest.approx(min(max_norm, float(
+      optax.tree.norm(tree))), rel=1e-6)
+
+
+def test_the_norms_are_one_reduction_unless_the_state_is_split(monkeypatch):
+  tree = {f"w{i}": jnp.full((64, 8 + i), 0.5 + i) for i in range(12)}
+  def reductions(fused):
+    text = jax.jit(lambda t: ts.global_norm(t, fused)).lower(tree).as_text()
+    return text.count("stablehlo.reduce")
+  assert reductions(True) == 1
+  assert reductions(False) == 12
+  # Leaves over the limit keep a reduction each: 64 x 16 and up, four of them.
+  monkeypatch.setattr(ts, "FUSED_LEAF_SIZE", 64 * 15)
+  assert reductions(True) == 1 + 4
+  np.testing.assert_allclose(ts.global_norm(tree), optax.tree.norm(tree), rtol=1e-6)
+  mesh = lambda data, fsdp: jax.sharding.AbstractMesh((data, fsdp), ("data", "fsdp"))
+  assert ts.fused_norm(None) and ts.fused_norm(mesh(4, 1))
+  assert not ts.fused_norm(mesh(2, 2))
+
+
 def _muon_case():
   m = config_base.base().model
   m.update(num_layers=3, features=12, kernel_size=3, channels=3, head_features=12,
