@@ -135,8 +135,8 @@ def global_norm(tree, fused: bool = True) -> jax.Array:
 
   optax.tree.norm reduces leaf by leaf, and XLA runs each reduction as a
   kernel of its own, two for a large leaf: the gradient norm, the clip's
-  norm and the weights' norm came to 368 kernels of a 1,155-kernel step at
-  15 x 132 on a GPU (experiments/RESULTS.md). Leaves split over devices
+  norm and the weights' norm came to 368 of the 980 kernels of a 15 x 132
+  step on an H200 (experiments/RESULTS.md). Leaves split over devices
   (fsdp) are reduced one by one, since putting them side by side would move
   them between devices.
   """
