@@ -2,7 +2,7 @@
 
   python experiments/profile_train.py [--shape=15x132k3] [--dtype=bfloat16]
       [--batch=256] [--align=0] [--steps=5] [--top=25] [--out=FILE.jsonl] [--hlo=FILE.txt.gz]
-      [--set=KEY=VALUE ...]
+      [--gaps] [--sources=REGEX] [--set=KEY=VALUE ...]
 
 Traces --steps steps of the train step (after compiling and warming it) with
 jax.profiler, then reads the trace where it was written and sums device time
@@ -18,7 +18,10 @@ rate (4.8 TB/s on an H200). --set overrides a config entry, as in
 bench_train.py. --gaps also reads the kernels' timeline: how long the GPU sat
 idle a step between kernels (the steps run back to back, as in training),
 by the size of each idle gap and by the kind of kernel that ends it, and the
-longest gaps with the kernels either side.
+longest gaps with the kernels either side. --sources=REGEX names the XLA op
+behind each kernel whose name matches (`--sources=Memset` for the memsets,
+which a profile lists under no op of their own), with its op_name where
+--hlo is given.
 """
 
 import argparse
@@ -45,18 +48,25 @@ import bench_train
 def op_times(trace_dir: str, line_name) -> tuple[collections.Counter, collections.Counter]:
   """Device ns and occurrences per event name on the GPU planes' lines for
   which line_name(name) holds."""
-  from jax.profiler import ProfileData
   total_ns, count = collections.Counter(), collections.Counter()
+  for start, end, name, _ in gpu_events(trace_dir, line_name):
+    total_ns[name] += end - start
+    count[name] += 1
+  return total_ns, count
+
+
+def gpu_events(trace_dir: str, line_name, stats: bool = False) -> list:
+  """(start ns, end ns, name, {stat: value} where stats, else {}) of every
+  event on the GPU planes' lines for which line_name(name) holds."""
+  from jax.profiler import ProfileData
+  events = []
   for path in glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True):
     for plane in ProfileData.from_file(path).planes:
-      if not plane.name.startswith("/device:GPU"):
-        continue
-      for line in plane.lines:
-        if line_name(line.name):
-          for event in line.events:
-            total_ns[event.name] += event.duration_ns
-            count[event.name] += 1
-  return total_ns, count
+      if plane.name.startswith("/device:GPU"):
+        events += [(e.start_ns, e.end_ns, e.name, dict(e.stats) if stats else {})
+                   for line in plane.lines
+                   if line_name(line.name) for e in line.events]
+  return events
 
 
 KINDS = (  # (kind, pattern), first match wins; CUDA kernel names or XLA op names.
@@ -100,14 +110,7 @@ def kind(op: str, kinds=KINDS) -> str:
 def kernel_intervals(trace_dir: str, line_name) -> list:
   """(start ns, end ns, name) of every event on the GPU planes' lines for
   which line_name(name) holds, by start."""
-  from jax.profiler import ProfileData
-  events = []
-  for path in glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True):
-    for plane in ProfileData.from_file(path).planes:
-      if plane.name.startswith("/device:GPU"):
-        events += [(e.start_ns, e.end_ns, e.name) for line in plane.lines
-                   if line_name(line.name) for e in line.events]
-  return sorted(events)
+  return sorted((start, end, name) for start, end, name, _ in gpu_events(trace_dir, line_name))
 
 
 GAP_BUCKETS_US = (2, 5, 20, 100, float("inf"))
@@ -148,6 +151,28 @@ def print_gaps(gaps: dict) -> None:
     print(f"  {g['us']:8.1f} us  after {g['after']}  before {g['before']}")
 
 
+def launch_sources(events: list, pattern: str, steps: int, op_names=None) -> list:
+  """For the kernels whose name matches pattern, the XLA op that launched
+  them (the event's hlo_op stat), most time first: calls and us a step, and
+  the op's op_name from op_names where given. The memsets and cuDNN's
+  workspace kernels of a profile name no op of their own."""
+  calls, ns, details = collections.Counter(), collections.Counter(), {}
+  for start, end, name, stats in events:
+    if re.search(pattern, name):
+      op = str(stats.get("hlo_op", "?"))
+      calls[op] += 1
+      ns[op] += end - start
+      details.setdefault(op, str(stats.get("memset_details", "")) or name[:60])
+  return [{"hlo_op": op, "calls_per_step": calls[op] / steps,
+           "us_per_step": t / 1e3 / steps, "details": details[op],
+           "op_name": (op_names or {}).get(op, "")} for op, t in ns.most_common()]
+
+
+def hlo_op_names(hlo: str) -> dict:
+  """{instruction name: its metadata's op_name} of an optimised HLO module."""
+  return dict(re.findall(r'^\s*(?:ROOT )?%([\w.\-]+) = .*?op_name="([^"]*)"', hlo, re.M))
+
+
 def device_times(trace_dir: str) -> tuple[collections.Counter, collections.Counter]:
   """op_times per XLA op, or per CUDA kernel where a trace has no op lines."""
   total_ns, count = op_times(trace_dir, lambda name: name == "XLA Ops")
@@ -184,9 +209,15 @@ def main():
   p.add_argument("--out", default="", help="a file that each run adds its JSON lines to")
   p.add_argument("--hlo", default="")
   p.add_argument("--gaps", action="store_true", help="also the idle time between kernels")
+  p.add_argument("--sources", default="", metavar="REGEX",
+                 help="the XLA ops that launch the kernels whose names match, e.g. Memset")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   args = p.parse_args()
   layers, features, kernel = bench_train.parse_shape(args.shape, "--shape")
+  try:
+    re.compile(args.sources)
+  except re.error as e:
+    raise SystemExit(f"--sources: not a regular expression ({e}): {args.sources!r}")
   overrides = tuple(bench_train.parse_override(o, config_base.base()) for o in args.set)
   cfg = bench_train.config_for(layers, features, kernel, args.dtype, args.batch, args.align,
                                overrides=overrides)
@@ -197,12 +228,12 @@ def main():
   images = jax.device_put(
       np.random.default_rng(0).integers(0, 256, (args.batch, 32, 32, 3), np.uint8),
       mesh_lib.batch_sharding(mesh))
-  moved = {}
+  moved, op_names = {}, {}
   if args.hlo:
     hlo = step.lower(state, images, None, key).compile().as_text()
     with gzip.open(args.hlo, "wt") as f:
       f.write(hlo)
-    moved = fusion_bytes(hlo)
+    moved, op_names = fusion_bytes(hlo), hlo_op_names(hlo)
   for _ in range(3):
     state, m = step(state, images, None, key)
   jax.block_until_ready(m)
@@ -240,6 +271,13 @@ def main():
       raise SystemExit(f"error: no GPU kernels in the trace under {trace_dir}")
     summary["gaps"] = idle_gaps(kernels, args.steps)
     print_gaps(summary["gaps"])
+  if args.sources:
+    summary["sources"] = launch_sources(
+        gpu_events(trace_dir, lambda name: name.startswith("Stream"), stats=True), args.sources,
+        args.steps, op_names)
+    for r in summary["sources"][:args.top]:
+      print(f"  {r['us_per_step']:8.1f} us x{r['calls_per_step']:<4.0f} {r['hlo_op'][:28]:28} "
+            f"{r['details'][:40]:40} {r['op_name'][-70:]}")
   write_summary(summary, args.out)
 
 

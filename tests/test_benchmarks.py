@@ -298,6 +298,39 @@ def test_profile_train_counts_each_fusions_operands_and_results(monkeypatch):
       "loop_add_fusion_10": 2 * (2 * 262144 * 768 + 768)}
 
 
+def test_profile_train_names_the_op_behind_each_memset(monkeypatch):
+  """--sources: kernels that a profile lists under no op of their own (the
+  memsets), counted a step by the XLA op whose hlo_op stat they carry, with
+  that op's op_name from the compiled HLO."""
+  monkeypatch.syspath_prepend(os.path.join(REPO, "experiments"))
+  import profile_train
+  hlo = ('  %custom-call.7 = (bf16[8,4]{1,0}, s8[64]{0}) custom-call(%a, %b), '
+         'custom_call_target="__cudnn$convBackwardFilter", metadata={op_name='
+         '"jit(step)/transpose(jvp(GatedPixelCNN))/layers_3.v_conv/conv"}\n'
+         '  ROOT %loop_pad_fusion.2 = f32[8]{0} fusion(%c), kind=kLoop, '
+         'calls=%fused_pad.2, metadata={op_name="jit(step)/jvp(GatedPixelCNN)/pad"}\n')
+  names = profile_train.hlo_op_names(hlo)
+  assert names == {"custom-call.7": "jit(step)/transpose(jvp(GatedPixelCNN))/layers_3.v_conv/conv",
+                   "loop_pad_fusion.2": "jit(step)/jvp(GatedPixelCNN)/pad"}
+  memset = lambda op, ns, size: (0, ns, "Memset 3", {"hlo_op": op,
+                                                     "memset_details": f"num_bytes:{size}"})
+  events = [memset("custom-call.7", 3000, 64)] * 4 + [memset("loop_pad_fusion.2", 1000, 32)] * 2 \
+      + [(0, 9000, "sm90_xmma_wgrad", {"hlo_op": "custom-call.7"}),
+         (0, 500, "Memset 3", {})]
+  rows = profile_train.launch_sources(events, "Memset", steps=2, op_names=names)
+  assert [(r["hlo_op"], r["calls_per_step"], r["us_per_step"], r["details"]) for r in rows] == [
+      ("custom-call.7", 2, 6.0, "num_bytes:64"), ("loop_pad_fusion.2", 1, 1.0, "num_bytes:32"),
+      ("?", 0.5, 0.25, "Memset 3")]
+  assert rows[0]["op_name"].endswith("layers_3.v_conv/conv") and rows[2]["op_name"] == ""
+  compiled = jax.jit(lambda x: jnp.tanh(x) * 2).lower(jnp.zeros(8)).compile().as_text()
+  assert any("tanh" in n for n in profile_train.hlo_op_names(compiled).values())
+
+
+def test_profile_train_refuses_a_bad_sources_pattern_in_one_line():
+  lines = _refusal(os.path.join(REPO, "experiments", "profile_train.py"), "--sources=Memset(")
+  assert len(lines) == 1 and lines[0].startswith("--sources: not a regular expression")
+
+
 def test_profile_summaries_are_added_to_their_file(monkeypatch, tmp_path):
   """A second profile written to the same --out keeps the first."""
   monkeypatch.syspath_prepend(os.path.join(REPO, "experiments"))
