@@ -22,7 +22,9 @@ measured on this workplace's H100s and H200s). Runs under the XLA flags that
 `pixelcnn_jax.main` sets (pixelcnn_jax/xla_defaults.py), and each row
 records XLA_FLAGS. Memory: the compiled step's scratch space (temp GiB: the
 activations kept for the backward pass, and workspaces), which
---set=train.microbatches=N divides.
+--set=train.microbatches=N divides. On NVIDIA GPUs each row also records
+the SM clock and power draw during the pipelined steps (gpu_power.py): an
+H100 at its 700 W limit runs them at a lower clock.
 """
 
 import argparse
@@ -44,6 +46,8 @@ from pixelcnn_jax import train
 from pixelcnn_jax import train_state as ts
 from pixelcnn_jax import xla_defaults
 from pixelcnn_jax.errors import UserError
+
+import gpu_power
 
 PEAK_TFLOPS = 790.0  # The bf16 matrix rate measured on this workplace's H100s and H200s.
 
@@ -160,7 +164,8 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
   memory = run.step.lower(run.state, run.batches[0], None, run.key).compile().memory_analysis()
   med = waited(run, steps)["step_ms"] / 1e3
   loss_last = train_loss(run.metrics)
-  pipelined_s = pipelined(run, steps)["step_ms"] / 1e3
+  with gpu_power.Sampler() as power:
+    pipelined_s = pipelined(run, steps)["step_ms"] / 1e3
   flops = train_flops_per_image(run.state.params, image[0] * image[1])
   return {"layers": layers, "features": features, "kernel": kernel, "dtype": dtype,
           "image": "x".join(map(str, image)),
@@ -177,7 +182,7 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
           "mfu": batch / med * flops / (devices * peak_tflops * 1e12),
           "device": jax.devices()[0].device_kind,
           "date": datetime.date.today().isoformat(), "jax": jax.__version__,
-          "xla_flags": os.environ.get("XLA_FLAGS", "")}
+          "xla_flags": os.environ.get("XLA_FLAGS", ""), **power.result}
 
 
 def train_loss(metrics) -> float:
@@ -307,7 +312,7 @@ def main():
     plot(rows, args.plot)
   print(f"\n{'shape':>12} {'image':>9} {'dtype':>8} {'optim':>5} {'align':>5} {'batch':>6} "
         f"{'GPUs':>4} "
-        f"{'fsdp':>4} {'img/s':>8} {'MFU':>5} {'piped':>8} {'eff.':>5} {'temp GiB':>8}  device")
+        f"{'fsdp':>4} {'img/s':>8} {'MFU':>5} {'piped':>8} {'eff.':>5} {'temp GiB':>8} {'SM MHz':>6}  device")
   for r in rows:
     shape = f"{r['layers']}x{r['features']}k{r['kernel']}"
     head = (f"{shape:>12} {r['image']:>9} {r['dtype']:>8} {r['optimizer']:>5} "
@@ -320,7 +325,8 @@ def main():
       temp = r["temp_gib"]
       print(f"{head} {r['img_per_s']:8.0f} {r['mfu']:5.1%} {r['img_per_s_pipelined']:8.0f} "
             f"{'' if eff is None else format(eff, '.1%'):>5} "
-            f"{'' if temp is None else format(temp, '.2f'):>8}  {r['device']}")
+            f"{'' if temp is None else format(temp, '.2f'):>8} "
+            f"{format(r['sm_mhz_mean'], '.0f') if 'sm_mhz_mean' in r else '':>6}  {r['device']}")
 
 
 if __name__ == "__main__":

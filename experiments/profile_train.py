@@ -2,13 +2,13 @@
 
   python experiments/profile_train.py [--shape=15x132k3] [--dtype=bfloat16]
       [--batch=256] [--align=0] [--steps=5] [--top=25] [--out=FILE.jsonl] [--hlo=FILE.txt.gz]
-      [--gaps] [--sources=REGEX] [--set=KEY=VALUE ...]
+      [--gaps] [--sources=REGEX] [--warmup=3] [--set=KEY=VALUE ...]
 
-Traces --steps steps of the train step (after compiling and warming it) with
-jax.profiler, then reads the trace where it was written and sums device time
-per XLA op (the "XLA Ops" line of each GPU plane; each op is one fusion,
-convolution or library call), or per CUDA kernel where a trace has no such
-line. Prints the top ops with their share of the device time and time per
+Traces --steps steps of the train step (after compiling it and running
+--warmup steps) with jax.profiler, then reads the trace where it was
+written and sums device time per XLA op (the "XLA Ops" line of each GPU
+plane; each op is one fusion, convolution or library call), or per CUDA
+kernel where a trace has no such line. Prints the top ops with their share of the device time and time per
 step, and their kinds (cuDNN convolution, cuDNN's channel padding, matmul,
 XLA fusion, memory) summed. The trace itself stays on the machine (~100 MB
 for 5 steps); --hlo writes the compiled step's optimised HLO, gzipped, which
@@ -205,6 +205,9 @@ def main():
   p.add_argument("--align", type=int, default=0,
                  help="model.channel_align (0: the library's choice, 32 on a GPU)")
   p.add_argument("--steps", type=int, default=5)
+  p.add_argument("--warmup", type=int, default=3,
+                 help="steps run before the traced ones; some hundred bring an H100 to its "
+                      "power limit, as training does")
   p.add_argument("--top", type=int, default=25)
   p.add_argument("--out", default="", help="a file that each run adds its JSON lines to")
   p.add_argument("--hlo", default="")
@@ -214,6 +217,8 @@ def main():
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   args = p.parse_args()
   layers, features, kernel = bench_train.parse_shape(args.shape, "--shape")
+  if args.warmup < 1:
+    raise SystemExit(f"--warmup: at least 1 step, the one that compiles, got {args.warmup}")
   try:
     re.compile(args.sources)
   except re.error as e:
@@ -234,7 +239,7 @@ def main():
     with gzip.open(args.hlo, "wt") as f:
       f.write(hlo)
     moved, op_names = fusion_bytes(hlo), hlo_op_names(hlo)
-  for _ in range(3):
+  for _ in range(args.warmup):
     state, m = step(state, images, None, key)
   jax.block_until_ready(m)
   trace_dir = tempfile.mkdtemp(prefix="profile_train_")
@@ -256,6 +261,7 @@ def main():
         f"{all_ns / 1e6 / args.steps:.2f} ms of device time a step, "
         f"{sum(count.values()) / args.steps:.0f} ops")
   summary = {"shape": args.shape, "dtype": args.dtype, "batch": args.batch,
+             "warmup": args.warmup,
              "set": dict(overrides), "channel_align": ts.channel_align(args.align),
              "device_ms_per_step": all_ns / 1e6 / args.steps,
              "ops_per_step": sum(count.values()) / args.steps,

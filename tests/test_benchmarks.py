@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ BENCH_SAMPLE = os.path.join(REPO, "experiments", "bench_sample.py")
 BENCH_GATE_CONV = os.path.join(REPO, "experiments", "bench_gate_conv.py")
 BENCH_LAYER_CONVS = os.path.join(REPO, "experiments", "bench_layer_convs.py")
 BENCH_DISPATCH = os.path.join(REPO, "experiments", "bench_dispatch.py")
+BENCH_NLL = os.path.join(REPO, "experiments", "bench_nll.py")
 
 
 def _run(script, *args, timeout):
@@ -238,6 +240,11 @@ def test_profilers_refuse_a_bad_shape_in_one_line(script):
       "--shape: LAYERSxFEATURESkKERNEL, e.g. 15x132k3, got '15x132'"]
 
 
+def test_profile_train_refuses_a_warmup_without_the_compiling_step_in_one_line():
+  assert _refusal(os.path.join(REPO, "experiments", "profile_train.py"), "--warmup=0") == [
+      "--warmup: at least 1 step, the one that compiles, got 0"]
+
+
 def test_profile_train_refuses_an_unknown_config_entry_in_one_line():
   assert _refusal(os.path.join(REPO, "experiments", "profile_train.py"),
                   "--set=model.nope=1") == ["--set: no config entry 'model.nope' to set"]
@@ -427,3 +434,72 @@ def test_bench_dispatch_times_waited_and_pipelined_steps(tmp_path):
 def test_bench_dispatch_refuses_a_negative_sleep_in_one_line():
   assert _refusal(BENCH_DISPATCH, "--sleeps_ms=0,-2") == [
       "--sleeps_ms: milliseconds >= 0, comma-separated, e.g. 0,5, got '0,-2'"]
+
+
+def test_bench_nll_kernel_matches_xlas_nll_and_logsumexp(tmp_path):
+  """In Pallas's interpreter: the kernel's NLL and log-sum-exp against XLA's,
+  and its gradient (XLA's backward pass from the kernel's log-sum-exp)
+  timed beside XLA's."""
+  out = tmp_path / "nll.jsonl"
+  r = _run(BENCH_NLL, "--batches=2,1", "--image=4x4x3", "--blocks=16,8", "--warps=4",
+           "--reps=1", f"--out={out}", timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [(row["batch"], row["case"]) for row in rows] == [
+      (b, case) for b in (2, 1) for case in (
+          "xla", "xla+grad", "kernel b16 w4", "kernel+grad b16 w4", "kernel b8 w4",
+          "kernel+grad b8 w4")]
+  kernels = [row for row in rows if row["case"].startswith("kernel b")]
+  assert all(row["max_nll_diff"] < 1e-5 and row["max_lse_diff"] < 1e-5 for row in kernels)
+  assert all(row["ms"] > 0 for row in rows)
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--batches=1", "--image=4x4x3", "--blocks=32"],
+     "--blocks: [32] do not divide the 48 rows of batch 1"),
+    (["--warps=four"], "--warps: expected positive integers separated by commas, got 'four'"),
+    (["--image=4x4"], "--image: HEIGHTxWIDTHxCHANNELS, e.g. 32x32x3, got '4x4'"),
+])
+def test_bench_nll_refuses_bad_arguments_in_one_line(args, error):
+  assert _refusal(BENCH_NLL, *args) == [error]
+
+
+def test_gpu_power_summarises_nvidia_smi_samples(monkeypatch):
+  """bench_train.py's clock and power columns: two GPUs, two samples each,
+  one of them at the power cap; a GPU that reports N/A is left out."""
+  monkeypatch.syspath_prepend(os.path.join(REPO, "experiments"))
+  import gpu_power
+  lines = ["1980, 400.5, 0x0000000000000000", "1830, 699.0, 0x0000000000000004",
+           "1980, 410.0, 0x0000000000000000", "1710, 698.5, 0x0000000000000005",
+           "[N/A], [N/A], [N/A]", ""]
+  assert gpu_power.summary(lines) == pytest.approx({
+      "sm_mhz_mean": 1875.0, "sm_mhz_min": 1710.0, "power_w_mean": 552.0,
+      "power_capped_share": 0.5})
+  assert gpu_power.summary(["[N/A], [N/A], [N/A]"]) == {}
+
+
+def test_gpu_power_records_nothing_without_nvidia_smi(monkeypatch, tmp_path):
+  monkeypatch.syspath_prepend(os.path.join(REPO, "experiments"))
+  import gpu_power
+  monkeypatch.setenv("PATH", str(tmp_path))
+  with gpu_power.Sampler() as s:
+    pass
+  assert s.result == {}
+
+
+def test_gpu_power_reads_the_samples_taken_inside_the_block(monkeypatch, tmp_path):
+  """Against a stand-in nvidia-smi that prints two samples and then waits to
+  be stopped, as the real one loops until it is."""
+  monkeypatch.syspath_prepend(os.path.join(REPO, "experiments"))
+  import gpu_power
+  fake, printed = tmp_path / "nvidia-smi", tmp_path / "printed"
+  fake.write_text(f"#!/bin/sh\necho '1980, 650.0, 0x0'\necho '1800, 700.0, 0x4'\n"
+                  f"touch {printed}\nexec sleep 60\n")
+  fake.chmod(0o755)
+  monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+  with gpu_power.Sampler() as s:
+    deadline = time.time() + 30
+    while not printed.exists() and time.time() < deadline:
+      time.sleep(0.05)
+  assert s.result == pytest.approx({"sm_mhz_mean": 1890.0, "sm_mhz_min": 1800.0,
+                                    "power_w_mean": 675.0, "power_capped_share": 0.5})
