@@ -23,8 +23,8 @@ measured on this workplace's H100s and H200s). Runs under the XLA flags that
 records XLA_FLAGS. Memory: the compiled step's scratch space (temp GiB: the
 activations kept for the backward pass, and workspaces), which
 --set=train.microbatches=N divides. On NVIDIA GPUs each row also records
-the SM clock and power draw during the pipelined steps (gpu_power.py): an
-H100 at its 700 W limit runs them at a lower clock.
+the SM clock and power draw of the case's GPUs during the pipelined steps
+(gpu_power.py): an H100 at its 700 W limit runs them at a lower clock.
 """
 
 import argparse
@@ -164,7 +164,9 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
   memory = run.step.lower(run.state, run.batches[0], None, run.key).compile().memory_analysis()
   med = waited(run, steps)["step_ms"] / 1e3
   loss_last = train_loss(run.metrics)
-  with gpu_power.Sampler() as power:
+  gpus = (gpu_power.smi_indices([d.local_hardware_id for d in run.sharding.mesh.devices.flat])
+          if jax.default_backend() == "gpu" else None)
+  with gpu_power.Sampler(gpus) as power:
     pipelined_s = pipelined(run, steps)["step_ms"] / 1e3
   flops = train_flops_per_image(run.state.params, image[0] * image[1])
   return {"layers": layers, "features": features, "kernel": kernel, "dtype": dtype,

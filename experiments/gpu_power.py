@@ -7,8 +7,10 @@ Samples `nvidia-smi` every 100 ms; off a machine with NVIDIA GPUs it records
 nothing.
 """
 
+import os
 import shutil
 import subprocess
+from typing import Optional, Sequence
 
 QUERY = "clocks.sm,power.draw,clocks_event_reasons.active"
 SW_POWER_CAP = 0x4  # NVML's clocks event reason bit.
@@ -33,11 +35,23 @@ def summary(lines: list[str]) -> dict:
           "power_capped_share": sum(bool(r & SW_POWER_CAP) for r in reasons) / len(reasons)}
 
 
-class Sampler:
-  """`with Sampler() as s: ...`, then s.result: summary() of the samples
-  taken inside the block."""
+def smi_indices(cuda_ordinals: Sequence[int], environ=os.environ) -> list[int]:
+  """nvidia-smi's indices of the GPUs that CUDA numbers cuda_ordinals (a jax
+  device's local_hardware_id), through CUDA_VISIBLE_DEVICES where it lists
+  indices. Both count in PCI bus order, as they do on machines of one GPU
+  model (CUDA's default order puts the fastest first)."""
+  visible = environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+  if all(v.strip().isdigit() for v in visible):
+    return [int(visible[i]) for i in cuda_ordinals]
+  return list(cuda_ordinals)
 
-  def __init__(self, period_ms: int = 100):
+
+class Sampler:
+  """`with Sampler(gpus) as s: ...`, then s.result: summary() of the samples
+  of nvidia-smi's GPUs `gpus` (all where None) taken inside the block."""
+
+  def __init__(self, gpus: Optional[Sequence[int]] = None, period_ms: int = 100):
+    self.gpus = gpus
     self.period_ms = period_ms
     self.result = {}
     self._proc = None
@@ -45,10 +59,11 @@ class Sampler:
   def __enter__(self):
     smi = shutil.which("nvidia-smi")
     if smi:
+      only = [f"--id={','.join(map(str, self.gpus))}"] if self.gpus else []
       self._proc = subprocess.Popen(
           [smi, f"--query-gpu={QUERY}", "--format=csv,noheader,nounits",
-           f"--loop-ms={self.period_ms}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-          text=True)
+           f"--loop-ms={self.period_ms}", *only], stdout=subprocess.PIPE,
+          stderr=subprocess.DEVNULL, text=True)
     return self
 
   def __exit__(self, *exc):

@@ -5,23 +5,23 @@
       [--gaps] [--sources=REGEX] [--warmup=3] [--set=KEY=VALUE ...]
 
 Traces --steps steps of the train step (after compiling it and running
---warmup steps) with jax.profiler, then reads the trace where it was
-written and sums device time per XLA op (the "XLA Ops" line of each GPU
-plane; each op is one fusion, convolution or library call), or per CUDA
-kernel where a trace has no such line. Prints the top ops with their share of the device time and time per
-step, and their kinds (cuDNN convolution, cuDNN's channel padding, matmul,
-XLA fusion, memory) summed. The trace itself stays on the machine (~100 MB
-for 5 steps); --hlo writes the compiled step's optimised HLO, gzipped, which
-says what each named fusion holds, and adds each fusion's rate: the bytes of
-its operands and results over its time, to set against the card's memory
-rate (4.8 TB/s on an H200). --set overrides a config entry, as in
-bench_train.py. --gaps also reads the kernels' timeline: how long the GPU sat
-idle a step between kernels (the steps run back to back, as in training),
-by the size of each idle gap and by the kind of kernel that ends it, and the
-longest gaps with the kernels either side. --sources=REGEX names the XLA op
-behind each kernel whose name matches (`--sources=Memset` for the memsets,
-which a profile lists under no op of their own), with its op_name where
---hlo is given.
+--warmup steps) with jax.profiler, then reads the trace where it was written
+and sums device time per XLA op (the "XLA Ops" line of each GPU plane; each
+op is one fusion, convolution or library call), or per CUDA kernel where a
+trace has no such line. Prints the top ops with their share of the device
+time and time per step, and their kinds (cuDNN convolution, cuDNN's channel
+padding, matmul, XLA fusion, memory) summed. The trace itself stays on the
+machine (~100 MB for 5 steps); --hlo writes the compiled step's optimised
+HLO, gzipped, which says what each named fusion holds, and adds each
+fusion's rate: the bytes of its operands and results over its time, to set
+against the card's memory rate (4.8 TB/s on an H200). --set overrides a
+config entry, as in bench_train.py. --gaps also reads the kernels' timeline:
+how long the GPU sat idle a step between kernels (the steps run back to
+back, as in training), by the size of each idle gap and by the kind of
+kernel that ends it, and the longest gaps with the kernels either side.
+--sources=REGEX names the XLA op behind each kernel whose name matches
+(`--sources=Memset` for the memsets, which a profile lists under no op of
+their own), with its op_name where --hlo is given.
 """
 
 import argparse

@@ -478,6 +478,15 @@ def test_gpu_power_summarises_nvidia_smi_samples(monkeypatch):
   assert gpu_power.summary(["[N/A], [N/A], [N/A]"]) == {}
 
 
+def test_gpu_power_samples_the_cases_gpus_by_nvidia_smis_numbers(monkeypatch):
+  monkeypatch.syspath_prepend(os.path.join(REPO, "experiments"))
+  import gpu_power
+  assert gpu_power.smi_indices([0, 1], {}) == [0, 1]
+  assert gpu_power.smi_indices([0, 1], {"CUDA_VISIBLE_DEVICES": "2,5"}) == [2, 5]
+  assert gpu_power.smi_indices([1], {"CUDA_VISIBLE_DEVICES": "3, 6"}) == [6]
+  assert gpu_power.smi_indices([0], {"CUDA_VISIBLE_DEVICES": "GPU-8f1c"}) == [0]
+
+
 def test_gpu_power_records_nothing_without_nvidia_smi(monkeypatch, tmp_path):
   monkeypatch.syspath_prepend(os.path.join(REPO, "experiments"))
   import gpu_power
@@ -493,13 +502,18 @@ def test_gpu_power_reads_the_samples_taken_inside_the_block(monkeypatch, tmp_pat
   monkeypatch.syspath_prepend(os.path.join(REPO, "experiments"))
   import gpu_power
   fake, printed = tmp_path / "nvidia-smi", tmp_path / "printed"
-  fake.write_text(f"#!/bin/sh\necho '1980, 650.0, 0x0'\necho '1800, 700.0, 0x4'\n"
+  args = tmp_path / "args"
+  fake.write_text(f"#!/bin/sh\necho \"$@\" > {args}\n"
+                  f"echo '1980, 650.0, 0x0'\necho '1800, 700.0, 0x4'\n"
                   f"touch {printed}\nexec sleep 60\n")
   fake.chmod(0o755)
   monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-  with gpu_power.Sampler() as s:
+  with gpu_power.Sampler([2, 3]) as s:
     deadline = time.time() + 30
     while not printed.exists() and time.time() < deadline:
       time.sleep(0.05)
   assert s.result == pytest.approx({"sm_mhz_mean": 1890.0, "sm_mhz_min": 1800.0,
                                     "power_w_mean": 675.0, "power_capped_share": 0.5})
+  assert args.read_text().split() == [
+      f"--query-gpu={gpu_power.QUERY}", "--format=csv,noheader,nounits", "--loop-ms=100",
+      "--id=2,3"]
