@@ -33,6 +33,7 @@ from pixelcnn_jax import likelihood
 
 NUM_LEVELS = likelihood.NUM_LEVELS
 
+
 def _kernel(logits_ref, x_ref, nll_ref, lse_ref):
   logits = logits_ref[...]
   m = jnp.max(logits, axis=1)
