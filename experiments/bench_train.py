@@ -164,8 +164,8 @@ def bench(layers, features, kernel, dtype, per_device_batch, devices, fsdp, step
   memory = run.step.lower(run.state, run.batches[0], None, run.key).compile().memory_analysis()
   med = waited(run, steps)["step_ms"] / 1e3
   loss_last = train_loss(run.metrics)
-  gpus = (gpu_power.smi_indices([d.local_hardware_id for d in run.sharding.mesh.devices.flat])
-          if jax.default_backend() == "gpu" else None)
+  gpus = gpu_power.smi_indices(
+      [d.local_hardware_id for d in run.sharding.mesh.devices.flat if d.platform == "gpu"])
   with gpu_power.Sampler(gpus) as power:
     pipelined_s = pipelined(run, steps)["step_ms"] / 1e3
   flops = train_flops_per_image(run.state.params, image[0] * image[1])

@@ -48,7 +48,8 @@ def smi_indices(cuda_ordinals: Sequence[int], environ=os.environ) -> list[int]:
 
 class Sampler:
   """`with Sampler(gpus) as s: ...`, then s.result: summary() of the samples
-  of nvidia-smi's GPUs `gpus` (all where None) taken inside the block."""
+  of nvidia-smi's GPUs `gpus` (all where None, none where empty) taken
+  inside the block."""
 
   def __init__(self, gpus: Optional[Sequence[int]] = None, period_ms: int = 100):
     self.gpus = gpus
@@ -58,8 +59,8 @@ class Sampler:
 
   def __enter__(self):
     smi = shutil.which("nvidia-smi")
-    if smi:
-      only = [f"--id={','.join(map(str, self.gpus))}"] if self.gpus else []
+    if smi and (self.gpus is None or self.gpus):
+      only = [] if self.gpus is None else [f"--id={','.join(map(str, self.gpus))}"]
       self._proc = subprocess.Popen(
           [smi, f"--query-gpu={QUERY}", "--format=csv,noheader,nounits",
            f"--loop-ms={self.period_ms}", *only], stdout=subprocess.PIPE,

@@ -496,6 +496,20 @@ def test_gpu_power_records_nothing_without_nvidia_smi(monkeypatch, tmp_path):
   assert s.result == {}
 
 
+def test_gpu_power_samples_no_gpu_for_a_case_without_one(monkeypatch, tmp_path):
+  """A CPU case on a machine with GPUs: nvidia-smi is there, but not run."""
+  monkeypatch.syspath_prepend(os.path.join(REPO, "experiments"))
+  import gpu_power
+  ran = tmp_path / "ran"
+  fake = tmp_path / "nvidia-smi"
+  fake.write_text(f"#!/bin/sh\ntouch {ran}\necho '1980, 650.0, 0x0'\n")
+  fake.chmod(0o755)
+  monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+  with gpu_power.Sampler(gpu_power.smi_indices([])) as s:
+    time.sleep(0.2)
+  assert s.result == {} and not ran.exists()
+
+
 def test_gpu_power_reads_the_samples_taken_inside_the_block(monkeypatch, tmp_path):
   """Against a stand-in nvidia-smi that prints two samples and then waits to
   be stopped, as the real one loops until it is."""
