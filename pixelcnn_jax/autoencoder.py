@@ -75,6 +75,13 @@ class PixelCNNAutoEncoder(nn.Module):
       raise ValueError("an auto-encoder takes no h: its code comes from x")
     return self.decoder(x_BHWC, h=self.encoder(x_BHWC), train=train)
 
+  def bits_per_dim(self, x_BHWC: jax.Array, h: Optional[jax.Array] = None,
+                   train: bool = False) -> jax.Array:
+    """The decoder's bits/dim of x given its own code (GatedPixelCNN.bits_per_dim)."""
+    if h is not None:
+      raise ValueError("an auto-encoder takes no h: its code comes from x")
+    return self.decoder.bits_per_dim(x_BHWC, h=self.encoder(x_BHWC), train=train)
+
   def encode(self, x_BHWC: jax.Array) -> jax.Array:
     return self.encoder(x_BHWC)
 

@@ -16,7 +16,7 @@ from jax.experimental import multihost_utils
 
 from pixelcnn_jax import autoencoder, checkpoint, conditioning, config_base, datasets
 from pixelcnn_jax import input_pipeline, objectives, output_dir
-from pixelcnn_jax.likelihood import NUM_LEVELS, bits_per_dim
+from pixelcnn_jax.likelihood import NUM_LEVELS
 from pixelcnn_jax.model import GatedPixelCNN
 from pixelcnn_jax import mesh as mesh_lib
 from pixelcnn_jax.errors import UserError
@@ -100,7 +100,8 @@ def image_bits_per_dim(model, variables, images, h=None, batch_size: int = 128,
   images: integer [N, H, W, C], values 0..255, C = model.channels, any H
   and W. h: as for model.apply, one row per image (labels [N] or vectors
   [N, D]), or None for an unconditional model. A batch's float32 logits take
-  batch_size * H * W * C KiB, split over the devices.
+  batch_size * H * W * C KiB, split over the devices; a bf16 model on a GPU
+  writes none (head_loss).
   """
   whole = isinstance(model, autoencoder.PixelCNNAutoEncoder)
   pixelcnn = model.decoder if whole else model
@@ -145,7 +146,7 @@ def image_bits_per_dim(model, variables, images, h=None, batch_size: int = 128,
 
 @functools.partial(jax.jit, static_argnums=0)
 def _batch_bits_per_dim(model, variables, images, h):
-  return bits_per_dim(model.apply(variables, images, h=h), images)
+  return model.apply(variables, images, h=h, method="bits_per_dim")
 
 
 def as_metrics(results: dict, prefix: str = "eval_loss") -> dict:

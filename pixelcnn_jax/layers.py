@@ -245,9 +245,7 @@ class MaskedDense(nn.Module):
     bias = (self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
             if self.use_bias else None)
     with_bias = with_bias and self.use_bias
-    x, kernel, fold = aligned_operands(x.astype(self.dtype), kernel, in_features,
-                                       self.features, self.channel_align,
-                                       aligned and fold and with_bias)
+    x, kernel, fold = self._operands(x, kernel, aligned and fold and with_bias)
     if fold:
       kernel = fold_bias(kernel, bias, (), in_features, ones_out)
     kernel = kernel.astype(self.dtype)
@@ -260,3 +258,18 @@ class MaskedDense(nn.Module):
     if with_bias and not fold:
       y = add_bias(y, pad_to(bias, 0, y.shape[-1]))
     return y
+
+  def _operands(self, x, kernel, fold):
+    return aligned_operands(x.astype(self.dtype), kernel, self.in_features or x.shape[-1],
+                            self.features, self.channel_align, fold)
+
+  def operands(self, x: jax.Array) -> tuple[jax.Array, jax.Array, Optional[jax.Array]]:
+    """(x, kernel, bias) as the layer multiplies them unaligned, without a
+    folded bias: x and the masked kernel padded to the aligned widths and
+    cast to the compute dtype, the bias in float32 (None without one). For a
+    caller that fuses the product with what consumes it (head_loss); the
+    layer's parameters must exist (it has been called at init)."""
+    params = self.variables["params"]
+    kernel = params["kernel"] if self.mask is None else params["kernel"] * self.mask
+    x, kernel, _ = self._operands(x, kernel, False)
+    return x, kernel.astype(self.dtype), params.get("bias")

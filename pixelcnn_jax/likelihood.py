@@ -53,7 +53,8 @@ def _nll_bwd(residuals, g):
 _nll.defvjp(_nll_fwd, _nll_bwd)
 
 
-def _nll_per_subpixel(logits_BHWCK: jax.Array, x_BHWC: jax.Array) -> jax.Array:
+def subpixel_nll(logits_BHWCK: jax.Array, x_BHWC: jax.Array) -> jax.Array:
+  """-log softmax(logits)[x] per sub-pixel, float32, unchecked."""
   return _nll(logits_BHWCK.astype(jnp.float32), x_BHWC)
 
 
@@ -70,6 +71,13 @@ def bits_per_dim(logits_BHWCK: jax.Array, x_BHWC: jax.Array) -> jax.Array:
                      f"{tuple(x_BHWC.shape)}: expected logits [B, H, W, C, 256]")
   if not jnp.issubdtype(logits_BHWCK.dtype, jnp.floating):
     raise ValueError(f"logits must be floating point, got {logits_BHWCK.dtype}")
+  check_images(x_BHWC)
+  return mean_bits(subpixel_nll(logits_BHWCK, x_BHWC))
+
+
+def check_images(x_BHWC: jax.Array) -> None:
+  """Raises ValueError in one line unless x holds integer images 0..255; the
+  values are checked whenever they are concrete (not under jit)."""
   if not jnp.issubdtype(x_BHWC.dtype, jnp.integer):
     raise ValueError(f"images must be integers 0..255 (e.g. uint8), got "
                      f"{x_BHWC.dtype}; pass the 8-bit images, not normalised floats")
@@ -77,7 +85,10 @@ def bits_per_dim(logits_BHWCK: jax.Array, x_BHWC: jax.Array) -> jax.Array:
     low, high = int(jnp.min(x_BHWC)), int(jnp.max(x_BHWC))
     if low < 0 or high >= NUM_LEVELS:
       raise ValueError(f"image values must be in 0..255, got {low}..{high}")
+
+
+def mean_bits(nll_B: jax.Array) -> jax.Array:
+  """Bits/dim per image, float32 [B], from each sub-pixel's NLL in nats [B, ...]."""
   # Bits per sub-pixel first, then the mean: uniform logits give exactly 8.0
   # instead of a sum of H*W*C roundings.
-  bits = _nll_per_subpixel(logits_BHWCK, x_BHWC) / math.log(2.0)
-  return jnp.mean(bits, axis=(1, 2, 3))
+  return jnp.mean(nll_B / math.log(2.0), axis=tuple(range(1, nll_B.ndim)))

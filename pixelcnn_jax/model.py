@@ -20,6 +20,7 @@ import numpy as np
 from flax import linen as nn
 
 from pixelcnn_jax import conditioning as cond_lib
+from pixelcnn_jax import head_loss
 from pixelcnn_jax import layers
 from pixelcnn_jax.likelihood import NUM_LEVELS
 
@@ -195,6 +196,21 @@ class GatedPixelCNN(nn.Module):
 
   def __call__(self, x_BHWC: jax.Array, h: Optional[jax.Array] = None,
                train: bool = False) -> jax.Array:
+    return self.head(self.trunk(x_BHWC, h, train), aligned=True)
+
+  def bits_per_dim(self, x_BHWC: jax.Array, h: Optional[jax.Array] = None,
+                   train: bool = False) -> jax.Array:
+    """Bits/dim of each image, float32 [B], for integer images x: what
+    likelihood.bits_per_dim gives of __call__'s logits, but on a GPU the
+    head's last 1x1 and the softmax run as a kernel that never writes the
+    logits (head_loss)."""
+    x, kernel, bias = self.head_out.operands(
+        nn.relu(self.head_hidden(nn.relu(self.trunk(x_BHWC, h, train)), aligned=True)))
+    return head_loss.image_bits(x, kernel, bias, x_BHWC, self.head_features or self.features,
+                                self.precision)
+
+  def trunk(self, x_BHWC: jax.Array, h: Optional[jax.Array], train: bool) -> jax.Array:
+    """Both stacks over whole images: the head's input, at the aligned width."""
     if x_BHWC.ndim != 4 or x_BHWC.shape[-1] != self.channels:
       raise ValueError(f"expected images [B, H, W, {self.channels}], got shape "
                        f"{tuple(x_BHWC.shape)}")
@@ -215,7 +231,7 @@ class GatedPixelCNN(nn.Module):
       v, link = self.vertical(i, v, v_pad, cond, aligned=True)
       hs, skip = self.horizontal(i, hs, link, ((0, 0), (m, 0)), train, aligned=True)
       skips.append(skip)
-    return self.head(sum(skips) if self.skip else hs, aligned=True)
+    return sum(skips) if self.skip else hs
 
   def embed_condition(self, h, batch: int, height: int, width: int, train: bool = False):
     """None, a global vector [B, 1, 1, D], or a spatial map s = m(h) [B, H, W, k]."""

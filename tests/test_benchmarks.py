@@ -21,6 +21,7 @@ BENCH_GATE_CONV = os.path.join(REPO, "experiments", "bench_gate_conv.py")
 BENCH_LAYER_CONVS = os.path.join(REPO, "experiments", "bench_layer_convs.py")
 BENCH_DISPATCH = os.path.join(REPO, "experiments", "bench_dispatch.py")
 BENCH_NLL = os.path.join(REPO, "experiments", "bench_nll.py")
+BENCH_HEAD_LOSS = os.path.join(REPO, "experiments", "bench_head_loss.py")
 
 
 def _run(script, *args, timeout):
@@ -462,6 +463,32 @@ def test_bench_nll_kernel_matches_xlas_nll_and_logsumexp(tmp_path):
 ])
 def test_bench_nll_refuses_bad_arguments_in_one_line(args, error):
   assert _refusal(BENCH_NLL, *args) == [error]
+
+
+def test_bench_head_loss_kernel_matches_xlas_bits_and_gradients(tmp_path):
+  """In Pallas's interpreter: bits/dim and the gradients of the head's input,
+  weights and bias against XLA's, for each config, beside XLA's timing."""
+  out = tmp_path / "head.jsonl"
+  r = _run(BENCH_HEAD_LOSS, "--batches=2", "--image=8x8x3", "--features=40", "--depth=64",
+           "--configs=64x4:32x4,32x2:64x8", "--reps=1", f"--out={out}", timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [row["case"] for row in rows] == ["xla", "kernel 64x4:32x4", "kernel 32x2:64x8"]
+  for row in rows[1:]:
+    assert row["max_bits_diff"] < 1e-5
+    assert all(0 < m and d < 2e-2 * m for d, m in zip(row["max_grad_diffs"], row["max_grads"]))
+  assert all(row["ms_forward"] > 0 and row["ms_with_grad"] > 0 for row in rows)
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--batches=1", "--image=4x4x3"],
+     "--configs 64x4:32x4 or --depth 160: the kernel needs blocks that divide the 16 rows "
+     "and a depth that is a multiple of 16"),
+    (["--configs=64x4"], "--configs: ROWSxWARPS:ROWSxWARPS, comma-separated, got '64x4'"),
+    (["--features=200"], "--features must be in 1..--depth (160), got 200"),
+])
+def test_bench_head_loss_refuses_bad_arguments_in_one_line(args, error):
+  assert _refusal(BENCH_HEAD_LOSS, *args) == [error]
 
 
 def test_gpu_power_summarises_nvidia_smi_samples(monkeypatch):
