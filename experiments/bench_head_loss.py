@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench_nll import int_list, timed
+from bench_nll import image_shape, int_list, timed
 from pixelcnn_jax import head_loss
 
 LEVELS = head_loss.NUM_LEVELS
@@ -82,9 +82,7 @@ def main():
   p.add_argument("--reps", type=int, default=20)
   p.add_argument("--out", default="")
   args = p.parse_args()
-  image = tuple(int_list(args.image.replace("x", ","), "--image"))
-  if len(image) != 3:
-    raise SystemExit(f"--image: HEIGHTxWIDTHxCHANNELS, e.g. 32x32x3, got {args.image!r}")
+  image = image_shape(args.image)
   if not 0 < args.features <= args.depth:
     raise SystemExit(f"--features must be in 1..--depth ({args.depth}), got {args.features}")
   configs = parse_configs(args.configs)

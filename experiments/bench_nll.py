@@ -92,6 +92,14 @@ def int_list(text: str, flag: str) -> list[int]:
   return values
 
 
+def image_shape(text: str) -> tuple[int, int, int]:
+  """(height, width, channels) of --image's HEIGHTxWIDTHxCHANNELS."""
+  image = tuple(int_list(text.replace("x", ","), "--image"))
+  if len(image) != 3:
+    raise SystemExit(f"--image: HEIGHTxWIDTHxCHANNELS, e.g. 32x32x3, got {text!r}")
+  return image
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--batches", default="256,128")
@@ -101,9 +109,7 @@ def main():
   p.add_argument("--reps", type=int, default=50)
   p.add_argument("--out", default="")
   args = p.parse_args()
-  image = tuple(int_list(args.image.replace("x", ","), "--image"))
-  if len(image) != 3:
-    raise SystemExit(f"--image: HEIGHTxWIDTHxCHANNELS, e.g. 32x32x3, got {args.image!r}")
+  image = image_shape(args.image)
   blocks, warps_list = int_list(args.blocks, "--blocks"), int_list(args.warps, "--warps")
   # Off a GPU the kernel runs in Pallas's interpreter: a check, not a timing.
   interpret = jax.default_backend() != "gpu"

@@ -100,8 +100,8 @@ def image_bits_per_dim(model, variables, images, h=None, batch_size: int = 128,
   images: integer [N, H, W, C], values 0..255, C = model.channels, any H
   and W. h: as for model.apply, one row per image (labels [N] or vectors
   [N, D]), or None for an unconditional model. A batch's float32 logits take
-  batch_size * H * W * C KiB, split over the devices; a bf16 model on a GPU
-  writes none (head_loss).
+  batch_size * H * W * C KiB, split over the devices; none are written for
+  a bf16 model on a GPU whose head is at most 256 wide (head_loss).
   """
   whole = isinstance(model, autoencoder.PixelCNNAutoEncoder)
   pixelcnn = model.decoder if whole else model

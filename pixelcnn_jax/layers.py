@@ -268,7 +268,7 @@ class MaskedDense(nn.Module):
     folded bias: x and the masked kernel padded to the aligned widths and
     cast to the compute dtype, the bias in float32 (None without one). For a
     caller that fuses the product with what consumes it (head_loss); the
-    layer's parameters must exist (it has been called at init)."""
+    layer must have been called once at init, which makes its parameters."""
     params = self.variables["params"]
     kernel = params["kernel"] if self.mask is None else params["kernel"] * self.mask
     x, kernel, _ = self._operands(x, kernel, False)

@@ -204,8 +204,10 @@ class GatedPixelCNN(nn.Module):
     likelihood.bits_per_dim gives of __call__'s logits, but on a GPU the
     head's last 1x1 and the softmax run as a kernel that never writes the
     logits (head_loss)."""
-    x, kernel, bias = self.head_out.operands(
-        nn.relu(self.head_hidden(nn.relu(self.trunk(x_BHWC, h, train)), aligned=True)))
+    y = nn.relu(self.head_hidden(nn.relu(self.trunk(x_BHWC, h, train)), aligned=True))
+    if self.is_initializing():
+      self.head_out(y)  # Creates its parameters, which `operands` reads.
+    x, kernel, bias = self.head_out.operands(y)
     return head_loss.image_bits(x, kernel, bias, x_BHWC, self.head_features or self.features,
                                 self.precision)
 

@@ -143,3 +143,13 @@ def test_kernel_keeps_rows_split_over_devices():
                         timeout=300, cwd=os.path.dirname(__file__),
                         env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=host_devices(4)))
   assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+def test_models_bits_per_dim_initialises_the_same_parameters():
+  model = pj.GatedPixelCNN(num_layers=2, features=12, channels=3, image_size=(4, 4))
+  x = jnp.zeros((1, 4, 4, 3), jnp.uint8)
+  by_method = model.init(jax.random.PRNGKey(0), x, method="bits_per_dim")
+  by_call = model.init(jax.random.PRNGKey(0), x)
+  assert jax.tree.structure(by_method) == jax.tree.structure(by_call)
+  for a, b in zip(jax.tree.leaves(by_method), jax.tree.leaves(by_call)):
+    np.testing.assert_array_equal(a, b)
