@@ -21,7 +21,7 @@ from flax import linen as nn
 
 from pixelcnn_jax import conditioning as cond_lib
 from pixelcnn_jax import head_loss
-from pixelcnn_jax import layers
+from pixelcnn_jax import layers, likelihood
 from pixelcnn_jax.likelihood import NUM_LEVELS
 
 
@@ -204,6 +204,7 @@ class GatedPixelCNN(nn.Module):
     likelihood.bits_per_dim gives of __call__'s logits, but on a GPU the
     head's last 1x1 and the softmax run as a kernel that never writes the
     logits (head_loss)."""
+    likelihood.check_images(x_BHWC)
     y = nn.relu(self.head_hidden(nn.relu(self.trunk(x_BHWC, h, train)), aligned=True))
     if self.is_initializing():
       self.head_out(y)  # Creates its parameters, which `operands` reads.

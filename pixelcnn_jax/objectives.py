@@ -17,7 +17,6 @@ from typing import Callable
 import jax.numpy as jnp
 
 from pixelcnn_jax import embedding
-from pixelcnn_jax import likelihood
 from pixelcnn_jax.model import normalize
 
 KINDS = ("pixelcnn", "autoencoder", "mse_autoencoder", "embedding")
@@ -35,7 +34,6 @@ class Objective:
 def _bits_per_dim(model, variables, images, h, train, rngs):
   # The models' own, not likelihood's of their logits: on a GPU it never
   # writes the logits (head_loss).
-  likelihood.check_images(images)
   return model.apply(variables, images, h=h, train=train, rngs=rngs, method="bits_per_dim")
 
 

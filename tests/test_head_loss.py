@@ -153,3 +153,14 @@ def test_models_bits_per_dim_initialises_the_same_parameters():
   assert jax.tree.structure(by_method) == jax.tree.structure(by_call)
   for a, b in zip(jax.tree.leaves(by_method), jax.tree.leaves(by_call)):
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("images, message", [
+    (np.full((1, 4, 4, 3), 128.0, np.float32), "images must be integers 0..255"),
+    (np.full((1, 4, 4, 3), 256, np.int32), r"image values must be in 0..255, got 256..256"),
+])
+def test_models_bits_per_dim_refuses_bad_images_in_one_line(images, message):
+  model = pj.GatedPixelCNN(num_layers=1, features=6, channels=3, image_size=(4, 4))
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 3), jnp.uint8))
+  with pytest.raises(ValueError, match=message):
+    model.apply(variables, images, method="bits_per_dim")
