@@ -95,16 +95,15 @@ def _kernel(x_ref, w_ref, b_ref, t_ref, nll_ref, *residual_ref, colours, chunks,
 
 
 def _rows_xla(x_NK, w_KL, b_L, t_NC, residual: bool):
-  """_rows_kernel's results from XLA's ops."""
+  """_rows_kernel's results from XLA's ops: likelihood's NLL, and its
+  gradient for a cotangent of one."""
   logits = (jnp.dot(x_NK, w_KL, preferred_element_type=jnp.float32) + b_L).reshape(
       *t_NC.shape, NUM_LEVELS)
-  lse = jax.nn.logsumexp(logits, axis=-1)
-  is_target = t_NC.astype(jnp.int32)[..., None] == jnp.arange(NUM_LEVELS)
-  nll = lse - jnp.sum(jnp.where(is_target, logits, 0.0), axis=-1)
+  nll, saved = likelihood._nll_fwd(logits, t_NC)
   if not residual:
     return (nll,)
-  p = jnp.exp(logits - lse[..., None])
-  return nll, (p - is_target).astype(x_NK.dtype).reshape(x_NK.shape[0], -1)
+  dlogits = likelihood._nll_bwd(saved, jnp.ones_like(nll))[0]
+  return nll, dlogits.astype(x_NK.dtype).reshape(x_NK.shape[0], -1)
 
 
 def _rows_kernel(x_NK, w_KL, b_L, t_NC, residual: bool, block: int, warps: int):
