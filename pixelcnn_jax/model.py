@@ -205,7 +205,7 @@ class GatedPixelCNN(nn.Module):
     head's last 1x1 and the softmax run as a kernel that never writes the
     logits (head_loss)."""
     likelihood.check_images(x_BHWC)
-    y = nn.relu(self.head_hidden(nn.relu(self.trunk(x_BHWC, h, train)), aligned=True))
+    y = self._head_input(self.trunk(x_BHWC, h, train), aligned=True)
     if self.is_initializing():
       self.head_out(y)  # Creates its parameters, which `operands` reads.
     x, kernel, bias = self.head_out.operands(y)
@@ -253,9 +253,12 @@ class GatedPixelCNN(nn.Module):
     return self.layers[i].horizontal(h, link, padding, train, aligned)
 
   def head(self, features: jax.Array, aligned: bool = False) -> jax.Array:
-    y = self.head_hidden(nn.relu(features), aligned)
-    logits = self.head_out(nn.relu(y))
+    logits = self.head_out(self._head_input(features, aligned))
     return logits.reshape(*logits.shape[:-1], self.channels, NUM_LEVELS)
+
+  def _head_input(self, features: jax.Array, aligned: bool) -> jax.Array:
+    """The input of the head's last 1x1, which `head` and `bits_per_dim` share."""
+    return nn.relu(self.head_hidden(nn.relu(features), aligned))
 
 
 def require_pixelcnn(model, what: str) -> None:
