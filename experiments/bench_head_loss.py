@@ -1,17 +1,18 @@
 """The head's last 1x1 and the likelihood: XLA's ops against head_loss's kernel.
 
   python experiments/bench_head_loss.py [--batches=256,128] [--image=32x32x3]
-      [--features=132] [--depth=160] [--configs=64x4:64x4,...] [--reps=20]
-      [--out=FILE.jsonl]
+      [--features=132] [--depth=160] [--configs=64x4x1:32x4x2,...]
+      [--programs=264] [--reps=20] [--out=FILE.jsonl]
 
 The operands are a training step's: the head's bf16 input [B, H, W, depth]
 (its width aligned, zeros past --features), bf16 weights [depth, C*256],
 float32 biases, uint8 images. Per case: ms a call (calls back to back, the
 median of 5 rounds of --reps), bits/dim only and with the gradients of the
 input, the weights and the bias, and the largest difference from XLA's.
-A config is ROWSxWARPS of the kernel without the residual, then with it
-(head_loss.CONFIG). Off a GPU the kernel runs in Pallas's interpreter: a
-check, not a timing.
+A config is ROWSxWARPS[xSTAGES] of the kernel without the residual, then
+with it (head_loss.CONFIG; stages 1 where left out); --programs, the
+kernel's programs over all colours (head_loss.PROGRAMS). Off a GPU the
+kernel runs in Pallas's interpreter: a check, not a timing.
 """
 
 import argparse
@@ -57,18 +58,23 @@ def max_diff(a, b) -> float:
 
 
 def config_name(config) -> str:
-  return ":".join(f"{rows}x{warps}" for rows, warps in config)
+  return ":".join("x".join(str(n) for n in half) for half in config)
+
+
+def _with_stages(numbers):
+  return numbers + (1,) if len(numbers) == 2 else numbers
 
 
 def parse_configs(text: str):
   try:
-    configs = [tuple(tuple(int(n) for n in half.split("x")) for half in c.split(":"))
-               for c in text.split(",")]
+    configs = [tuple(_with_stages(tuple(int(n) for n in half.split("x")))
+                     for half in c.split(":")) for c in text.split(",")]
   except ValueError:
     configs = []
-  if not configs or any(len(c) != 2 or any(len(h) != 2 or min(h) < 1 for h in c)
+  if not configs or any(len(c) != 2 or any(len(h) != 3 or min(h) < 1 for h in c)
                         for c in configs):
-    raise SystemExit(f"--configs: ROWSxWARPS:ROWSxWARPS, comma-separated, got {text!r}")
+    raise SystemExit("--configs: ROWSxWARPS[xSTAGES]:ROWSxWARPS[xSTAGES], comma-separated, "
+                     f"got {text!r}")
   return configs
 
 
@@ -79,6 +85,7 @@ def main():
   p.add_argument("--features", type=int, default=132, help="the head's true width")
   p.add_argument("--depth", type=int, default=160, help="its aligned width")
   p.add_argument("--configs", default=config_name(head_loss.CONFIG))
+  p.add_argument("--programs", type=int, default=head_loss.PROGRAMS)
   p.add_argument("--reps", type=int, default=20)
   p.add_argument("--out", default="")
   args = p.parse_args()
@@ -86,6 +93,9 @@ def main():
   if not 0 < args.features <= args.depth:
     raise SystemExit(f"--features must be in 1..--depth ({args.depth}), got {args.features}")
   configs = parse_configs(args.configs)
+  if args.programs < 1:
+    raise SystemExit(f"--programs must be at least 1, got {args.programs}")
+  head_loss.PROGRAMS = args.programs
   for batch in int_list(args.batches, "--batches"):
     rows = batch * image[0] * image[1]
     bad = [c for c in configs if not head_loss.kernel_fits(rows, args.depth, jnp.bfloat16, c)]
@@ -106,6 +116,7 @@ def main():
       bits, grad = functions(args.features, config)
       name = "xla" if config is None else "kernel " + config_name(config)
       row = {"case": name, "batch": batch, "image": args.image, "depth": args.depth,
+             "programs": args.programs,
              "ms_forward": timed(bits, ops, args.reps),
              "ms_with_grad": timed(grad, ops, args.reps),
              "max_bits_diff": max_diff(bits(*ops), ref_bits),

@@ -8,7 +8,9 @@ Pallas (Triton) kernel makes them block by block in registers, in float32,
 and keeps each sub-pixel's NLL; when a gradient is wanted, also softmax
 minus one-hot in the compute dtype, half the logits' bytes. The backward
 pass scales that by each image's cotangent on the smaller side of its two
-products (experiments/RESULTS.md).
+products (experiments/RESULTS.md). Each program owns one colour and loops
+over row blocks, loading that colour's weights once: a program per block
+loaded all of them per block, 2 GB a step from L2 at batch 256.
 
 `image_bits` takes the 1x1's operands as `layers.MaskedDense.operands` gives
 them and uses the kernel on a GPU where `kernel_fits`, XLA's ops elsewhere.
@@ -30,9 +32,12 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from pixelcnn_jax import layers, likelihood
 from pixelcnn_jax.likelihood import NUM_LEVELS
 
-# (rows per program, warps) without and with the residual
+# (rows per block, warps, pipeline stages) without and with the residual
 # (experiments/bench_head_loss.py).
-CONFIG = ((64, 4), (32, 4))
+CONFIG = ((64, 4, 1), (32, 4, 2))
+# Programs over all colours: two per SM of an H100 (132 SMs) was faster than
+# one or three (experiments/RESULTS.md).
+PROGRAMS = 264
 # Heads wider than this keep XLA's ops, which were faster at 384
 # (experiments/RESULTS.md).
 MAX_DEPTH = 256
@@ -48,7 +53,7 @@ def kernel_fits(rows: int, depth: int, dtype, config=CONFIG) -> bool:
   """Whether the kernel takes rows x depth inputs of `dtype`: whole blocks of
   rows, a depth made of power-of-two chunks, 16-bit operands (float32 ones
   keep XLA's matmuls and their precision)."""
-  return (all(rows % block == 0 for block, _ in config)
+  return (all(rows % block == 0 for block, *_ in config)
           and depth % MIN_CHUNK == 0
           and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)))
 
@@ -75,23 +80,33 @@ def _exp(x, interpret: bool):
       result_shape_dtypes=[jax.ShapeDtypeStruct.like(x)])[0]
 
 
-def _kernel(x_ref, w_ref, b_ref, t_ref, nll_ref, *residual_ref, colours, chunks, interpret):
-  for c in range(colours):
-    cols = pl.ds(c * NUM_LEVELS, NUM_LEVELS)
-    logits = b_ref[cols][None, :]
-    for start, size in chunks:
-      logits = logits + jnp.dot(x_ref[:, pl.ds(start, size)], w_ref[pl.ds(start, size), cols],
+def _kernel(x_ref, w_ref, b_ref, t_ref, nll_ref, *residual_ref, block, blocks, chunks, interpret):
+  """One colour (w, b, t, nll and the residual are that colour's) over the
+  row blocks p, p + programs, ...; the last steps of some programs redo the
+  last block, writing what it wrote."""
+  p, programs = pl.program_id(0), pl.num_programs(0)
+  w_chunks = [w_ref[pl.ds(start, size), :] for start, size in chunks]
+  bias = b_ref[...]
+
+  def row_block(j, carry):
+    rows = pl.ds(pl.multiple_of(jnp.minimum(p + j * programs, blocks - 1) * block, block), block)
+    logits = bias[None, :]
+    for (start, size), w in zip(chunks, w_chunks):
+      logits = logits + jnp.dot(x_ref[rows, pl.ds(start, size)], w,
                                 preferred_element_type=jnp.float32)
     m = jnp.max(logits, axis=1)
     e = _exp(logits - m[:, None], interpret)
     s = jnp.sum(e, axis=1)
-    target = t_ref[:, c].astype(jnp.int32)
-    is_target = lax.broadcasted_iota(jnp.int32, logits.shape, 1) == target[:, None]
+    is_target = (lax.broadcasted_iota(jnp.int32, logits.shape, 1)
+                 == t_ref[rows].astype(jnp.int32)[:, None])
     picked = jnp.sum(jnp.where(is_target, logits, 0.0), axis=1)
-    nll_ref[:, c] = m + jnp.log(s) - picked
+    nll_ref[rows] = m + jnp.log(s) - picked
     if residual_ref:
-      residual_ref[0][:, cols] = (e / s[:, None] - is_target.astype(jnp.float32)).astype(
+      residual_ref[0][rows, :] = (e / s[:, None] - is_target.astype(jnp.float32)).astype(
           residual_ref[0].dtype)
+    return carry
+
+  lax.fori_loop(0, pl.cdiv(blocks, programs), row_block, 0)
 
 
 def _rows_xla(x_NK, w_KL, b_L, t_NC, residual: bool):
@@ -106,7 +121,7 @@ def _rows_xla(x_NK, w_KL, b_L, t_NC, residual: bool):
   return nll, dlogits.astype(x_NK.dtype).reshape(x_NK.shape[0], -1)
 
 
-def _rows_kernel(x_NK, w_KL, b_L, t_NC, residual: bool, block: int, warps: int):
+def _rows_kernel(x_NK, w_KL, b_L, t_NC, residual: bool, block: int, warps: int, stages: int):
   """(NLL [N, C] float32, and with `residual` softmax - one-hot [N, C * 256]
   in x's dtype) for one device's rows."""
   (rows, depth), colours = x_NK.shape, t_NC.shape[1]
@@ -114,30 +129,39 @@ def _rows_kernel(x_NK, w_KL, b_L, t_NC, residual: bool, block: int, warps: int):
     # A device's share of rows that are whole blocks overall, but not here.
     return _rows_xla(x_NK, w_KL, b_L, t_NC, residual)
   interpret = jax.default_backend() != "gpu"
+  blocks = rows // block
 
-  def by_rows(width):
-    return pl.BlockSpec((block, width), lambda i: (i, 0))
+  # A colour's NLL and targets are a row of colour-major arrays; its logits'
+  # weights, bias and residual, 256 columns.
+  colour_row = pl.BlockSpec((None, rows), lambda p, c: (c, 0))
 
-  out_shape = [jax.ShapeDtypeStruct((rows, colours), jnp.float32)]
+  def colour_columns(height):
+    return pl.BlockSpec((height, NUM_LEVELS), lambda p, c: (0, c))
+
+  out_shape = [jax.ShapeDtypeStruct((colours, rows), jnp.float32)]
+  out_specs = [colour_row]
   if residual:
     out_shape.append(jax.ShapeDtypeStruct((rows, w_KL.shape[1]), x_NK.dtype))
-  return tuple(pl.pallas_call(
-      lambda *refs: _kernel(*refs, colours=colours, chunks=_chunks(depth), interpret=interpret),
-      grid=(rows // block,),
-      in_specs=[by_rows(depth), pl.BlockSpec(w_KL.shape, lambda i: (0, 0)),
-                pl.BlockSpec(b_L.shape, lambda i: (0,)), by_rows(colours)],
-      out_specs=[by_rows(o.shape[1]) for o in out_shape], out_shape=out_shape,
+    out_specs.append(colour_columns(rows))
+  nll_CN, *rest = pl.pallas_call(
+      functools.partial(_kernel, block=block, blocks=blocks, chunks=_chunks(depth),
+                        interpret=interpret),
+      grid=(max(1, min(PROGRAMS // colours, blocks)), colours),
+      in_specs=[pl.BlockSpec((rows, depth), lambda p, c: (0, 0)), colour_columns(depth),
+                pl.BlockSpec((NUM_LEVELS,), lambda p, c: (c,)), colour_row],
+      out_specs=out_specs, out_shape=out_shape,
       compiler_params=(None if interpret
-                       else pltriton.CompilerParams(num_warps=warps, num_stages=1)),
-      interpret=interpret)(x_NK, w_KL, b_L, t_NC))
+                       else pltriton.CompilerParams(num_warps=warps, num_stages=stages)),
+      interpret=interpret)(x_NK, w_KL, b_L, t_NC.T)
+  return (nll_CN.T, *rest)
 
 
 @functools.lru_cache(maxsize=None)
-def _split_rows(residual: bool, block: int, warps: int):
+def _split_rows(residual: bool, block: int, warps: int, stages: int):
   """_rows_kernel under custom_partitioning: x, t and the results split over
   devices as x's rows are, the weights and bias whole on each."""
   def rows_kernel(*args):
-    return _rows_kernel(*args, residual, block, warps)
+    return _rows_kernel(*args, residual, block, warps, stages)
 
   def shardings(mesh, arg_shapes):
     spec = arg_shapes[0].sharding.spec

@@ -470,10 +470,13 @@ def test_bench_head_loss_kernel_matches_xlas_bits_and_gradients(tmp_path):
   weights and bias against XLA's, for each config, beside XLA's timing."""
   out = tmp_path / "head.jsonl"
   r = _run(BENCH_HEAD_LOSS, "--batches=2", "--image=8x8x3", "--features=40", "--depth=64",
-           "--configs=64x4:32x4,32x2:64x8", "--reps=1", f"--out={out}", timeout=300)
+           "--configs=64x4:32x4x2,32x2x1:64x8", "--programs=9", "--reps=1", f"--out={out}",
+           timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
   rows = [json.loads(line) for line in out.read_text().splitlines()]
-  assert [row["case"] for row in rows] == ["xla", "kernel 64x4:32x4", "kernel 32x2:64x8"]
+  assert [row["case"] for row in rows] == ["xla", "kernel 64x4x1:32x4x2",
+                                           "kernel 32x2x1:64x8x1"]
+  assert {row["programs"] for row in rows} == {9}
   for row in rows[1:]:
     assert row["max_bits_diff"] < 1e-5
     assert all(0 < m and d < 2e-2 * m for d, m in zip(row["max_grad_diffs"], row["max_grads"]))
@@ -482,9 +485,13 @@ def test_bench_head_loss_kernel_matches_xlas_bits_and_gradients(tmp_path):
 
 @pytest.mark.parametrize("args, error", [
     (["--batches=1", "--image=4x4x3"],
-     "--configs 64x4:32x4 or --depth 160: the kernel needs blocks that divide the 16 rows "
-     "and a depth that is a multiple of 16"),
-    (["--configs=64x4"], "--configs: ROWSxWARPS:ROWSxWARPS, comma-separated, got '64x4'"),
+     "--configs 64x4x1:32x4x2 or --depth 160: the kernel needs blocks that divide the 16 "
+     "rows and a depth that is a multiple of 16"),
+    (["--configs=64x4"],
+     "--configs: ROWSxWARPS[xSTAGES]:ROWSxWARPS[xSTAGES], comma-separated, got '64x4'"),
+    (["--configs=64x4x1x2:32x4"],
+     "--configs: ROWSxWARPS[xSTAGES]:ROWSxWARPS[xSTAGES], comma-separated, got '64x4x1x2:32x4'"),
+    (["--programs=0"], "--programs must be at least 1, got 0"),
     (["--features=200"], "--features must be in 1..--depth (160), got 200"),
 ])
 def test_bench_head_loss_refuses_bad_arguments_in_one_line(args, error):

@@ -46,10 +46,15 @@ def kernels_on_cpu(monkeypatch):
 
 
 # A ones channel in the padding (the bias's gradient from the weights'), none
-# (a pass of its own), one colour, and a depth of two chunks (32 + 16).
-@pytest.mark.parametrize("colours, features, depth", [(3, 40, 64), (3, 64, 64), (1, 20, 32),
-                                                      (3, 48, 48)])
-def test_kernel_gives_xlas_bits_and_gradients(kernels_on_cpu, colours, features, depth):
+# (a pass of its own), one colour, and a depth of two chunks (32 + 16); a
+# program a block, and fewer programs than blocks: one colour's 3 over its 4
+# blocks of 32 rows (the last step redoes a block), and one a colour.
+@pytest.mark.parametrize("colours, features, depth, programs", [
+    (3, 40, 64, head_loss.PROGRAMS), (3, 64, 64, head_loss.PROGRAMS), (1, 20, 32, 3),
+    (3, 48, 48, 3)])
+def test_kernel_gives_xlas_bits_and_gradients(kernels_on_cpu, monkeypatch, colours, features,
+                                              depth, programs):
+  monkeypatch.setattr(head_loss, "PROGRAMS", programs)
   ops = _operands(2, 8, colours, features, depth)
   weights = jnp.asarray([1.0, -2.0])
   assert _uses_kernel(ops, features)
