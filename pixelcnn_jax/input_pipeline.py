@@ -76,7 +76,10 @@ class TrainStream:
     if self.random_flip:  # Mirror half the images.
       mirror = np.random.default_rng([self.seed, step, 1]).random(
           self.global_batch)[mine] < 0.5
-      images = np.where(mirror[:, None, None, None], images[:, :, ::-1], images)
+      # Only the mirrored images are copied: np.where over the whole batch
+      # took 4x as long (experiments/RESULTS.md).
+      images = images.copy()
+      images[mirror] = images[mirror, :, ::-1]
     if self.random_shift:
       k = self.random_shift
       shifts = np.random.default_rng([self.seed, step, 2]).integers(

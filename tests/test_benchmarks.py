@@ -9,6 +9,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from pixelcnn_jax import xla_defaults
@@ -22,6 +23,7 @@ BENCH_LAYER_CONVS = os.path.join(REPO, "experiments", "bench_layer_convs.py")
 BENCH_DISPATCH = os.path.join(REPO, "experiments", "bench_dispatch.py")
 BENCH_NLL = os.path.join(REPO, "experiments", "bench_nll.py")
 BENCH_HEAD_LOSS = os.path.join(REPO, "experiments", "bench_head_loss.py")
+BENCH_INPUT = os.path.join(REPO, "experiments", "bench_input.py")
 
 
 def _run(script, *args, timeout):
@@ -496,6 +498,36 @@ def test_bench_head_loss_kernel_matches_xlas_bits_and_gradients(tmp_path):
 ])
 def test_bench_head_loss_refuses_bad_arguments_in_one_line(args, error):
   assert _refusal(BENCH_HEAD_LOSS, *args) == [error]
+
+
+def test_bench_input_times_the_streams_batches_from_npz_files(tmp_path):
+  rng = np.random.default_rng(0)
+  for i in range(2):
+    np.savez(tmp_path / f"train_{i}.npz", image=rng.integers(0, 256, (20, 4, 4, 3), np.uint8),
+             label=np.zeros(20, np.int64))
+  out = tmp_path / "input.jsonl"
+  r = _run(BENCH_INPUT, f"--npz={tmp_path}", "--batches=8,16", "--flip", "--shift=1",
+           "--steps=3", f"--out={out}", timeout=120)
+  assert r.returncode == 0, r.stderr[-2000:]
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [(row["batch"], row["image"], row["flip"], row["shift"]) for row in rows] == [
+      (8, "4x4x3", True, 1), (16, "4x4x3", True, 1)]
+  assert all(row["ms_per_batch"] > 0 and row["img_per_s"] > 0 for row in rows)
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--npz=/nonexistent"], "--npz: no .npz file at '/nonexistent'"),
+    (["--batches=0"], "--batches: positive integers separated by commas, got '0'"),
+    (["--shift=-1"], "--shift must be at least 0 and --steps at least 1, got -1 and 200"),
+])
+def test_bench_input_refuses_bad_arguments_in_one_line(args, error):
+  assert _refusal(BENCH_INPUT, *args) == [error]
+
+
+def test_bench_input_refuses_an_npz_without_images_in_one_line(tmp_path):
+  np.savez(tmp_path / "x.npz", pixels=np.zeros(3))
+  lines = _refusal(BENCH_INPUT, f"--npz={tmp_path / 'x.npz'}")
+  assert len(lines) == 1 and lines[0].startswith(f"--npz: {str(tmp_path / 'x.npz')!r} is not npz")
 
 
 def test_gpu_power_summarises_nvidia_smi_samples(monkeypatch):

@@ -154,6 +154,7 @@ def test_out_of_range_labels_are_refused():
 
 def test_random_flip_mirrors_half_the_batch_as_a_function_of_the_step():
   images = np.arange(64 * 2 * 3).reshape(64, 2, 3, 1).astype(np.uint8)
+  original = images.copy()
   split = datasets.ArraySplit(images, np.zeros(64, np.int64))
   flip = lambda: input_pipeline.TrainStream(split, 32, 0, _model_cfg(), random_flip=True)
   plain = input_pipeline.TrainStream(split, 32, 0, _model_cfg()).batch(5)["image"]
@@ -162,6 +163,7 @@ def test_random_flip_mirrors_half_the_batch_as_a_function_of_the_step():
   mirrored = np.all(a == plain[:, :, ::-1], axis=(1, 2, 3))
   assert np.all(mirrored | np.all(a == plain, axis=(1, 2, 3)))
   assert 4 < mirrored.sum() < 28
+  np.testing.assert_array_equal(split.images, original)  # The split is left as it was.
 
 
 def test_random_shift_moves_each_image_over_a_repeated_border():
