@@ -1,12 +1,11 @@
 """The host's side of a training step: `input_pipeline.TrainStream.batch`.
 
-  python experiments/bench_input.py [--npz=DIR_OR_FILE] [--batches=256,64]
-      [--flip] [--shift=0] [--steps=200] [--out=FILE.jsonl]
+  python experiments/bench_input.py [--npz_dir=DIR] [--split=train]
+      [--batches=256,64] [--flip] [--shift=0] [--steps=200] [--out=FILE.jsonl]
 
-Times one process's batches, read from an in-memory split as
-`pixelcnn_jax.main` reads an npz one (every file of a directory, or one
-file; random CIFAR-sized images without --npz), with the config's
-augmentations. Per batch size: ms a batch (the median of 5 rounds of
+Times one process's batches of DIR's split (its `<split>*.npz` files, read
+as `pixelcnn_jax.main` reads them; default: the CIFAR-10 subset shipped
+with the package), with the config's augmentations. Per batch size: ms a batch (the median of 5 rounds of
 --steps consecutive steps) and images a second. The stream reads ahead on
 one thread, so a training loop waits on it only where a batch takes
 longer than a step.
@@ -14,33 +13,15 @@ longer than a step.
 
 import argparse
 import datetime
-import glob
 import json
 import os
 import platform
 import statistics
 import time
-import types
 
-import numpy as np
-
-from pixelcnn_jax import datasets, input_pipeline
-
-
-def load_split(path: str) -> datasets.ArraySplit:
-  if not path:
-    rng = np.random.default_rng(0)
-    return datasets.ArraySplit(rng.integers(0, 256, (50_000, 32, 32, 3), np.uint8),
-                               np.zeros(50_000, np.int64))
-  files = sorted(glob.glob(os.path.join(path, "*.npz"))) if os.path.isdir(path) else [path]
-  if not files or not all(os.path.isfile(f) for f in files):
-    raise SystemExit(f"--npz: no .npz file at {path!r}")
-  try:
-    parts = [np.load(f) for f in files]
-    return datasets.ArraySplit(np.concatenate([p["image"] for p in parts]),
-                               np.concatenate([p["label"] for p in parts]))
-  except (KeyError, ValueError, OSError) as e:
-    raise SystemExit(f"--npz: {path!r} is not npz files with image and label: {e}")
+from bench_nll import int_list
+from pixelcnn_jax import config_base, datasets, input_pipeline
+from pixelcnn_jax.errors import UserError
 
 
 def ms_per_batch(stream, steps: int) -> float:
@@ -56,29 +37,30 @@ def ms_per_batch(stream, steps: int) -> float:
 
 def main():
   p = argparse.ArgumentParser()
-  p.add_argument("--npz", default="", help="a directory of .npz files, or one")
+  p.add_argument("--npz_dir", default=config_base.SHIPPED_CIFAR)
+  p.add_argument("--split", default="train")
   p.add_argument("--batches", default="256,64")
   p.add_argument("--flip", action="store_true", help="data.random_flip")
   p.add_argument("--shift", type=int, default=0, help="data.random_shift")
   p.add_argument("--steps", type=int, default=200)
   p.add_argument("--out", default="")
   args = p.parse_args()
-  try:
-    batches = [int(b) for b in args.batches.split(",")]
-  except ValueError:
-    batches = []
-  if not batches or min(batches) < 1:
-    raise SystemExit(f"--batches: positive integers separated by commas, got {args.batches!r}")
+  batches = int_list(args.batches, "--batches")
   if args.shift < 0 or args.steps < 1:
     raise SystemExit(f"--shift must be at least 0 and --steps at least 1, got {args.shift} "
                      f"and {args.steps}")
-  split = load_split(args.npz)
-  model_cfg = types.SimpleNamespace(kind="pixelcnn", conditioning="none", num_classes=0)
+  config = config_base.base()
+  config.data.npz_dir = args.npz_dir
+  try:
+    split = datasets.open_split(config.data, args.split)
+  except UserError as e:
+    raise SystemExit(str(e))
   for batch in batches:
-    stream = input_pipeline.TrainStream(split, batch, 0, model_cfg, random_flip=args.flip,
+    stream = input_pipeline.TrainStream(split, batch, 0, config.model, random_flip=args.flip,
                                         random_shift=args.shift)
     ms = ms_per_batch(stream, args.steps)
-    row = {"batch": batch, "image": "x".join(map(str, split.image_shape)), "flip": args.flip,
+    row = {"npz_dir": args.npz_dir, "split": args.split, "batch": batch,
+           "image": "x".join(map(str, split.image_shape)), "flip": args.flip,
            "shift": args.shift, "ms_per_batch": ms, "img_per_s": batch / ms * 1e3,
            "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
            "date": datetime.date.today().isoformat()}

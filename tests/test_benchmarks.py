@@ -503,21 +503,21 @@ def test_bench_head_loss_refuses_bad_arguments_in_one_line(args, error):
 def test_bench_input_times_the_streams_batches_from_npz_files(tmp_path):
   rng = np.random.default_rng(0)
   for i in range(2):
-    np.savez(tmp_path / f"train_{i}.npz", image=rng.integers(0, 256, (20, 4, 4, 3), np.uint8),
+    np.savez(tmp_path / f"test_{i}.npz", image=rng.integers(0, 256, (20, 4, 4, 3), np.uint8),
              label=np.zeros(20, np.int64))
   out = tmp_path / "input.jsonl"
-  r = _run(BENCH_INPUT, f"--npz={tmp_path}", "--batches=8,16", "--flip", "--shift=1",
-           "--steps=3", f"--out={out}", timeout=120)
+  r = _run(BENCH_INPUT, f"--npz_dir={tmp_path}", "--split=test", "--batches=8,16", "--flip",
+           "--shift=1", "--steps=3", f"--out={out}", timeout=120)
   assert r.returncode == 0, r.stderr[-2000:]
   rows = [json.loads(line) for line in out.read_text().splitlines()]
-  assert [(row["batch"], row["image"], row["flip"], row["shift"]) for row in rows] == [
-      (8, "4x4x3", True, 1), (16, "4x4x3", True, 1)]
+  assert [(row["split"], row["batch"], row["image"], row["flip"], row["shift"])
+          for row in rows] == [("test", 8, "4x4x3", True, 1), ("test", 16, "4x4x3", True, 1)]
   assert all(row["ms_per_batch"] > 0 and row["img_per_s"] > 0 for row in rows)
 
 
 @pytest.mark.parametrize("args, error", [
-    (["--npz=/nonexistent"], "--npz: no .npz file at '/nonexistent'"),
-    (["--batches=0"], "--batches: positive integers separated by commas, got '0'"),
+    (["--npz_dir=/nonexistent"], "no files train*.npz in /nonexistent"),
+    (["--batches=0"], "--batches: expected positive integers separated by commas, got '0'"),
     (["--shift=-1"], "--shift must be at least 0 and --steps at least 1, got -1 and 200"),
 ])
 def test_bench_input_refuses_bad_arguments_in_one_line(args, error):
@@ -525,9 +525,9 @@ def test_bench_input_refuses_bad_arguments_in_one_line(args, error):
 
 
 def test_bench_input_refuses_an_npz_without_images_in_one_line(tmp_path):
-  np.savez(tmp_path / "x.npz", pixels=np.zeros(3))
-  lines = _refusal(BENCH_INPUT, f"--npz={tmp_path / 'x.npz'}")
-  assert len(lines) == 1 and lines[0].startswith(f"--npz: {str(tmp_path / 'x.npz')!r} is not npz")
+  np.savez(tmp_path / "train.npz", pixels=np.zeros(3))
+  assert _refusal(BENCH_INPUT, f"--npz_dir={tmp_path}") == [
+      f"{tmp_path / 'train.npz'}: needs arrays 'image' and 'label', has ['pixels']"]
 
 
 def test_gpu_power_summarises_nvidia_smi_samples(monkeypatch):
